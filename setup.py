@@ -1,0 +1,34 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="torchrl_mbdpo",
+    version="0.1.0",
+    description="Model-Based Diffusion Policy Optimization (MBDPO) and TD-MPC2, built on TorchRL",
+    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["torchrl_mbdpo", "torchrl_mbdpo.*"]),
+    package_data={"torchrl_mbdpo": ["envs/custom_tasks/*.xml", "config/*.yaml"]},
+    python_requires=">=3.10",
+    install_requires=[
+        "torch==2.13.0",
+        "torchrl==0.14.1",
+        "tensordict==0.14.3",
+        "mujoco==3.17.0",
+        "dm-control==1.0.50",
+        "hydra-core>=1.3",
+        "tqdm",
+        "matplotlib",
+        "gymnasium",
+    ],
+    extras_require={
+        "dev": ["pytest"],
+        "tensorboard": ["tensorboard"],
+        "wandb": ["wandb"],
+    },
+    entry_points={
+        "console_scripts": [
+            "mbdpo-train=torchrl_mbdpo.cli:train_main",
+            "mbdpo-eval=torchrl_mbdpo.cli:eval_main",
+        ]
+    },
+)

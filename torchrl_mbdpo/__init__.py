@@ -1,0 +1,1 @@
+"""MBDPO on TorchRL."""
