@@ -1,0 +1,6 @@
+from .actors import DiffusionActor
+from .energy import EnergyNormalizer
+from .planning import PlannerConfig
+from .world_model import MODEL_SIZES, MBDPOWorldModel, WorldModelConfig, resolve_model_size
+
+__all__ = ["DiffusionActor", "EnergyNormalizer", "PlannerConfig", "MODEL_SIZES", "MBDPOWorldModel", "WorldModelConfig", "resolve_model_size"]

@@ -13,6 +13,7 @@ from tensordict.nn import TensorDictModule
 from torch import nn
 from torchrl.modules import WorldModel
 
+from .energy import EnergyNormalizer
 from .functional import PolicySample, gaussian_tanh_policy, make_bins, timestep_embedding, two_hot_inv
 from .layers import Ensemble, SimNorm, TaskConditioned, mlp, weight_init, zero_last_layer
 
@@ -136,6 +137,7 @@ class MBDPOWorldModel(WorldModel):
         self.score_net = wrap(mlp(L + T + HA + cfg.time_embed_dim, [M, M], HA), ["latent", "noisy_plan_flat", "tau_embedding"], ["score_flat"])
         self.qs = wrap(Ensemble(q_members), ["latent", "action"], ["q_logits"])
 
+        self.energy_norm = EnergyNormalizer()
         self.register_buffer("bins", make_bins(K, cfg.vmin, cfg.vmax))
         masks = torch.zeros(cfg.num_tasks, A)
         for i in range(cfg.num_tasks):
@@ -202,11 +204,13 @@ class MBDPOWorldModel(WorldModel):
         return self.qs.module(z, a, *self.task_args(task), params=params)
 
     def q_value(self, z, a, task=None, reduce: str = "avg", pair: torch.Tensor | None = None, params=None):
-        """Scalar Q from two heads (a random pair unless ``pair`` is given), reduced by ``min`` or ``avg``."""
-        logits = self.q_logits(z, a, task, params)
+        """Scalar Q from two heads (a random pair unless ``pair`` is given), reduced by ``min`` or ``avg``.
+
+        Only the two selected heads are evaluated."""
         if pair is None:
             pair = torch.randperm(self.cfg.num_q, device=z.device)[:2]
-        q = two_hot_inv(logits[pair], self.bins)
+        params = self.qs.module.net.params if params is None else params
+        q = two_hot_inv(self.q_logits(z, a, task, params=params[pair]), self.bins)
         return q.min(0).values if reduce == "min" else q.mean(0)
 
     def score(self, z, noisy_plan, tau, task=None):

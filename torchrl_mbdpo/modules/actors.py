@@ -1,0 +1,117 @@
+"""``DiffusionActor``: MBDPO's model-based diffusion planner as a TorchRL TensorDict policy."""
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from tensordict.nn.probabilistic import InteractionType, interaction_type
+from torchrl.data import Unbounded
+from torchrl.envs import TensorDictPrimer
+
+from .energy import EnergyNormalizer
+from .planning import PlannerConfig, mc_diffusion_sample, policy_rollout, score_network_sample, warm_start_mean, world_model_value
+
+__all__ = ["DiffusionActor"]
+
+
+class DiffusionActor(TensorDictModuleBase):
+    """Plans one action per environment with the model-based diffusion sampler (spec §3).
+
+    Works on any batch of environments at once. The warm start lives in the TensorDict, not in the
+    module: the actor reads ``plan`` (the previous clean plan, ``(H, A)`` per env) and ``is_init``
+    (episode start, from ``InitTracker``) and writes ``action`` and ``("next", "plan")``, so it
+    survives collector resets and works with ``SerialEnv``/``ParallelEnv``. Build envs with
+    ``make_env(..., policy=actor)`` or append :meth:`make_tensordict_primer` and ``InitTracker``.
+
+    Exploration follows TorchRL's interaction type: ``RANDOM`` (collectors' default) adds
+    ``action_noise`` Gaussian noise to the executed action; ``DETERMINISTIC`` (evaluation) adds none.
+
+    Args:
+        world_model: an :class:`~torchrl_mbdpo.modules.MBDPOWorldModel`.
+        planner: a :class:`PlannerConfig` (defaults: the official settings).
+        discount: the task's discount (float), or a per-task tensor indexed by ``task``.
+        energy_norm: the running energy normaliser (by default the world model's own).
+    """
+
+    def __init__(
+        self,
+        world_model,
+        planner: PlannerConfig | None = None,
+        discount: float | torch.Tensor = 0.99,
+        energy_norm: EnergyNormalizer | None = None,
+        observation_key="observation",
+    ):
+        super().__init__()
+        self.world_model = world_model
+        self.planner = planner or PlannerConfig()
+        if self.planner.horizon != world_model.cfg.horizon and self.planner.score_source == "network":
+            raise ValueError("The score network was built for horizon "
+                             f"{world_model.cfg.horizon}; planner.horizon={self.planner.horizon} does not match.")
+        self.register_buffer("discount", torch.as_tensor(discount, dtype=torch.float32))
+        self.energy_norm = energy_norm if energy_norm is not None else world_model.energy_norm
+        self.observation_key = observation_key
+        self.multitask = world_model.cfg.multitask
+        self.in_keys = [observation_key, "plan", "is_init"] + (["task"] if self.multitask else [])
+        self.out_keys = ["action", ("next", "plan")]
+
+    @property
+    def plan_shape(self) -> tuple[int, int]:
+        return (self.planner.horizon, self.world_model.cfg.action_dim)
+
+    def make_tensordict_primer(self) -> TensorDictPrimer:
+        """Primer adding the zero-initialised ``plan`` entry to an env (found by TorchRL's
+        ``get_primers_from_module`` / ``auto_register_policy_transforms``)."""
+        return TensorDictPrimer(plan=Unbounded(self.plan_shape), default_value=0.0, expand_specs=True)
+
+    @torch.no_grad()
+    def plan(self, obs: torch.Tensor, prev_plan: torch.Tensor, is_init: torch.Tensor, task=None, explore: bool = True):
+        """Plan for a flat batch: ``obs (B, D)``, ``prev_plan (B, H, A)``, ``is_init (B,)`` ->
+        ``(action (B, A), plan (B, H, A))``."""
+        wm, cfg = self.world_model, self.planner
+        z0 = wm.encode_obs(obs, task)
+        mean0 = warm_start_mean(prev_plan.to(z0.dtype), is_init)
+        mask = wm.action_mask(task)
+        if cfg.score_source == "network":
+            plan = score_network_sample(mean0, lambda x, t: wm.score(z0, x, torch.full((), t, device=z0.device), task), cfg, mask)
+        else:
+            N = cfg.num_samples
+            z_rep = z0.repeat_interleave(N, dim=0)
+            task_rep = None if task is None else task.repeat_interleave(N, dim=0)
+            discount = self.discount if self.discount.ndim == 0 else self.discount[task_rep.long().reshape(-1, 1)]
+
+            def value_fn(candidates):
+                flat = candidates.reshape(-1, *candidates.shape[2:])
+                return world_model_value(wm, z_rep, flat, task_rep, discount, cfg.energy_eta, self.energy_norm).view(candidates.shape[:2])
+
+            def policy_fn(num):
+                return policy_rollout(wm, z0, num, cfg.horizon, task)
+
+            plan = mc_diffusion_sample(mean0, value_fn, policy_fn if cfg.num_pi_trajs else None, cfg, mask)
+        action = plan[:, 0]
+        if explore and cfg.action_noise:
+            noise = cfg.action_noise * torch.randn_like(action)
+            action = action + (noise if mask is None else noise * mask)
+        return action.clamp(-1, 1), plan
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        batch_shape = tensordict.batch_size
+        flat = tensordict.reshape(-1) if len(batch_shape) != 1 else tensordict
+        obs = flat.get(self.observation_key)
+        B = obs.shape[0]
+        prev_plan = flat.get("plan", None)
+        if prev_plan is None:
+            prev_plan = torch.zeros(B, *self.plan_shape, device=obs.device)
+        is_init = flat.get("is_init", None)
+        if is_init is None:
+            is_init = torch.zeros(B, dtype=torch.bool, device=obs.device)
+        task = flat.get("task") if self.multitask else None
+        explore = interaction_type() not in (InteractionType.DETERMINISTIC, InteractionType.MODE, InteractionType.MEAN)
+        was_training = self.world_model.training
+        self.world_model.eval()
+        try:
+            action, plan = self.plan(obs, prev_plan, is_init, task, explore=explore)
+        finally:
+            self.world_model.train(was_training)
+        tensordict.set("action", action.reshape(*batch_shape, -1))
+        tensordict.set(("next", "plan"), plan.reshape(*batch_shape, *self.plan_shape))
+        return tensordict
