@@ -10,21 +10,14 @@ class EnergyNormalizer(nn.Module):
     ``eta * clip((F - mean) / std, -clip, clip)``.
 
     The statistics are buffers of the world model, so they are saved in checkpoints (the official code
-    keeps them on the agent and loses them on reload, spec §7 bug 3).
+    keeps them on the agent and loses them on reload, spec §7 bug 3). ``MBDPOLoss`` updates them.
     """
 
-    def __init__(self, momentum: float = 0.99, clip: float = 5.0):
+    def __init__(self, clip: float = 5.0):
         super().__init__()
-        self.momentum = momentum
         self.clip = clip
         self.register_buffer("mean", torch.zeros(()))
         self.register_buffer("std", torch.ones(()))
-
-    @torch.no_grad()
-    def update(self, logits: torch.Tensor) -> None:
-        logits = logits.detach().float()
-        self.mean.lerp_(logits.mean(), 1 - self.momentum)
-        self.std.lerp_(logits.std(unbiased=False).clamp_min(1e-6), 1 - self.momentum)
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         return ((logits - self.mean) / self.std.clamp_min(1e-6)).clamp(-self.clip, self.clip)

@@ -96,7 +96,7 @@ class TaskConditioned(nn.Module):
     def forward(self, *inputs: torch.Tensor, **kwargs) -> torch.Tensor:
         if self.task_emb is not None:
             *inputs, task = inputs
-            if task.ndim == inputs[0].ndim:  # a trailing singleton dim, as stored in TensorDicts
+            if task.ndim and task.shape[-1] == 1:  # a trailing singleton dim, as stored in TensorDicts
                 task = task.squeeze(-1)
             emb = self.task_emb(task.long())
             inputs.append(emb.expand(*inputs[0].shape[:-1], emb.shape[-1]))

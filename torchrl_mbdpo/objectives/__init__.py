@@ -1,0 +1,42 @@
+"""MBDPO's training objective (TorchRL ``LossModule``) and its pure-tensor math."""
+from .mbdpo import MBDPOLoss, make_optimizers, update
+from .utils import (
+    RunningScale,
+    binary_contrastive_loss,
+    consistency_loss,
+    contrastive_pairs,
+    ema_moments,
+    mc_score_target,
+    negative_candidates,
+    percentile,
+    policy_loss,
+    rho_weighted_ce,
+    rho_weights,
+    score_candidates,
+    select_hard_negatives,
+    td_target,
+    termination_loss,
+    value_loss,
+)
+
+__all__ = [
+    "MBDPOLoss",
+    "make_optimizers",
+    "update",
+    "RunningScale",
+    "binary_contrastive_loss",
+    "consistency_loss",
+    "contrastive_pairs",
+    "ema_moments",
+    "mc_score_target",
+    "negative_candidates",
+    "percentile",
+    "policy_loss",
+    "rho_weighted_ce",
+    "rho_weights",
+    "score_candidates",
+    "select_hard_negatives",
+    "td_target",
+    "termination_loss",
+    "value_loss",
+]

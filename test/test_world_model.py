@@ -1,0 +1,146 @@
+import math
+
+import pytest
+import torch
+from tensordict import TensorDict
+
+from torchrl_mbdpo.modules import MBDPOWorldModel, WorldModelConfig, resolve_model_size
+from torchrl_mbdpo.modules.functional import (
+    discount_from_episode_length,
+    gaussian_tanh_policy,
+    make_bins,
+    soft_ce,
+    symexp,
+    symlog,
+    timestep_embedding,
+    two_hot,
+    two_hot_inv,
+)
+from torchrl_mbdpo.modules.layers import SimNorm
+
+# spec §1.3: parameter counts (millions) for mt80 (obs 39, A 6, T 96, 80 tasks)
+PARAM_TABLE = {1: (1.44, 1.67, 1.95), 5: (5.39, 5.97, 6.60), 19: (18.97, 20.92, 22.96), 48: (48.79, 53.57, 58.52), 317: (317.4, 340.2, 363.5)}
+
+
+def _count(*modules):
+    return sum(p.numel() for m in modules for p in m.parameters()) / 1e6
+
+
+@pytest.mark.parametrize("size", sorted(PARAM_TABLE))
+def test_parameter_counts_match_spec_table(size):
+    with torch.device("meta"):  # shapes only: the 340M model costs no memory or init time
+        wm = MBDPOWorldModel(WorldModelConfig.from_size(size, 39, 6, num_tasks=80, task_dim=96))
+    core = _count(wm.encoder, wm.dynamics, wm.reward_head, wm.policy, wm.qs, wm.task_emb)
+    tdmpc2, with_f, with_score = PARAM_TABLE[size]
+    assert core == pytest.approx(tdmpc2, abs=0.01 * tdmpc2)
+    assert core + _count(wm.energy) == pytest.approx(with_f, abs=0.01 * with_f)
+    assert core + _count(wm.energy, wm.score_net) == pytest.approx(with_score, abs=0.01 * with_score)
+
+
+def test_paper_size_labels_are_aliases_and_bad_sizes_fail_clearly():
+    assert [resolve_model_size(x) for x in (1.7, 6, 21, 54, 340, "5", 19)] == [1, 5, 19, 48, 317, 5, 19]
+    with pytest.raises(ValueError, match=r"model_size=7 is not a known size.*\[1, 5, 19, 48, 317\]"):
+        resolve_model_size(7)
+
+
+def _tiny(**kw):
+    return MBDPOWorldModel(WorldModelConfig.from_size(1, 5, 2, latent_dim=16, mlp_dim=16, enc_dim=16, **kw))
+
+
+def test_simnorm_groups_sum_to_one_and_latents_are_simplicial():
+    x = SimNorm(8)(torch.randn(3, 32))
+    assert torch.allclose(x.view(3, 4, 8).sum(-1), torch.ones(3, 4))
+    z = _tiny().encode_obs(torch.randn(4, 5))
+    assert torch.allclose(z.view(4, -1, 8).sum(-1), torch.ones(4, 2))
+
+
+def test_q_ensemble_is_vectorised_and_equals_each_member():
+    wm = _tiny(num_q=3).eval()
+    z, a = torch.randn(4, 16), torch.rand(4, 2)
+    all_heads = wm.q_logits(z, a)
+    assert all_heads.shape == (3, 4, 101)
+    params = wm.qs.module.net.params
+    for i in range(3):
+        assert torch.allclose(wm.q_logits(z, a, params=params[i : i + 1])[0], all_heads[i], atol=1e-6)
+    assert not torch.allclose(all_heads[0], all_heads[1])  # independent initialisation
+
+
+def test_heads_start_uniform_and_q_init_options():
+    wm = _tiny()
+    z, a = torch.randn(4, 16), torch.rand(4, 2)
+    assert torch.allclose(wm.reward(z, a), wm.reward(z, a)[:, :1].expand(-1, 101))  # zeroed last layer
+    assert wm.qs.module.net.params["2", "weight"].abs().sum() == 0
+    official = wm.qs.module.net.params["0", "0", "weight"].std().item()
+    fixed = _tiny(q_init="trunc_normal").qs.module.net.params["0", "0", "weight"].std().item()
+    assert official > 0.05 and fixed == pytest.approx(0.02, rel=0.2)  # kaiming-uniform vs trunc_normal(0.02)
+    with pytest.raises(ValueError, match="q_init"):
+        _tiny(q_init="xavier")
+
+
+def test_tensordict_interface_follows_torchrl_world_model():
+    wm = _tiny(episodic=True)
+    td = wm(TensorDict(observation=torch.randn(4, 5), action=torch.rand(4, 2), batch_size=[4]))
+    for key in ["latent", ("next", "latent"), "reward_logits", ("next", "termination_logit")]:
+        assert key in td.keys(True)
+
+
+def _tdmpc2_two_hot(x, num_bins=101, vmin=-10.0, vmax=10.0):
+    """TD-MPC2's own implementation (common/math.py), the reference we must match."""
+    bin_size = (vmax - vmin) / (num_bins - 1)
+    x = torch.clamp(symlog(x), vmin, vmax).squeeze(1)
+    bin_idx = torch.floor((x - vmin) / bin_size)
+    bin_offset = ((x - vmin) / bin_size - bin_idx).unsqueeze(-1)
+    soft = torch.zeros(x.shape[0], num_bins)
+    bin_idx = bin_idx.long()
+    soft = soft.scatter(1, bin_idx.unsqueeze(1), 1 - bin_offset)
+    soft = soft.scatter(1, (bin_idx.unsqueeze(1) + 1) % num_bins, bin_offset)
+    return soft
+
+
+def test_two_hot_matches_tdmpc2_and_round_trips():
+    bins = make_bins()
+    x = torch.tensor([[-500.0], [-3.2], [0.0], [0.37], [12.0], [1e5]])
+    assert torch.allclose(two_hot(x, bins), _tdmpc2_two_hot(x), atol=1e-5)
+    inside = x[1:5]
+    logits = torch.log(two_hot(inside, bins) + 1e-12)
+    assert torch.allclose(two_hot_inv(logits, bins), inside, rtol=1e-3, atol=1e-4)
+    assert torch.allclose(symexp(symlog(x)), x, rtol=1e-5)
+    ce = soft_ce(torch.zeros(6, 101), x, bins)
+    assert ce.shape == (6, 1) and torch.allclose(ce, torch.full((6, 1), math.log(101)), atol=1e-5)
+
+
+def test_gaussian_tanh_policy_matches_tdmpc2_formulas():
+    mu, raw, eps = torch.randn(5, 3), torch.randn(5, 3), torch.randn(5, 3)
+    out = gaussian_tanh_policy(mu, raw, eps, -10, 2)
+    log_std = -10 + 0.5 * 12 * (torch.tanh(raw) + 1)
+    gauss = (-0.5 * eps**2 - log_std - 0.9189385).sum(-1, keepdim=True)
+    u = mu + eps * log_std.exp()
+    squashed = gauss - torch.log(torch.relu(1 - torch.tanh(u) ** 2) + 1e-6).sum(-1, keepdim=True)
+    assert torch.allclose(out.action, torch.tanh(u)) and torch.allclose(out.mean, torch.tanh(mu))
+    assert torch.allclose(out.log_prob, squashed)
+    assert torch.allclose(out.scaled_entropy, -3 * gauss, rtol=1e-4, atol=1e-3)
+    masked = gaussian_tanh_policy(mu, raw, eps, -10, 2, mask=torch.tensor([1.0, 1.0, 0.0]))
+    assert (masked.action[:, 2] == 0).all()
+
+
+def test_discount_rule_and_time_embedding():
+    assert discount_from_episode_length(500) == pytest.approx(0.99)
+    assert discount_from_episode_length(100) == pytest.approx(0.95)
+    assert discount_from_episode_length(10_000) == pytest.approx(0.995)
+    emb = timestep_embedding(torch.tensor(3), 64)
+    assert emb.shape == (64,) and emb[0] == pytest.approx(math.sin(3.0)) and emb[32] == pytest.approx(math.cos(3.0))
+
+
+def test_multitask_modules_read_the_task_embedding():
+    wm = MBDPOWorldModel(WorldModelConfig.from_size(1, 5, 3, latent_dim=16, mlp_dim=16, enc_dim=16, num_tasks=2, task_dim=4, action_dims=[3, 2]))
+    obs = torch.randn(2, 5)
+    z0 = wm.encode_obs(obs, torch.tensor([0, 0]))
+    z1 = wm.encode_obs(obs, torch.tensor([1, 1]))
+    assert not torch.allclose(z0, z1)
+    assert (wm.pi(z0, torch.tensor([1, 1])).action[:, 2] == 0).all()  # action mask of task 1
+    with pytest.raises(ValueError, match="multi-task"):
+        wm.encode_obs(obs)
+    # time-first inputs with a (B, 1) task: each column gets its own task
+    zs = torch.stack([z0, z0, z0])
+    out = wm.next(zs, torch.zeros(3, 2, 3), torch.tensor([[0], [1]]))
+    assert torch.allclose(out[:, 0], wm.next(z0[:1], torch.zeros(1, 3), torch.tensor([0])).expand(3, -1), atol=1e-6)

@@ -1,0 +1,1 @@
+"""Hydra entry configs of the console scripts."""

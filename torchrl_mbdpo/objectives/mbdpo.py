@@ -1,0 +1,550 @@
+"""``MBDPOLoss``: the training objective of MBDPO (spec §2), as a TorchRL ``LossModule``.
+
+Two optimisers train two disjoint parameter sets, as in the official agent (TD3 pattern):
+
+- :meth:`MBDPOLoss.model_loss` trains the world model: latent consistency, reward, value (TD(0)
+  targets from a Polyak-averaged Q ensemble), termination (episodic tasks), the contrastive energy
+  net F and, optionally, the amortised score network. It also returns the detached rollout latents
+  under ``"latents"``;
+- :meth:`MBDPOLoss.pi_loss` trains the policy prior on those latents.
+
+:func:`update` runs one official update step with the optimisers of :func:`make_optimizers`.
+The math lives in :mod:`torchrl_mbdpo.objectives.utils` as pure tensor functions; this module maps
+TorchRL's batch-first ``[B, H]`` slices onto them and owns the state (target Qs, running statistics).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from tensordict import TensorDict, TensorDictBase, TensorDictParams
+from tensordict.utils import NestedKey
+from torch import nn
+from torchrl.objectives import LossModule
+
+from ..modules.energy import EnergyNormalizer
+from ..modules.functional import diffusion_schedule
+from ..modules.planning import world_model_value
+from .utils import (
+    RunningScale,
+    binary_contrastive_loss,
+    consistency_loss,
+    contrastive_pairs,
+    ema_moments,
+    mc_score_target,
+    negative_candidates,
+    policy_loss,
+    rho_weighted_ce,
+    rho_weights,
+    score_candidates,
+    select_hard_negatives,
+    td_target,
+    termination_loss,
+    value_loss,
+)
+
+__all__ = ["MBDPOLoss", "make_optimizers", "update"]
+
+CONTRASTIVE_PAIRINGS = ("official", "aligned")
+TARGET_Q_PAIRS = ("official", "random")
+
+
+class _Batch(NamedTuple):
+    """A slice batch in the spec's time-first layout."""
+
+    obs0: torch.Tensor  # (B, *obs)
+    next_obs: torch.Tensor  # (H, B, *obs)
+    action: torch.Tensor  # (H, B, A)
+    reward: torch.Tensor  # (H, B, 1)
+    terminated: torch.Tensor  # (H, B, 1) float
+    task: torch.Tensor | None  # (B,) long, multi-task only
+    discount: torch.Tensor  # () or (B, 1)
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module):
+    """Temporarily switch ``module`` to eval mode (the target Qs never use dropout)."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
+class MBDPOLoss(LossModule):
+    """MBDPO / TD-MPC2 objective over an :class:`~torchrl_mbdpo.modules.MBDPOWorldModel`.
+
+    Input: a TensorDict of ``[B, H]`` slices of consecutive transitions (time is the last batch dim;
+    a flat ``[B*H]`` sample from ``SliceSampler`` is reshaped with ``H = world_model.cfg.horizon``) with
+    ``observation``, ``action``, ``("next", "observation")``, ``("next", "reward")``,
+    ``("next", "terminated")`` and, multi-task, ``task``. An optional per-sample ``discount`` entry
+    overrides the constructor's ``discount`` (multi-task: one gamma per task). ``truncated``/``done``
+    are ignored: only ``terminated`` stops the bootstrap.
+
+    Args:
+        world_model: the world model; its parameters are registered on the loss.
+
+    Keyword Args:
+        discount: gamma of the TD target and of the score target's planner return (a buffer).
+        rho: temporal weight ``rho^t`` of the rollout losses.
+        consistency_coef, reward_coef, value_coef, termination_coef, energy_coef, score_coef: loss
+            coefficients; the ``loss_*`` entries are already multiplied by them.
+        entropy_coef: weight of the policy's scaled entropy.
+        contrastive_pairing: ``"official"`` reproduces the released code's mis-paired positives,
+            ``"aligned"`` pairs each latent with its own action (spec §2.2).
+        contrastive_neg_noise: std of the noisy negative around the policy action.
+        contrastive_momentum: momentum of the running energy statistics.
+        contrastive_eta: weight of the energy in the planner return used by the score target.
+        use_score_network: train the amortised score network (``loss_score``).
+        score_num_samples, score_temperature, diffusion_steps, beta0, betaT: the MC score target.
+        target_q_pair: ``"official"``: min over target heads 0 and 1; ``"random"``: a random pair (TD-MPC2).
+        scale_tau: step size of the policy's :class:`RunningScale`.
+
+    Target Qs: ``target_qvalue_params`` is paired with ``qvalue_params`` (the world model's ensemble
+    weights), so ``torchrl.objectives.SoftUpdate(loss, tau=0.01)`` Polyak-averages them.
+
+    Energy statistics: ``energy_norm`` is the world model's ``EnergyNormalizer`` (its ``mean``/``std``
+    buffers), which the planner reads; this loss updates it with ``contrastive_momentum``. Its buffers
+    are in both the world model's and this loss's ``state_dict``.
+    """
+
+    @dataclass
+    class _AcceptedKeys:
+        """Configurable input keys (``loss.set_keys(...)``).
+
+        Attributes:
+            observation: observations ``o_t``. Defaults to ``"observation"``.
+            action: actions ``a_t``. Defaults to ``"action"``.
+            reward: rewards ``r_t``. Defaults to ``("next", "reward")``.
+            terminated: true terminations (no bootstrap). Defaults to ``("next", "terminated")``.
+            next_observation: observations ``o_{t+1}``. Defaults to ``("next", "observation")``.
+            task: task index (multi-task). Defaults to ``"task"``.
+            discount: optional per-sample discount. Defaults to ``"discount"``.
+        """
+
+        observation: NestedKey = "observation"
+        action: NestedKey = "action"
+        reward: NestedKey = ("next", "reward")
+        terminated: NestedKey = ("next", "terminated")
+        next_observation: NestedKey = ("next", "observation")
+        task: NestedKey = "task"
+        discount: NestedKey = "discount"
+
+    tensor_keys: _AcceptedKeys
+    default_keys = _AcceptedKeys
+    qvalue_params: TensorDictParams
+    target_qvalue_params: TensorDictParams
+
+    def __init__(
+        self,
+        world_model,
+        *,
+        discount: float = 0.99,
+        rho: float = 0.5,
+        consistency_coef: float = 20.0,
+        reward_coef: float = 0.1,
+        value_coef: float = 0.1,
+        termination_coef: float = 1.0,
+        energy_coef: float = 1.0,
+        score_coef: float = 1.0,
+        entropy_coef: float = 1e-4,
+        contrastive_pairing: str = "official",
+        contrastive_neg_noise: float = 0.5,
+        contrastive_momentum: float = 0.99,
+        contrastive_eta: float = 0.01,
+        use_score_network: bool = False,
+        score_num_samples: int = 64,
+        score_temperature: float = 0.5,
+        diffusion_steps: int = 20,
+        beta0: float = 1e-4,
+        betaT: float = 1e-2,
+        target_q_pair: str = "official",
+        scale_tau: float = 0.01,
+    ):
+        if contrastive_pairing not in CONTRASTIVE_PAIRINGS:
+            raise ValueError(f"contrastive_pairing must be one of {CONTRASTIVE_PAIRINGS}, got {contrastive_pairing!r}")
+        if target_q_pair not in TARGET_Q_PAIRS:
+            raise ValueError(f"target_q_pair must be one of {TARGET_Q_PAIRS}, got {target_q_pair!r}")
+        if world_model.cfg.num_q < 2:
+            raise ValueError(f"The TD target takes the min of two Q heads: num_q must be >= 2, got {world_model.cfg.num_q}")
+        if not 0.0 <= contrastive_momentum < 1.0:
+            raise ValueError(f"contrastive_momentum must lie in [0, 1), got {contrastive_momentum}")
+        if not 0.0 < rho <= 1.0:
+            raise ValueError(f"rho must lie in (0, 1], got {rho}")
+        if use_score_network and score_num_samples < 2:
+            raise ValueError(f"score_num_samples must be >= 2 (the returns are z-scored), got {score_num_samples}")
+        super().__init__()
+        self.world_model = world_model
+        self.rho = float(rho)
+        self.consistency_coef = float(consistency_coef)
+        self.reward_coef = float(reward_coef)
+        self.value_coef = float(value_coef)
+        self.termination_coef = float(termination_coef)
+        self.energy_coef = float(energy_coef)
+        self.score_coef = float(score_coef)
+        self.entropy_coef = float(entropy_coef)
+        self.contrastive_pairing = contrastive_pairing
+        self.contrastive_neg_noise = float(contrastive_neg_noise)
+        self.contrastive_momentum = float(contrastive_momentum)
+        self.contrastive_eta = float(contrastive_eta)
+        self.use_score_network = bool(use_score_network)
+        self.score_num_samples = int(score_num_samples)
+        self.score_temperature = float(score_temperature)
+        self.target_q_pair = target_q_pair
+        self.register_buffer("discount", torch.as_tensor(discount, dtype=torch.float32))
+        _, abar = diffusion_schedule(diffusion_steps, beta0, betaT)
+        self.register_buffer("score_alphas_cumprod", abar, persistent=False)
+
+        # The online Q weights are the world model's own; the target copy is a buffer-only clone whose
+        # name pairs with them for TorchRL's TargetNetUpdater (``target_X_params`` <- ``X_params``).
+        self.qvalue_params = world_model.qs.module.net.params
+        self.target_qvalue_params = TensorDictParams(self.qvalue_params.data.clone(), no_convert=True)
+        self._has_update_associated["qvalue"] = False
+
+        # The planner's normaliser, shared so that it reads the statistics this loss updates.
+        energy_norm = getattr(world_model, "energy_norm", None)
+        self.energy_norm = energy_norm if energy_norm is not None else EnergyNormalizer()
+        self.scale = RunningScale(tau=scale_tau)
+        self._in_keys = None
+        self._out_keys = None
+
+    # ------------------------------------------------------------------ TorchRL plumbing
+    def _forward_value_estimator_keys(self, **kwargs) -> None:
+        # No value estimator: the TD(0) target is computed in ``td_targets``.
+        self._in_keys = None
+
+    def make_value_estimator(self, value_type=None, **hyperparams):
+        raise NotImplementedError(
+            "MBDPOLoss computes its TD(0) target itself (min of two target Q heads). Set the discount with "
+            "MBDPOLoss(discount=...) or per sample under the 'discount' key of the batch."
+        )
+
+    def _set_in_keys(self):
+        keys = self.tensor_keys
+        in_keys = [keys.observation, keys.action, keys.reward, keys.terminated, keys.next_observation]
+        if self.world_model.cfg.multitask:
+            in_keys.append(keys.task)
+        self._in_keys = in_keys
+
+    @property
+    def in_keys(self):
+        if self._in_keys is None:
+            self._set_in_keys()
+        return self._in_keys
+
+    @in_keys.setter
+    def in_keys(self, values):
+        self._in_keys = values
+
+    @property
+    def out_keys(self):
+        if self._out_keys is None:
+            keys = ["loss_consistency", "loss_reward", "loss_value"]
+            if self.world_model.cfg.episodic:
+                keys.append("loss_termination")
+            keys.append("loss_energy")
+            if self.use_score_network:
+                keys.append("loss_score")
+            self._out_keys = keys + ["loss_pi"]
+        return self._out_keys
+
+    @out_keys.setter
+    def out_keys(self, values):
+        self._out_keys = values
+
+    # ------------------------------------------------------------------ batch layout
+    def _time_first(self, tensordict: TensorDictBase) -> _Batch:
+        """Read a ``[B, H]`` slice batch into the spec's time-first tensors."""
+        if tensordict.batch_dims == 1:
+            tensordict = tensordict.reshape(-1, self.world_model.cfg.horizon)
+        if tensordict.batch_dims != 2:
+            raise ValueError(
+                f"MBDPOLoss expects a [B, H] batch of slices (time last), got batch_size={tuple(tensordict.batch_size)}"
+            )
+        keys = self.tensor_keys
+
+        def require(key):
+            value = tensordict.get(key, None)
+            if value is None:
+                raise KeyError(
+                    f"MBDPOLoss: the batch has no entry {key!r}. Rename it with loss.set_keys(...); "
+                    f"current keys: {self.tensor_keys}"
+                )
+            return value
+
+        def per_step(key):
+            x = require(key)
+            return (x.unsqueeze(-1) if x.ndim == 2 else x).transpose(0, 1)
+
+        reward = per_step(keys.reward)
+        # Required, not defaulted to zeros: a misnamed key would otherwise silently bootstrap through
+        # every true termination.
+        terminated = per_step(keys.terminated).to(reward.dtype)
+        task = None
+        if self.world_model.cfg.multitask:
+            task = require(keys.task)[:, 0].reshape(-1).long()
+        discount = tensordict.get(keys.discount, None)
+        if discount is None:
+            discount = self.discount
+        else:
+            discount = discount.reshape(*tensordict.batch_size[:1], -1)[:, :1].to(reward.dtype)
+        return _Batch(
+            obs0=require(keys.observation)[:, 0],
+            next_obs=require(keys.next_observation).transpose(0, 1),
+            action=require(keys.action).transpose(0, 1),
+            reward=reward,
+            terminated=terminated,
+            task=task,
+            discount=discount,
+        )
+
+    # ------------------------------------------------------------------ spec §2.1 pieces
+    def _target_pair(self, device) -> torch.Tensor:
+        if self.target_q_pair == "official":
+            return torch.arange(2, device=device)
+        return torch.randperm(self.world_model.cfg.num_q, device=device)[:2]
+
+    @torch.no_grad()
+    def _td_targets(self, batch: _Batch, next_z: torch.Tensor) -> torch.Tensor:
+        """``TD_t = r_t + gamma (1 - term_t) min(Qtgt_i, Qtgt_j)(zn_{t+1}, a' ~ pi(zn_{t+1}))``, ``(H, B, 1)``.
+
+        ``next_z`` are the next observations encoded by the *online* encoder (TD-MPC2 has no target encoder).
+        """
+        wm = self.world_model
+        next_action = wm.pi(next_z, batch.task).action
+        with _eval_mode(wm.qs):
+            next_q = wm.q_value(
+                next_z, next_action, batch.task, reduce="min",
+                pair=self._target_pair(next_z.device), params=self.target_qvalue_params,
+            )
+        return td_target(batch.reward, batch.terminated, next_q, batch.discount)
+
+    def td_targets(self, tensordict: TensorDictBase) -> torch.Tensor:
+        """TD targets of a ``[B, H]`` batch, batch-first ``(B, H, 1)`` (for inspection and tests)."""
+        batch = self._time_first(tensordict)
+        with torch.no_grad():
+            next_z = self.world_model.encode_obs(batch.next_obs, batch.task)
+        return self._td_targets(batch, next_z).transpose(0, 1)
+
+    def _latent_rollout(self, batch: _Batch) -> torch.Tensor:
+        """``z_0 = enc(o_0)``, ``z_{t+1} = d(z_t, a_t)``: the ``(H+1, B, L)`` imagined latents, with gradient."""
+        wm = self.world_model
+        z = wm.encode_obs(batch.obs0, batch.task)
+        zs = [z]
+        for action in batch.action:
+            z = wm.next(z, action, batch.task)
+            zs.append(z)
+        return torch.stack(zs)
+
+    # ------------------------------------------------------------------ spec §2.2
+    def normalized_energy(self, logits: torch.Tensor) -> torch.Tensor:
+        """``clamp((F - mu_F) / max(sigma_F, 1e-6), -clip, clip)`` with the running statistics: the
+        planner's energy shaping (spec §3.2), computed by the same ``EnergyNormalizer``."""
+        return self.energy_norm(logits)
+
+    def _energy_loss(self, zs: torch.Tensor, actions: torch.Tensor, task) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Binary contrastive loss of F on ``z_0..z_{H-1}`` (detached) and the buffer actions; updates the
+        running statistics. Returns ``(loss, pos_logits, neg_logits)``."""
+        wm = self.world_model
+        z, a_pos, task_flat = contrastive_pairs(zs.detach(), actions, task, self.contrastive_pairing)
+        pos_logits = wm.energy_logit(z, a_pos, task_flat)
+        with torch.no_grad():
+            candidates = negative_candidates(wm.pi(z, task_flat).action, self.contrastive_neg_noise)
+            num_candidates = candidates.shape[1]
+            candidate_logits = wm.energy_logit(
+                z.repeat_interleave(num_candidates, 0),
+                candidates.flatten(0, 1),
+                None if task_flat is None else task_flat.repeat_interleave(num_candidates),
+            ).view(-1, num_candidates)
+            hard_negatives = select_hard_negatives(candidates, candidate_logits)
+        neg_logits = wm.energy_logit(z, hard_negatives, task_flat)
+        loss = binary_contrastive_loss(pos_logits, neg_logits)
+        with torch.no_grad():
+            mean, std = ema_moments(
+                self.energy_norm.mean, self.energy_norm.std,
+                torch.cat([pos_logits, neg_logits]), self.contrastive_momentum,
+            )
+            self.energy_norm.mean.copy_(mean)
+            self.energy_norm.std.copy_(std)
+        return loss, pos_logits.detach(), neg_logits.detach()
+
+    # ------------------------------------------------------------------ spec §2.3
+    def _score_loss(self, z0: torch.Tensor, task, discount: torch.Tensor) -> torch.Tensor:
+        """Score matching on one ``(z, tau, x_tau)`` triple: ``MSE(s_theta(z*, x_tau, tau), MC target)``.
+
+        ``z0``: ``(1, L)``, **not** detached (as the official code: the gradient reaches the encoder).
+        """
+        wm = self.world_model
+        horizon, action_dim = wm.cfg.horizon, wm.cfg.action_dim
+        num_steps = self.score_alphas_cumprod.shape[0]
+        with torch.no_grad():
+            tau = torch.randint(1, num_steps, (1,), device=z0.device)
+            abar_tau = self.score_alphas_cumprod[tau].squeeze(0)
+            # x_tau ~ N(0, I): not drawn from the forward process (official behaviour, spec §7 bug 6).
+            x_tau = torch.randn(horizon, action_dim, device=z0.device, dtype=z0.dtype)
+            noise = torch.randn(self.score_num_samples, horizon, action_dim, device=z0.device, dtype=z0.dtype)
+            candidates = score_candidates(x_tau, abar_tau, noise)
+            # The planner's return (spec §3.2); its terminal Q uses the model's current mode, i.e. dropout
+            # on during update(), as the official code.
+            values = world_model_value(
+                wm, z0.detach().expand(self.score_num_samples, -1), candidates, task,
+                discount, self.contrastive_eta, self.normalized_energy,
+            ).nan_to_num(0.0)
+            target = mc_score_target(x_tau, candidates, values.squeeze(-1), abar_tau, self.score_temperature)
+        prediction = wm.score(z0, x_tau.unsqueeze(0), tau, task).squeeze(0)
+        return (prediction - target).pow(2).mean()
+
+    # ------------------------------------------------------------------ entry points
+    def model_loss(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """World-model losses of spec §2.1 (``loss_*``, already weighted), metrics, and the aux entries
+        ``"latents"`` (detached ``(B, H+1, L)``) and, multi-task, ``"task"`` that :meth:`pi_loss` reads."""
+        wm = self.world_model
+        batch = self._time_first(tensordict)
+        horizon = batch.action.shape[0]
+        with torch.no_grad():
+            next_z = wm.encode_obs(batch.next_obs, batch.task)
+        td_targets = self._td_targets(batch, next_z)
+
+        zs = self._latent_rollout(batch)
+        rho = rho_weights(self.rho, horizon, device=zs.device, dtype=zs.dtype)
+        z_pred = zs[:-1]
+        reward_logits = wm.reward(z_pred, batch.action, batch.task)
+        q_logits = wm.q_logits(z_pred, batch.action, batch.task)  # all heads, dropout as the model's mode
+        out = {
+            "loss_consistency": self.consistency_coef * consistency_loss(zs[1:], next_z, rho),
+            "loss_reward": self.reward_coef * rho_weighted_ce(reward_logits, batch.reward, wm.bins, rho),
+            "loss_value": self.value_coef * value_loss(q_logits, td_targets, wm.bins, rho),
+        }
+        if wm.cfg.episodic:
+            termination_logits = wm.termination(zs[1:], batch.task)
+            out["loss_termination"] = self.termination_coef * termination_loss(termination_logits, batch.terminated)
+        energy, pos_logits, neg_logits = self._energy_loss(z_pred, batch.action, batch.task)
+        out["loss_energy"] = self.energy_coef * energy
+        if self.use_score_network:
+            # After the energy loss on purpose: the score target reads the statistics it just updated.
+            discount0 = batch.discount if batch.discount.ndim == 0 else batch.discount[:1]
+            task0 = None if batch.task is None else batch.task[:1]
+            out["loss_score"] = self.score_coef * self._score_loss(zs[0, :1], task0, discount0)
+
+        out.update(
+            td_target=td_targets.mean(),
+            energy_pos_logit=pos_logits.mean(),
+            energy_neg_logit=neg_logits.mean(),
+            energy_mean=self.energy_norm.mean.detach().clone(),
+            energy_std=self.energy_norm.std.detach().clone(),
+            latents=zs.detach().transpose(0, 1),
+        )
+        if batch.task is not None:
+            out["task"] = batch.task
+        return TensorDict(out, batch_size=[])
+
+    def pi_loss(self, tensordict_or_latents: TensorDictBase | torch.Tensor, task: torch.Tensor | None = None) -> TensorDictBase:
+        """Policy-prior loss of spec §2.4 (``loss_pi``) plus ``pi_entropy``, ``pi_scaled_entropy``, ``pi_scale``.
+
+        Accepts the output of :meth:`model_loss` (reads ``"latents"`` and ``"task"``), detached latents
+        ``(B, H+1, L)`` directly (pass ``task`` when multi-task), or a raw ``[B, H]`` batch (the latents
+        are then rolled out without gradient). Q uses the online weights, detached, in the model's
+        current mode (train mode in :func:`update`: dropout on), averaged over a random pair of heads.
+        Updates the running scale. Multi-task, the shared task embedding also gets a gradient (through
+        the policy's and the Qs' inputs), as in TD-MPC2 (spec §2.4).
+        """
+        wm = self.world_model
+        if isinstance(tensordict_or_latents, torch.Tensor):
+            latents = tensordict_or_latents
+        elif "latents" in tensordict_or_latents.keys():
+            latents = tensordict_or_latents.get("latents")
+            task = tensordict_or_latents.get("task", task)
+        else:
+            batch = self._time_first(tensordict_or_latents)
+            with torch.no_grad():
+                latents = self._latent_rollout(batch).transpose(0, 1)
+            task = batch.task
+        zs = latents.detach().transpose(0, 1)
+        sample = wm.pi(zs, task)
+        q = wm.q_value(zs, sample.action, task, reduce="avg", params=self.qvalue_params.detach())
+        self.scale.update(q[0])
+        rho = rho_weights(self.rho, zs.shape[0], device=zs.device, dtype=zs.dtype)
+        loss = policy_loss(self.scale(q), sample.scaled_entropy, rho, self.entropy_coef)
+        return TensorDict(
+            {
+                "loss_pi": loss,
+                "pi_entropy": -sample.log_prob.detach().mean(),
+                "pi_scaled_entropy": sample.scaled_entropy.detach().mean(),
+                "pi_scale": self.scale.value.detach().clone().squeeze(),
+            },
+            batch_size=[],
+        )
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """All ``loss_*`` terms (model and policy) and metrics, scalars only, for logging or a single optimiser.
+
+        Summing the ``loss_*`` entries is safe: the model losses give the policy no gradient, and the
+        policy loss reaches only the policy (its latents and Q weights are detached).
+        """
+        model = self.model_loss(tensordict)
+        pi = self.pi_loss(model)
+        return model.exclude("latents", "task").update(pi)
+
+
+def make_optimizers(loss: MBDPOLoss, lr: float = 3e-4, enc_lr_scale: float = 0.3) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+    """The official optimisers (spec §2.5).
+
+    ``model_optim``: Adam over every world-model parameter except the policy prior's: the encoder at
+    ``lr * enc_lr_scale``, the rest (dynamics, reward, termination, F, score net, Qs, task embedding)
+    at ``lr``. ``pi_optim``: ``Adam(eps=1e-5)`` over the policy prior.
+    """
+    wm = loss.world_model
+    encoder = list(wm.encoder.parameters())
+    policy = list(wm.policy.parameters())
+    excluded = {id(p) for p in encoder + policy}
+    rest = [p for p in wm.parameters() if id(p) not in excluded]
+    model_optim = torch.optim.Adam([{"params": encoder, "lr": lr * enc_lr_scale}, {"params": rest}], lr=lr)
+    pi_optim = torch.optim.Adam(policy, lr=lr, eps=1e-5)
+    return model_optim, pi_optim
+
+
+def _optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def update(
+    loss: MBDPOLoss,
+    batch: TensorDictBase,
+    model_optim: torch.optim.Optimizer,
+    pi_optim: torch.optim.Optimizer,
+    target_updater=None,
+    grad_clip_norm: float = 20.0,
+) -> TensorDictBase:
+    """One official update step (spec §2.1 end, §2.4): model step, policy step on the detached latents,
+    Polyak update of the target Qs (by ``target_updater``, a ``SoftUpdate``; pass ``None`` where a
+    trainer hook steps it). The world model is in train mode throughout and left in eval mode.
+
+    Returns detached scalars: every ``loss_*`` term, the metrics, ``total_model_loss``,
+    ``model_grad_norm`` and ``pi_grad_norm``.
+    """
+    wm = loss.world_model
+    wm.train()
+    try:
+        model_out = loss.model_loss(batch)
+        total = sum(value for key, value in model_out.items() if key.startswith("loss_"))
+        total.backward()
+        model_grad_norm = torch.nn.utils.clip_grad_norm_(_optimizer_params(model_optim), grad_clip_norm)
+        model_optim.step()
+        model_optim.zero_grad(set_to_none=True)
+
+        pi_out = loss.pi_loss(model_out)
+        pi_out["loss_pi"].backward()
+        pi_grad_norm = torch.nn.utils.clip_grad_norm_(_optimizer_params(pi_optim), grad_clip_norm)
+        pi_optim.step()
+        pi_optim.zero_grad(set_to_none=True)
+
+        if target_updater is not None:
+            target_updater.step()
+    finally:
+        wm.eval()
+    info = model_out.exclude("latents", "task").update(pi_out)
+    info.update(total_model_loss=total, model_grad_norm=model_grad_norm, pi_grad_norm=pi_grad_norm)
+    return info.detach()

@@ -1,0 +1,97 @@
+"""Structured configuration of an online run. Every field has a working default (official values for
+the algorithm, spec §6.1); the command line overrides them Hydra-style: ``planner.num_samples=64``."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+from ..modules.planning import PlannerConfig
+
+
+@dataclass
+class ModelOverrides:
+    """Optional architecture overrides on top of the ``model_size`` table (``None`` = table value)."""
+
+    latent_dim: Optional[int] = None
+    mlp_dim: Optional[int] = None
+    enc_dim: Optional[int] = None
+    num_enc_layers: Optional[int] = None
+    num_q: Optional[int] = None
+    dropout: Optional[float] = None
+    simnorm_dim: Optional[int] = None
+    q_init: Optional[str] = None  # "official" (default init kept, as MBDPO) or "trunc_normal" (TD-MPC2 fix)
+
+    def as_kwargs(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass
+class LossConfig:
+    """Coefficients and options of :class:`~torchrl_mbdpo.MBDPOLoss` (official defaults)."""
+
+    rho: float = 0.5
+    consistency_coef: float = 20.0
+    reward_coef: float = 0.1
+    value_coef: float = 0.1
+    termination_coef: float = 1.0
+    energy_coef: float = 1.0
+    score_coef: float = 1.0
+    entropy_coef: float = 1e-4
+    contrastive_pairing: str = "official"  # "official" reproduces the (t,b)/(b,t) mismatch; "aligned" fixes it
+    contrastive_neg_noise: float = 0.5
+    use_score_network: bool = False
+    target_q_pair: str = "official"  # "official": heads 0 and 1; "random": a random pair (TD-MPC2)
+
+
+@dataclass
+class TrainConfig:
+    task: str = "cartpole-swingup"
+    steps: int = 100_000  # agent steps (policy actions), as in the published curves
+    seed: int = 1
+    model_size: Any = 5  # 1, 5, 19, 48, 317 (or the paper's 1.7, 6, 21, 54, 340)
+    device: str = "cpu"
+    num_envs: int = 1
+    eval_freq: int = 10_000  # agent steps between evaluations (an evaluation also runs at step 0)
+    eval_episodes: int = 10
+    checkpoint_freq: int = 10_000
+    work_dir: Optional[str] = None  # default: runs/<task>/seed<seed>
+    algo: str = "mbdpo"
+    batch_size: int = 256
+    buffer_size: int = 1_000_000
+    seed_steps: Optional[int] = None  # default: max(1000, 5 * episode_length), random actions
+    pretrain_updates: Optional[int] = None  # updates at the end of the seed phase; default: seed_steps
+    utd: float = 1.0  # updates per agent step after the seed phase
+    lr: float = 3e-4
+    enc_lr_scale: float = 0.3
+    grad_clip_norm: float = 20.0
+    tau: float = 0.01
+    episodic: Optional[bool] = None  # default: from the task
+    threads: Optional[int] = None  # torch CPU threads; default: torch's
+    logger: str = "csv"  # csv | tensorboard | wandb (all scalars; eval.csv is always written)
+    progress: bool = True
+    model: ModelOverrides = field(default_factory=ModelOverrides)
+    loss: LossConfig = field(default_factory=LossConfig)
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+
+
+def register_configs() -> None:
+    """Register ``TrainConfig`` with Hydra's ConfigStore (as ``mbdpo_train_schema``)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="mbdpo_train_schema", node=TrainConfig)
+
+
+def to_container(cfg) -> dict:
+    """Plain-dict view of a ``TrainConfig`` or OmegaConf node (for checkpoints and logs)."""
+    from omegaconf import OmegaConf
+
+    if isinstance(cfg, TrainConfig):
+        cfg = OmegaConf.structured(cfg)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def from_container(d: dict) -> TrainConfig:
+    """Rebuild a typed ``TrainConfig`` from a plain dict (unknown keys raise a clear error)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), d))
