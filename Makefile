@@ -8,7 +8,7 @@ DEMO_DIR ?= runs/demo
 DEMO_ARGS ?= task=cartpole-swingup steps=8000 seed=1 model_size=1 \
 	model.latent_dim=64 model.mlp_dim=128 model.enc_dim=128 batch_size=128 \
 	planner.steps=4 planner.num_samples=64 planner.num_elites=8 planner.num_pi_trajs=4 \
-	seed_steps=1000 pretrain_updates=500 utd=0.5 eval_freq=2000 eval_episodes=3 checkpoint_freq=2000 \
+	seed_steps=1000 pretrain_updates=500 eval_freq=2000 eval_episodes=3 checkpoint_freq=2000 \
 	work_dir=$(DEMO_DIR)
 
 .PHONY: setup demo test bench clean

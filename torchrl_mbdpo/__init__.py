@@ -1,15 +1,21 @@
-"""MBDPO (Model-Based Diffusion Policy Optimization) on TorchRL."""
+"""MBDPO (Model-Based Diffusion Policy Optimization) on TorchRL.
+
+``from torchrl_mbdpo import MBDPOLoss, DiffusionActor``; see README.md.
+"""
 import os as _os
 
 _os.environ.setdefault("MUJOCO_GL", "egl")
 
-from .modules import DiffusionActor, MBDPOWorldModel, PlannerConfig, WorldModelConfig  # noqa: E402
+from .modules import (  # noqa: E402
+    DiffusionActor,
+    MBDPOWorldModel,
+    PlannerConfig,
+    PolicyPriorActor,
+    WorldModelConfig,
+)
+from .objectives import MBDPOLoss  # noqa: E402
 
-MBDPODiffusionActor = DiffusionActor
-
-try:  # the objectives package is optional while it is being built
-    from .objectives import MBDPOLoss  # noqa: F401
-except ImportError:  # pragma: no cover
-    pass
+MBDPODiffusionActor = DiffusionActor  # unambiguous beside torchrl.modules.DiffusionActor
 
 __version__ = "0.1.0"
+__all__ = ["DiffusionActor", "MBDPODiffusionActor", "MBDPOLoss", "MBDPOWorldModel", "PlannerConfig", "PolicyPriorActor", "WorldModelConfig"]

@@ -56,7 +56,10 @@ def build_agent(cfg: TrainConfig, obs_dim: int, action_dim: int, task_spec):
         cfg.model_size, obs_dim, action_dim, horizon=cfg.planner.horizon, episodic=episodic, **cfg.model.as_kwargs()
     )
     world_model = MBDPOWorldModel(wm_cfg).to(cfg.device)
-    loss = MBDPOLoss(world_model, discount=task_spec.discount, **vars(cfg.loss)).to(cfg.device)
+    # The score-matching target re-uses the planner's schedule and energy weight: one setting each.
+    planner = cfg.planner
+    loss = MBDPOLoss(world_model, discount=task_spec.discount, contrastive_eta=planner.energy_eta, diffusion_steps=planner.steps,
+                     beta0=planner.beta0, betaT=planner.betaT, **vars(cfg.loss)).to(cfg.device)
     actor = DiffusionActor(world_model, cfg.planner, discount=task_spec.discount).to(cfg.device)
     return world_model, loss, actor
 
@@ -79,7 +82,7 @@ class MBDPOTrainer(Trainer):
             collector=collector,
             total_frames=cfg.steps,
             frame_skip=1,
-            optim_steps_per_batch=max(1, round(collector.frames_per_batch * cfg.utd)),
+            optim_steps_per_batch=1,  # set per batch from cfg.utd in optim_steps
             loss_module=loss,
             optimization_stepper=stepper,
             logger=logger,
@@ -94,6 +97,7 @@ class MBDPOTrainer(Trainer):
         TargetNetUpdaterHook(self.updater).register(self, "target_net_updater")
         self.eval_log = EvalLog(self.work_dir, title=f"MBDPO {cfg.task} (seed {cfg.seed})")
         self._pretrained = self.pretrain_updates == 0
+        self._update_credit = 0.0
         self._next_eval = cfg.eval_freq
         self._next_ckpt = cfg.checkpoint_freq
         self._t0 = time.time()
@@ -119,7 +123,13 @@ class MBDPOTrainer(Trainer):
 
     def optim_steps(self, batch) -> None:
         # Episodes enter the buffer when they end: nothing to learn from before the first one has.
-        if len(self.replay_buffer_):
+        if not len(self.replay_buffer_):
+            return
+        # `utd` updates per agent step, fractional ratios included (0.5: one update every other step).
+        self._update_credit += batch.numel() * self.cfg.utd
+        self.optim_steps_per_batch = int(self._update_credit)
+        self._update_credit -= self.optim_steps_per_batch
+        if self.optim_steps_per_batch:
             super().optim_steps(batch)
 
     def _sample(self, _batch):
