@@ -20,7 +20,7 @@ def test_actor_and_loss_keys_match_env_specs_and_buffer_samples():
     assert set(actor.out_keys) == {"action", ("next", "plan")}
 
     rollout = env.rollout(20, actor)
-    assert env.action_spec.is_in(rollout["action"])
+    assert rollout["action"].shape == (2, 20, action_dim) and rollout["action"].abs().max() <= 1  # in the Bounded spec
     assert torch.equal(rollout["plan"][:, 1:], rollout["next", "plan"][:, :-1])
 
     rb = make_replay_buffer(horizon=3, batch_size=4, capacity=100)
