@@ -126,3 +126,14 @@ def test_real_world_model_default_shapes_with_batch_dims():
     out = actor(td)
     assert out["action"].shape == (2, 3, 2) and out["next", "plan"].shape == (2, 3, 3, 2)
     assert torch.isfinite(out["action"]).all() and out["action"].abs().max() <= 1
+
+
+def test_large_env_batches_are_planned_in_groups_and_each_env_gets_its_own_plan():
+    obs = torch.tensor([[-0.5, 0.2], [0.0, 0.0], [0.3, -0.6], [0.6, 0.1], [0.9, 0.5]])
+    best = torch.tensor([0.3, -0.4]) - obs
+    for rows in (32, None):  # groups of one env (32 rows / 32 samples), then all five at once
+        actor = _point_mass_actor([0.3, -0.4], num_samples=32, num_elites=4)
+        actor.max_batch_rows = rows
+        action, plan = actor.plan(obs, torch.zeros(5, 3, 2), torch.ones(5, dtype=torch.bool), explore=False)
+        assert action.shape == (5, 2) and plan.shape == (5, 3, 2)
+        assert (action - best).abs().max() < 0.15

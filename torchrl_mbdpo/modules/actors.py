@@ -31,6 +31,10 @@ class DiffusionActor(TensorDictModuleBase):
         planner: a :class:`PlannerConfig` (defaults: the official settings).
         discount: the task's discount (float), or a per-task tensor indexed by ``task``.
         energy_norm: the running energy normaliser (by default the world model's own).
+        max_batch_rows: candidates rolled out at once; larger env batches are planned in groups of
+            ``max_batch_rows // num_samples`` envs. Default: 2048 on CPU, where a bounded working set
+            is faster (2 cores, 32 envs x 512 samples: 2120 ms/env in one piece, 1369 ms/env in groups
+            of 4), and no limit on accelerators, which want the largest batches.
     """
 
     def __init__(
@@ -40,8 +44,10 @@ class DiffusionActor(TensorDictModuleBase):
         discount: float | torch.Tensor = 0.99,
         energy_norm: EnergyNormalizer | None = None,
         observation_key="observation",
+        max_batch_rows: int | None = None,
     ):
         super().__init__()
+        self.max_batch_rows = max_batch_rows
         self.world_model = world_model
         self.planner = planner or PlannerConfig()
         if self.planner.horizon != world_model.cfg.horizon and self.planner.score_source == "network":
@@ -68,6 +74,15 @@ class DiffusionActor(TensorDictModuleBase):
         """Plan for a flat batch: ``obs (B, D)``, ``prev_plan (B, H, A)``, ``is_init (B,)`` ->
         ``(action (B, A), plan (B, H, A))``."""
         wm, cfg = self.world_model, self.planner
+        max_rows = self.max_batch_rows or (2048 if obs.device.type == "cpu" else 1 << 62)
+        group = max(1, max_rows // cfg.num_samples)
+        if cfg.score_source == "mc" and obs.shape[0] > group:
+            parts = [
+                self.plan(obs[i : i + group], prev_plan[i : i + group], is_init[i : i + group],
+                          None if task is None else task[i : i + group], explore)
+                for i in range(0, obs.shape[0], group)
+            ]
+            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         z0 = wm.encode_obs(obs, task)
         mean0 = warm_start_mean(prev_plan.to(z0.dtype), is_init)
         mask = wm.action_mask(task)
