@@ -23,6 +23,7 @@ $(VENV)/.installed: setup.py constraints.txt
 	touch $@
 
 demo: setup
+	rm -rf $(DEMO_DIR)  # the demo's own folder: a new demo replaces the last one
 	$(VENV)/bin/mbdpo-train $(DEMO_ARGS)
 
 test: setup

@@ -25,7 +25,6 @@ def test_actor_and_loss_keys_match_env_specs_and_buffer_samples():
 
     rb = make_replay_buffer(horizon=3, batch_size=4, capacity=100)
     rollout["next", "done"][:, -1] = True  # close the episodes so the writer stores them
-    rollout["collector", "traj_ids"] = torch.arange(2)[:, None].expand(2, rollout.shape[1])  # as a Collector writes
     EpisodeWriter(rb)(rollout)
     batch = rb.sample().reshape(4, 3)
     loss = MBDPOLoss(wm, discount=env.task_spec.discount)

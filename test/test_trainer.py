@@ -78,7 +78,6 @@ def test_episode_writer_keeps_episodes_contiguous_and_slices_inside_them():
                 "observation": torch.tensor([100.0 * traj[env] + t[env]]),
                 ("next", "done"): torch.tensor([done]),
                 ("next", "terminated"): torch.tensor([False]),
-                ("collector", "traj_ids"): torch.tensor(traj[env]),
             }, []))
             t[env] += 1
             if done:
@@ -88,10 +87,11 @@ def test_episode_writer_keeps_episodes_contiguous_and_slices_inside_them():
     assert len(rb) == 8 * 5 + 5 * 7  # complete episodes only
     sample = rb.sample().reshape(64, 3)
     obs = sample["observation"].squeeze(-1)
-    assert (sample["collector", "traj_ids"] == sample["collector", "traj_ids"][:, :1]).all()  # never crosses episodes
+    assert (sample["episode"] == sample["episode"][:, :1]).all()  # never crosses episodes
     assert torch.equal(obs[:, 1:] - obs[:, :-1], torch.ones(64, 2))  # consecutive steps of one episode
-    ends = (obs % 100 == 4) & (sample["collector", "traj_ids"] % 2 == 0)
-    assert ends.any()  # last steps of episodes are sampled too
+    env0_last = (obs % 100 == 4) & ((obs // 100) % 2 == 0)  # env 0: 5-step episodes, even ids
+    env1_last = (obs % 100 == 6) & ((obs // 100) % 2 == 1)  # env 1: 7-step episodes, odd ids
+    assert (env0_last | env1_last).any()  # the last step of an episode is sampled too
 
 
 def _cli(*args, cwd):

@@ -51,6 +51,8 @@ def _train(cfg: DictConfig) -> None:
     print(f"MBDPO on {train_cfg.task}: {train_cfg.steps} agent steps, model_size={train_cfg.model_size}, "
           f"{train_cfg.num_envs} env(s), work_dir={trainer.work_dir}", flush=True)
     trainer.train()
+    if trainer.stop_message:
+        sys.exit(128 + trainer._signal if trainer._signal else 1)
     last = trainer.last_eval
     print(f"final eval at step {last.get('step')}: return {last.get('episode_reward'):.1f} "
           f"(policy prior {last.get('prior_episode_reward'):.1f}); curve: {trainer.eval_log.png_path}", flush=True)

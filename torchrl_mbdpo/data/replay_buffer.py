@@ -1,6 +1,8 @@
 """Replay buffer of whole episodes, sampled as (horizon)-long slices that never cross episodes."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 from tensordict import TensorDictBase
 from torchrl.data import LazyTensorStorage, SliceSampler, TensorDictReplayBuffer
@@ -16,7 +18,6 @@ TRANSITION_KEYS = [
     ("next", "terminated"),
     ("next", "truncated"),
     ("next", "done"),
-    ("collector", "traj_ids"),
 ]
 
 
@@ -24,10 +25,10 @@ def make_replay_buffer(horizon: int, batch_size: int, capacity: int, device="cpu
     """``TensorDictReplayBuffer`` + ``SliceSampler``: ``rb.sample()`` returns ``batch_size * horizon``
     transitions; ``.reshape(batch_size, horizon)`` gives the ``[B, H]`` layout the losses expect.
 
-    Slices are delimited by the collector's trajectory ids. ``truncated_key=None`` keeps the sampler
-    from marking slice ends as done: bootstrapping must follow ``("next", "terminated")`` only.
+    Slices are delimited by the ``episode`` ids that :class:`EpisodeWriter` assigns. ``truncated_key=None``
+    keeps the sampler from marking slice ends as done: bootstrapping follows ``("next", "terminated")`` only.
     """
-    sampler = SliceSampler(slice_len=horizon, traj_key=("collector", "traj_ids"), truncated_key=None, strict_length=True)
+    sampler = SliceSampler(slice_len=horizon, traj_key="episode", truncated_key=None, strict_length=True)
     return TensorDictReplayBuffer(
         storage=LazyTensorStorage(capacity, device=device), sampler=sampler, batch_size=batch_size * horizon
     )
@@ -38,13 +39,17 @@ class EpisodeWriter:
 
     Storage then holds every episode contiguously, which is what ``SliceSampler`` needs when several
     environments are collected step by step (their steps would otherwise interleave). This is also the
-    official code's protocol: episodes are added whole, at their end.
+    official code's protocol: episodes are added whole, at their end. Each stored episode gets a fresh
+    ``episode`` id from a counter that survives checkpoints, so ids never repeat within a run. Episodes
+    with a non-finite observation or reward are dropped (and counted), never stored.
     """
 
     def __init__(self, replay_buffer: TensorDictReplayBuffer, keys=None):
         self.replay_buffer = replay_buffer
         self.keys = list(keys or TRANSITION_KEYS)
         self._pending: dict[int, list[TensorDictBase]] = {}
+        self.episodes_written = 0
+        self.episodes_dropped = 0
 
     def __call__(self, batch: TensorDictBase) -> int:
         """Stage a collector batch (``[T]`` or ``[num_envs, T]``); returns the number of episodes written."""
@@ -59,14 +64,35 @@ class EpisodeWriter:
             start = 0
             for end in steps["next", "done"].reshape(-1).nonzero().flatten().tolist():
                 pending.append(steps[start : end + 1])
-                self.replay_buffer.extend(torch.cat(pending))
+                written += self._store(torch.cat(pending))
                 pending.clear()
-                written += 1
                 start = end + 1
             if start < steps.shape[0]:
                 pending.append(steps[start:])
         return written
 
+    def _store(self, episode: TensorDictBase) -> int:
+        finite = all(torch.isfinite(episode.get(k)).all() for k in ("observation", ("next", "observation"), ("next", "reward")) if k in episode.keys(True))
+        if not finite:
+            self.episodes_dropped += 1
+            warnings.warn(f"Dropped an episode with a non-finite observation or reward ({self.episodes_dropped} so far).", stacklevel=3)
+            return 0
+        episode.set("episode", torch.full(episode.shape, self.episodes_written, dtype=torch.long))
+        self.replay_buffer.extend(episode)
+        self.episodes_written += 1
+        return 1
+
+    def discard_pending(self) -> None:
+        """Forget unfinished episodes (their environments are being reset)."""
+        self._pending.clear()
+
     @property
     def pending_steps(self) -> int:
         return sum(td.shape[0] for chunks in self._pending.values() for td in chunks)
+
+    def state_dict(self) -> dict:
+        return {"episodes_written": self.episodes_written, "episodes_dropped": self.episodes_dropped}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.episodes_written = state["episodes_written"]
+        self.episodes_dropped = state["episodes_dropped"]

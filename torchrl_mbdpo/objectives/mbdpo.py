@@ -367,8 +367,9 @@ class MBDPOLoss(LossModule):
                 self.energy_norm.mean, self.energy_norm.std,
                 torch.cat([pos_logits, neg_logits]), self.contrastive_momentum,
             )
-            self.energy_norm.mean.copy_(mean)
-            self.energy_norm.std.copy_(std)
+            # A non-finite batch (skipped by update()) must not poison the statistics the planner reads.
+            self.energy_norm.mean.copy_(torch.where(torch.isfinite(mean), mean, self.energy_norm.mean))
+            self.energy_norm.std.copy_(torch.where(torch.isfinite(std), std, self.energy_norm.std))
         return loss, pos_logits.detach(), neg_logits.detach()
 
     # ------------------------------------------------------------------ spec §2.3
@@ -523,28 +524,36 @@ def update(
     trainer hook steps it). The world model is in train mode throughout and left in eval mode.
 
     Returns detached scalars: every ``loss_*`` term, the metrics, ``total_model_loss``,
-    ``model_grad_norm`` and ``pi_grad_norm``.
+    ``model_grad_norm``, ``pi_grad_norm`` and ``nonfinite_skipped`` (1 when a non-finite loss or gradient
+    made it skip a step).
     """
     wm = loss.world_model
     wm.train()
     try:
+        # Guards (one host sync per optimiser): a non-finite loss or gradient skips that step, so the
+        # parameters, optimiser moments and target network keep their last finite values.
         model_out = loss.model_loss(batch)
         total = sum(value for key, value in model_out.items() if key.startswith("loss_"))
         total.backward()
         model_grad_norm = torch.nn.utils.clip_grad_norm_(_optimizer_params(model_optim), grad_clip_norm)
-        model_optim.step()
+        model_finite = bool(torch.isfinite(total.detach()) & torch.isfinite(model_grad_norm))
+        if model_finite:
+            model_optim.step()
         model_optim.zero_grad(set_to_none=True)
 
-        pi_out = loss.pi_loss(model_out)
+        pi_out = loss.pi_loss(model_out)  # after the model step, as the official code: Q is the updated one
         pi_out["loss_pi"].backward()
         pi_grad_norm = torch.nn.utils.clip_grad_norm_(_optimizer_params(pi_optim), grad_clip_norm)
-        pi_optim.step()
+        pi_finite = model_finite and bool(torch.isfinite(pi_out["loss_pi"].detach()) & torch.isfinite(pi_grad_norm))
+        if pi_finite:
+            pi_optim.step()
         pi_optim.zero_grad(set_to_none=True)
 
-        if target_updater is not None:
+        if model_finite and target_updater is not None:
             target_updater.step()
     finally:
         wm.eval()
     info = model_out.exclude("latents", "task").update(pi_out)
-    info.update(total_model_loss=total, model_grad_norm=model_grad_norm, pi_grad_norm=pi_grad_norm)
+    info.update(total_model_loss=total, model_grad_norm=model_grad_norm, pi_grad_norm=pi_grad_norm,
+                nonfinite_skipped=torch.tensor(float(not (model_finite and pi_finite))))
     return info.detach()

@@ -210,7 +210,8 @@ class RunningScale(nn.Module):
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
         low, high = percentile(x.detach(), self.percentiles)
-        self.value.lerp_(torch.clamp(high - low, min=1.0).reshape(-1)[:1].to(self.value), self.tau)
+        new = torch.lerp(self.value, torch.clamp(high - low, min=1.0).reshape(-1)[:1].to(self.value), self.tau)
+        self.value.copy_(torch.where(torch.isfinite(new), new, self.value))  # a NaN batch leaves no trace
 
     def forward(self, x: torch.Tensor, update: bool = False) -> torch.Tensor:
         if update:

@@ -1,55 +1,111 @@
-"""Self-describing checkpoints, written atomically."""
+"""Self-describing checkpoints: atomic writes, a checksum, the previous good file kept, migrations.
+
+File layout (format 2): ``torch.save({"format_version", "sha256", "payload"})`` where ``payload`` is the
+``torch.save`` bytes of the state and ``sha256`` its digest, so truncation and bit rot are detected
+before anything is unpickled. ``latest.pt`` is replaced atomically; the file it replaces survives as
+``previous.pt``, and :func:`load_latest` falls back to it with a warning.
+"""
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
-__all__ = ["FORMAT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "check_compatible"]
+__all__ = ["FORMAT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "load_latest", "check_compatible"]
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used, with what is wrong and how to fix it."""
 
 
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # directories cannot be opened on every platform
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def save_checkpoint(state: dict, path: str | Path) -> Path:
-    """Write ``state`` (plus the format version) to ``path`` via a temporary file, fsync and rename, so a
-    crash or a full disk mid-write leaves the previous file intact."""
+    """Write ``state`` to ``path`` atomically: temporary file, fsync, rename. The file it replaces is kept
+    as ``previous.pt`` (a hard link made before the rename, so some complete checkpoint exists at every
+    instant). A failure (full disk, ...) removes the temporary file and leaves both checkpoints intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    record = {"format_version": FORMAT_VERSION, "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format_version": FORMAT_VERSION, **state}, f)
+            torch.save(record, f)
             f.flush()
             os.fsync(f.fileno())
+        if path.exists():
+            previous = path.with_name("previous.pt")
+            link = path.with_name(f".{path.name}.prev.tmp")
+            link.unlink(missing_ok=True)
+            os.link(path, link)
+            os.replace(link, previous)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
 
 
+def _migrate(state: dict, version: int, path) -> dict:
+    """Bring an older checkpoint to the current layout (format 1: the state itself, no checksum)."""
+    if version == 1:
+        return {k: v for k, v in state.items() if k != "format_version"}
+    raise CheckpointError(f"{path}: no migration from checkpoint format {version} to {FORMAT_VERSION}.")
+
+
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint`; clear errors for missing, foreign or newer files."""
+    """Load and verify a checkpoint; clear errors for missing, corrupted, foreign or newer files."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"No checkpoint at {path}. Pass checkpoint=<work_dir>/checkpoints/latest.pt of a finished or running job.")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        record = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:
         raise CheckpointError(f"{path} could not be read as a checkpoint ({type(err).__name__}: {err}); it may be truncated or corrupted.") from err
-    if not isinstance(state, dict) or "format_version" not in state:
+    if not isinstance(record, dict) or "format_version" not in record:
         raise CheckpointError(f"{path} is not a torchrl_mbdpo checkpoint (no format_version); official MBDPO/TD-MPC2 files are not supported here.")
-    if state["format_version"] > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has format version {state['format_version']}, newer than this library's {FORMAT_VERSION}: upgrade torchrl_mbdpo."
-        )
-    return state
+    version = record["format_version"]
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path} has format version {version}, newer than this library's {FORMAT_VERSION}: upgrade torchrl_mbdpo.")
+    if version < FORMAT_VERSION:
+        return _migrate(record, version, path)
+    if hashlib.sha256(record["payload"]).hexdigest() != record["sha256"]:
+        raise CheckpointError(f"{path} fails its checksum: the file is corrupted.")
+    return torch.load(io.BytesIO(record["payload"]), map_location=map_location, weights_only=False)
+
+
+def load_latest(directory: str | Path, map_location="cpu") -> tuple[dict, Path]:
+    """``latest.pt`` of a checkpoint directory, or ``previous.pt`` (with a warning) when the latest one
+    is missing or damaged."""
+    directory = Path(directory)
+    latest, previous = directory / "latest.pt", directory / "previous.pt"
+    try:
+        return load_checkpoint(latest, map_location), latest
+    except CheckpointError as err:
+        if not previous.is_file():
+            raise
+        warnings.warn(f"{err} Using the previous checkpoint {previous} instead.", stacklevel=2)
+        return load_checkpoint(previous, map_location), previous
 
 
 def check_compatible(saved: dict, requested: dict, what: str, path) -> None:

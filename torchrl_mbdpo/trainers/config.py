@@ -53,7 +53,9 @@ class TrainConfig:
     num_envs: int = 1
     eval_freq: int = 10_000  # agent steps between evaluations (an evaluation also runs at step 0)
     eval_episodes: int = 10
-    checkpoint_freq: int = 10_000
+    checkpoint_freq: int = 10_000  # agent steps; taken at the next step where every env ends an episode
+    resume: bool = False  # continue the run in work_dir from its last checkpoint
+    max_nonfinite: int = 10  # stop (with a checkpoint) after this many non-finite updates in a row
     work_dir: Optional[str] = None  # default: runs/<task>/seed<seed>
     algo: str = "mbdpo"
     batch_size: int = 256
@@ -72,6 +74,10 @@ class TrainConfig:
     model: ModelOverrides = field(default_factory=ModelOverrides)
     loss: LossConfig = field(default_factory=LossConfig)
     planner: PlannerConfig = field(default_factory=PlannerConfig)
+
+
+# Fields a resumed run may change; every other field must equal the checkpoint's.
+RESUMABLE_FIELDS = ("steps", "resume", "progress", "work_dir", "device", "threads", "logger", "eval_freq", "eval_episodes", "checkpoint_freq", "max_nonfinite")
 
 
 def register_configs() -> None:

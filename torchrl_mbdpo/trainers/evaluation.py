@@ -83,3 +83,18 @@ def plot_eval_curve(csv_path, png_path, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(png_path)
     plt.close(fig)
+
+
+def truncate_csv_logs(work_dir, step: int) -> None:
+    """Drop the log rows written after ``step`` (by a run killed after its last checkpoint), so a resumed
+    run leaves no duplicated or missing rows: ``eval.csv`` (with header) and TorchRL's CSV scalars
+    (``logs/**/scalars/*.csv``, lines ``step,value``)."""
+    work_dir = Path(work_dir)
+    eval_csv = work_dir / "eval.csv"
+    if eval_csv.exists():
+        lines = eval_csv.read_text().splitlines(keepends=True)
+        kept = lines[:1] + [line for line in lines[1:] if int(float(line.split(",", 1)[0])) <= step]
+        eval_csv.write_text("".join(kept))
+    for scalars in (work_dir / "logs").glob("**/scalars/*.csv"):
+        lines = scalars.read_text().splitlines(keepends=True)
+        scalars.write_text("".join(line for line in lines if line.strip() and int(float(line.split(",", 1)[0])) <= step))

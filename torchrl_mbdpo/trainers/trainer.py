@@ -4,19 +4,29 @@ replay buffer sampled by ``SliceSampler``, the MBDPO optimisation stepper and ``
 Protocol (spec §4.2): ``seed_steps`` random actions, then ``pretrain_updates`` updates at once, then
 ``utd`` updates per agent step; evaluation every ``eval_freq`` agent steps (and at step 0) on a separate
 env, reporting the planner's and the policy prior's returns.
+
+Nothing lost (checkpoints): every ``checkpoint_freq`` steps, at the first step where every env ends an
+episode, the whole run state is written (models, optimisers, running statistics, replay buffer, counters,
+RNG states). The training envs are then re-seeded from ``(seed, step)``; a resumed run does the same, so
+a run killed at any moment and resumed with ``resume=true`` continues exactly as if never stopped.
+Evaluations draw from their own RNG streams, seeded by ``(seed, step)``, and perturb nothing.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import random
+import signal
 import time
+import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torchrl.collectors import Collector
 from torchrl.objectives import SoftUpdate
 from torchrl.record.loggers import get_logger
-from torchrl.trainers import OptimizationStepper, TargetNetUpdaterHook, Trainer
+from torchrl.trainers import OptimizationStepper, Trainer
 from tqdm.auto import tqdm
 
 from ..data import EpisodeWriter, make_replay_buffer
@@ -24,29 +34,45 @@ from ..envs import make_env
 from ..modules import DiffusionActor, MBDPOWorldModel, PolicyPriorActor, WorldModelConfig
 from ..objectives import MBDPOLoss
 from ..objectives.mbdpo import make_optimizers, update
-from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
-from .config import TrainConfig, to_container
-from .evaluation import EvalLog, evaluate
+from .checkpoint import CheckpointError, check_compatible, load_checkpoint, load_latest, save_checkpoint
+from .config import RESUMABLE_FIELDS, TrainConfig, from_container, to_container
+from .evaluation import EvalLog, evaluate, truncate_csv_logs
 
-__all__ = ["MBDPOOptimizationStepper", "MBDPOTrainer", "make_trainer", "build_agent"]
+__all__ = ["MBDPOOptimizationStepper", "MBDPOTrainer", "make_trainer", "build_agent", "load_agent"]
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """Raised when training stops after too many non-finite updates in a row."""
 
 
 class MBDPOOptimizationStepper(OptimizationStepper):
-    """One MBDPO update: world-model step (model optimiser), then policy-prior step (pi optimiser)."""
+    """One MBDPO update (world-model step, policy-prior step, Polyak target update), with a count of the
+    updates skipped because of a non-finite loss or gradient."""
 
-    def __init__(self, loss: MBDPOLoss, model_optim, pi_optim, grad_clip_norm: float = 20.0):
-        self.loss, self.model_optim, self.pi_optim, self.grad_clip_norm = loss, model_optim, pi_optim, grad_clip_norm
+    def __init__(self, loss: MBDPOLoss, model_optim, pi_optim, target_updater, grad_clip_norm: float = 20.0):
+        self.loss, self.model_optim, self.pi_optim = loss, model_optim, pi_optim
+        self.target_updater, self.grad_clip_norm = target_updater, grad_clip_norm
+        self.skipped_total = 0
+        self.skipped_in_a_row = 0
 
     def step(self, trainer, sub_batch):
-        # The target Qs are Polyak-updated by the trainer's TargetNetUpdaterHook after this step.
-        return update(self.loss, sub_batch, self.model_optim, self.pi_optim, None, self.grad_clip_norm)
+        metrics = update(self.loss, sub_batch, self.model_optim, self.pi_optim, self.target_updater, self.grad_clip_norm)
+        if metrics["nonfinite_skipped"].item():
+            self.skipped_total += 1
+            self.skipped_in_a_row += 1
+        else:
+            self.skipped_in_a_row = 0
+        return metrics
 
     def state_dict(self):
-        return {"model_optim": self.model_optim.state_dict(), "pi_optim": self.pi_optim.state_dict()}
+        return {"model_optim": self.model_optim.state_dict(), "pi_optim": self.pi_optim.state_dict(),
+                "skipped_total": self.skipped_total, "skipped_in_a_row": self.skipped_in_a_row}
 
     def load_state_dict(self, state_dict):
         self.model_optim.load_state_dict(state_dict["model_optim"])
         self.pi_optim.load_state_dict(state_dict["pi_optim"])
+        self.skipped_total = state_dict["skipped_total"]
+        self.skipped_in_a_row = state_dict["skipped_in_a_row"]
 
 
 def build_agent(cfg: TrainConfig, obs_dim: int, action_dim: int, task_spec):
@@ -64,6 +90,19 @@ def build_agent(cfg: TrainConfig, obs_dim: int, action_dim: int, task_spec):
     return world_model, loss, actor
 
 
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 class MBDPOTrainer(Trainer):
     """TorchRL ``Trainer`` running the MBDPO protocol; see the module docstring."""
 
@@ -73,10 +112,10 @@ class MBDPOTrainer(Trainer):
         self.world_model, self.actor, self.eval_env = world_model, actor, eval_env
         self.prior_actor = PolicyPriorActor(world_model)
         self.work_dir = Path(work_dir)
-        self.seed_steps = collector.init_random_frames
-        self.pretrain_updates = cfg.pretrain_updates if cfg.pretrain_updates is not None else self.seed_steps
+        self.pretrain_updates = cfg.pretrain_updates if cfg.pretrain_updates is not None else collector.init_random_frames
         model_optim, pi_optim = make_optimizers(loss, lr=cfg.lr, enc_lr_scale=cfg.enc_lr_scale)
-        stepper = MBDPOOptimizationStepper(loss, model_optim, pi_optim, cfg.grad_clip_norm)
+        self.updater = SoftUpdate(loss, tau=cfg.tau)
+        stepper = MBDPOOptimizationStepper(loss, model_optim, pi_optim, self.updater, cfg.grad_clip_norm)
         logger = get_logger(cfg.logger, logger_name=str(self.work_dir / "logs"), experiment_name="mbdpo")
         super().__init__(
             collector=collector,
@@ -93,27 +132,37 @@ class MBDPOTrainer(Trainer):
         )
         self.replay_buffer_ = replay_buffer
         self.episode_writer = EpisodeWriter(replay_buffer)
-        self.updater = SoftUpdate(loss, tau=cfg.tau)
-        TargetNetUpdaterHook(self.updater).register(self, "target_net_updater")
         self.eval_log = EvalLog(self.work_dir, title=f"MBDPO {cfg.task} (seed {cfg.seed})")
         self._pretrained = self.pretrain_updates == 0
         self._update_credit = 0.0
         self._next_eval = cfg.eval_freq
         self._next_ckpt = cfg.checkpoint_freq
-        self._t0 = time.time()
+        # With equal-length episodes in lock-step, every env ends an episode within one episode length.
+        self._ckpt_max_delay = env_spec.episode_length * max(1, cfg.num_envs)
+        self._signal = None
+        self._last_batch_done = False
+        self.stop_message = ""
         self.last_eval: dict = {}
-        self.register_op("setup", self.run_evaluation)  # the step-0 evaluation
+        self._t0 = time.time()
+        self.register_op("setup", self._on_setup)
         self.register_op("batch_process", self._write_episodes)
         self.register_op("pre_steps_log", self._log_train_episodes)
         self.register_op("pre_optim_steps", self._pretrain_once)
         self.register_op("process_optim_batch", self._sample)
-        self.register_op("post_steps", self._checkpoint_if_due)
         self.register_op("post_steps_log", self._evaluate_if_due)
+        self.register_op("post_steps_log", self._checkpoint_if_due)  # after the evaluation of that step
         self.register_op("shutdown", self._final)
 
     # ----------------------------------------------------------------- hooks
+    def _on_setup(self):
+        if self.collected_frames == 0:
+            self.run_evaluation()  # the step-0 evaluation
+        elif self.progress_bar:
+            self._pbar.update(self.collected_frames)
+
     def _write_episodes(self, batch):
         self.episode_writer(batch)
+        self._last_batch_done = bool(batch["next", "done"].all())
         return batch
 
     def _log_train_episodes(self, batch):
@@ -131,10 +180,16 @@ class MBDPOTrainer(Trainer):
         self._update_credit -= self.optim_steps_per_batch
         if self.optim_steps_per_batch:
             super().optim_steps(batch)
+        if self.optimization_stepper.skipped_in_a_row >= self.cfg.max_nonfinite:
+            self.stop_message = (
+                f"Stopped at step {self.collected_frames}: {self.optimization_stepper.skipped_in_a_row} updates in a row had a "
+                "non-finite loss or gradient (they were skipped; the checkpoint holds the last finite parameters). "
+                "Lower lr, check the rewards/observations for NaN or huge values, or raise max_nonfinite."
+            )
+            self._stop_training = True
 
     def _sample(self, _batch):
-        sample = self.replay_buffer_.sample()
-        return sample.reshape(-1, self.cfg.planner.horizon).to(self.cfg.device)
+        return self.replay_buffer_.sample().reshape(-1, self.cfg.planner.horizon).to(self.cfg.device)
 
     def _pretrain_once(self):
         """Run the pretraining updates once, as soon as the buffer holds a complete episode (with many
@@ -145,23 +200,26 @@ class MBDPOTrainer(Trainer):
         bar = tqdm(range(self.pretrain_updates), desc="pretraining on seed data", disable=not self.cfg.progress, leave=False)
         for _ in bar:
             metrics = self.optimization_stepper.step(self, self._sample(None))
-            self.updater.step()
         if self.pretrain_updates:
             self._log(**{k: v.item() for k, v in metrics.items()})
 
-    def _checkpoint_if_due(self):
-        if self.collected_frames >= self._next_ckpt:
-            self.save_checkpoint()
-            self._next_ckpt += self.cfg.checkpoint_freq
-
     def _evaluate_if_due(self, _batch=None):
-        if self.collected_frames < self._next_eval:
-            return None
-        self._next_eval = (self.collected_frames // self.cfg.eval_freq + 1) * self.cfg.eval_freq
-        self.run_evaluation()
+        if self.collected_frames >= self._next_eval:
+            self._next_eval = (self.collected_frames // self.cfg.eval_freq + 1) * self.cfg.eval_freq
+            self.run_evaluation()
+
+    def _checkpoint_if_due(self, _batch=None):
+        if self._signal is not None or self._stop_training:
+            self.stop_message = self.stop_message or f"Received signal {self._signal}: checkpoint written, stopping."
+            self._stop_training = True
+            return  # the shutdown hook writes the checkpoint
+        due = self.collected_frames >= self._next_ckpt
+        if due and (self._last_batch_done or self.collected_frames >= self._next_ckpt + self._ckpt_max_delay):
+            self.save_checkpoint()
+            self._next_ckpt = (self.collected_frames // self.cfg.checkpoint_freq + 1) * self.cfg.checkpoint_freq
 
     def _final(self):
-        if self.last_eval.get("step") != self.collected_frames:
+        if not self._stop_training and self.last_eval.get("step") != self.collected_frames:
             self.run_evaluation()
         self.save_checkpoint()
 
@@ -172,27 +230,52 @@ class MBDPOTrainer(Trainer):
             self._pbar.set_description(desc, refresh=False)
 
     # ----------------------------------------------------------------- public
+    def train(self):
+        """Train, checkpointing and stopping cleanly on SIGTERM/SIGINT."""
+
+        def request_stop(signum, _frame):
+            self._signal = signum
+
+        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            super().train()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        if self.stop_message:
+            print(self.stop_message, flush=True)
+
     def run_evaluation(self) -> dict:
-        L, n = self.task_spec.episode_length, self.cfg.eval_episodes
-        planner = torch.tensor(evaluate(self.eval_env, self.actor, n, L))
-        prior = torch.tensor(evaluate(self.eval_env, self.prior_actor, n, L))
+        """Planner and policy-prior returns; seeded by ``(seed, step)`` and isolated from training RNGs."""
+        L, n, step = self.task_spec.episode_length, self.cfg.eval_episodes, self.collected_frames
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.seed * 1_000_003 + step)
+            self.eval_env.set_seed(self.cfg.seed + 10_000 + step)
+            planner = torch.tensor(evaluate(self.eval_env, self.actor, n, L))
+            prior = torch.tensor(evaluate(self.eval_env, self.prior_actor, n, L))
         row = {
-            "step": self.collected_frames,
+            "step": step,
             "episode_reward": planner.mean().item(),
             "episode_reward_std": planner.std(unbiased=False).item(),
             "prior_episode_reward": prior.mean().item(),
-            "env_steps": self.collected_frames * self.task_spec.action_repeat,
+            "env_steps": step * self.task_spec.action_repeat,
             "wall_time_s": round(time.time() - self._t0, 1),
         }
         self.eval_log.append(row)
         self.last_eval = row
         if self.logger is not None:
             for k in ("episode_reward", "prior_episode_reward"):
-                self.logger.log_scalar(f"eval/{k}", row[k], step=self.collected_frames)
+                self.logger.log_scalar(f"eval/{k}", row[k], step=step)
         if self.progress_bar and hasattr(self, "_pbar"):
             self._pbar_str["eval_return"] = row["episode_reward"]
             self._pbar_description()
         return row
+
+    def _reseed_training_envs(self) -> None:
+        """Fresh episodes from a seed of ``(seed, step)``: identical in an uninterrupted and a resumed run."""
+        self.collector.env.set_seed(self.cfg.seed + 7919 * self.collected_frames)
+        self.collector.reset()
+        self.episode_writer.discard_pending()
 
     def checkpoint_state(self) -> dict:
         return {
@@ -203,18 +286,64 @@ class MBDPOTrainer(Trainer):
             "world_model": self.world_model.state_dict(),
             "loss": self.loss_module.state_dict(),
             "optimizers": self.optimization_stepper.state_dict(),
+            "replay_buffer": self.replay_buffer_.state_dict(),
+            "episode_writer": self.episode_writer.state_dict(),
+            "trainer": {"next_eval": self._next_eval, "next_ckpt": self._next_ckpt, "pretrained": self._pretrained,
+                        "update_credit": self._update_credit, "optim_count": self._optim_count,
+                        "collector_iter": self.collector._iter},
+            "rng": _rng_state(),
         }
 
-    def save_checkpoint(self) -> Path:
-        return save_checkpoint(self.checkpoint_state(), self.work_dir / "checkpoints" / "latest.pt")
+    def save_checkpoint(self) -> Path | None:
+        """Re-seed the training envs, then write the whole run state (see the module docstring). A failed
+        write (e.g. a full disk) keeps the previous checkpoints and training goes on, with a warning."""
+        self._reseed_training_envs()
+        try:
+            return save_checkpoint(self.checkpoint_state(), self.work_dir / "checkpoints" / "latest.pt")
+        except OSError as err:
+            warnings.warn(f"Checkpoint at step {self.collected_frames} not written ({err}); the previous one is intact.", stacklevel=2)
+            return None
+
+    def load_state(self, state: dict) -> None:
+        """Continue from a checkpoint written by :meth:`save_checkpoint`."""
+        self.world_model.load_state_dict(state["world_model"])
+        self.loss_module.load_state_dict(state["loss"])
+        self.optimization_stepper.load_state_dict(state["optimizers"])
+        self.replay_buffer_.load_state_dict(state["replay_buffer"])
+        self.episode_writer.load_state_dict(state["episode_writer"])
+        t = state["trainer"]
+        self.collected_frames = state["step"]
+        self._next_eval, self._next_ckpt, self._pretrained = t["next_eval"], t["next_ckpt"], t["pretrained"]
+        self._update_credit, self._optim_count = t["update_credit"], t["optim_count"]
+        self.collector.load_state_dict({"frames": state["step"], "iter": t["collector_iter"]}, strict=False)
+        self._reseed_training_envs()
+        truncate_csv_logs(self.work_dir, state["step"])
+        rows = self.eval_log.rows()
+        self.last_eval = rows[-1] if rows else {}
+        _set_rng_state(state["rng"])
+
+
+def _check_resumable(saved: dict, requested: TrainConfig, path) -> None:
+    requested = to_container(requested)
+    keep = [k for k in saved if k not in RESUMABLE_FIELDS]
+    check_compatible({k: saved[k] for k in keep}, {k: requested.get(k) for k in keep}, "config", path)
 
 
 def make_trainer(cfg: TrainConfig) -> MBDPOTrainer:
-    """Build envs, agent, collector and replay buffer from a config."""
+    """Build envs, agent, collector and replay buffer from a config (and restore them with ``resume``)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
     work_dir = Path(cfg.work_dir or f"runs/{cfg.task}/seed{cfg.seed}")
+    state = None
+    if cfg.resume:
+        try:
+            state, path = load_latest(work_dir / "checkpoints")
+        except CheckpointError as err:
+            raise CheckpointError(f"resume=true, but {err} (Drop resume=true to start a new run in {work_dir}.)") from err
+        _check_resumable(state["config"], cfg, path)
+    elif (work_dir / "checkpoints" / "latest.pt").exists():
+        raise ValueError(f"{work_dir} already holds a run. Pass resume=true to continue it, or another work_dir=.")
+    torch.manual_seed(cfg.seed)
     env = make_env(cfg.task, seed=cfg.seed, num_envs=cfg.num_envs)
     spec = env.task_spec
     obs_dim = env.observation_spec["observation"].shape[-1]
@@ -230,15 +359,19 @@ def make_trainer(cfg: TrainConfig) -> MBDPOTrainer:
         env, actor, frames_per_batch=frames_per_batch, total_frames=cfg.steps, init_random_frames=seed_steps,
         policy_device=cfg.device, env_device="cpu", storing_device="cpu",
     )
-    replay_buffer = make_replay_buffer(cfg.planner.horizon, cfg.batch_size, min(cfg.buffer_size, max(cfg.steps, 1)))
-    return MBDPOTrainer(cfg, collector=collector, env_spec=spec, world_model=world_model, loss=loss, actor=actor,
-                        eval_env=eval_env, replay_buffer=replay_buffer, work_dir=work_dir)
+    # Capacity as the official code, min(buffer_size, steps), fixed by the run's first config: a resumed
+    # run that asks for more steps keeps the buffer it had.
+    first_steps = state["config"]["steps"] if state is not None else cfg.steps
+    replay_buffer = make_replay_buffer(cfg.planner.horizon, cfg.batch_size, min(cfg.buffer_size, max(first_steps, 1)))
+    trainer = MBDPOTrainer(cfg, collector=collector, env_spec=spec, world_model=world_model, loss=loss, actor=actor,
+                           eval_env=eval_env, replay_buffer=replay_buffer, work_dir=work_dir)
+    if state is not None:
+        trainer.load_state(state)
+    return trainer
 
 
 def load_agent(checkpoint_path, cfg: TrainConfig | None = None):
     """World model + actor from a checkpoint; with ``cfg``, refuse a checkpoint of another architecture."""
-    from .config import from_container
-
     state = load_checkpoint(checkpoint_path)
     saved_cfg = from_container(state["config"])
     cfg = cfg or saved_cfg
