@@ -58,3 +58,23 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
         assert torch.equal(value, b["loss"][key]), key
     assert _eval_rows(tmp_path / "straight") == _eval_rows(tmp_path / "killed")  # no duplicated or missing rows
     assert [int(r["step"]) for r in _eval_rows(tmp_path / "killed")] == [0, 400, 800]
+
+
+@pytest.mark.slow
+def test_sigterm_writes_a_checkpoint_and_stops_cleanly(tmp_path):
+    proc = _train(tmp_path / "run")
+    eval_csv = tmp_path / "run" / "eval.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (eval_csv.exists() and len(eval_csv.read_text().splitlines()) >= 2):
+        assert proc.poll() is None
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM and "checkpoint written, stopping" in out
+    stopped_at = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["step"]
+    assert 0 < stopped_at < 800
+    resumed = _train(tmp_path / "run", "resume=true")
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    assert [int(r["step"]) for r in _eval_rows(tmp_path / "run")] == [0, 400, 800]

@@ -530,8 +530,10 @@ def update(
     wm = loss.world_model
     wm.train()
     try:
-        # Guards (one host sync per optimiser): a non-finite loss or gradient skips that step, so the
-        # parameters, optimiser moments and target network keep their last finite values.
+        # Guards (one host sync per optimiser): a non-finite loss or gradient skips the update, so the
+        # parameters, optimiser moments, running statistics and target network keep their last values.
+        running_stats = [loss.energy_norm.mean, loss.energy_norm.std, loss.scale.value]
+        saved_stats = [b.clone() for b in running_stats]
         model_out = loss.model_loss(batch)
         total = sum(value for key, value in model_out.items() if key.startswith("loss_"))
         total.backward()
@@ -551,6 +553,9 @@ def update(
 
         if model_finite and target_updater is not None:
             target_updater.step()
+        if not (model_finite and pi_finite):
+            for buffer, saved in zip(running_stats, saved_stats):
+                buffer.copy_(saved)
     finally:
         wm.eval()
     info = model_out.exclude("latents", "task").update(pi_out)

@@ -180,7 +180,7 @@ class MBDPOTrainer(Trainer):
         self._update_credit -= self.optim_steps_per_batch
         if self.optim_steps_per_batch:
             super().optim_steps(batch)
-        if self.optimization_stepper.skipped_in_a_row >= self.cfg.max_nonfinite:
+        if self._too_many_nonfinite():
             self.stop_message = (
                 f"Stopped at step {self.collected_frames}: {self.optimization_stepper.skipped_in_a_row} updates in a row had a "
                 "non-finite loss or gradient (they were skipped; the checkpoint holds the last finite parameters). "
@@ -188,7 +188,12 @@ class MBDPOTrainer(Trainer):
             )
             self._stop_training = True
 
+    def _too_many_nonfinite(self) -> bool:
+        return self.optimization_stepper.skipped_in_a_row >= self.cfg.max_nonfinite
+
     def _sample(self, _batch):
+        if self._too_many_nonfinite():
+            raise StopIteration  # ends the Trainer's update loop for this batch
         return self.replay_buffer_.sample().reshape(-1, self.cfg.planner.horizon).to(self.cfg.device)
 
     def _pretrain_once(self):
@@ -200,6 +205,8 @@ class MBDPOTrainer(Trainer):
         bar = tqdm(range(self.pretrain_updates), desc="pretraining on seed data", disable=not self.cfg.progress, leave=False)
         for _ in bar:
             metrics = self.optimization_stepper.step(self, self._sample(None))
+            if self._too_many_nonfinite():
+                break
         if self.pretrain_updates:
             self._log(**{k: v.item() for k, v in metrics.items()})
 
