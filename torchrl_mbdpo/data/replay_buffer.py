@@ -86,10 +86,6 @@ class EpisodeWriter:
         """Forget unfinished episodes (their environments are being reset)."""
         self._pending.clear()
 
-    @property
-    def pending_steps(self) -> int:
-        return sum(td.shape[0] for chunks in self._pending.values() for td in chunks)
-
     def state_dict(self) -> dict:
         return {"episodes_written": self.episodes_written, "episodes_dropped": self.episodes_dropped}
 

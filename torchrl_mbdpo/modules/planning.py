@@ -10,7 +10,7 @@ inside the loop: schedule coefficients are Python floats and every branch on dat
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -60,9 +60,6 @@ class PlannerConfig:
         """``(alphas, alphas_cumprod)`` as Python floats, so indexing them in the loop never syncs."""
         alphas, abar = diffusion_schedule(self.steps, self.beta0, self.betaT)
         return alphas.double().tolist(), abar.double().tolist()
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def warm_start_mean(prev_plan: torch.Tensor, is_init: torch.Tensor) -> torch.Tensor:

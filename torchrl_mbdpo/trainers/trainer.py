@@ -41,10 +41,6 @@ from .evaluation import EvalLog, evaluate, truncate_csv_logs
 __all__ = ["MBDPOOptimizationStepper", "MBDPOTrainer", "make_trainer", "build_agent", "load_agent"]
 
 
-class NonFiniteTrainingError(RuntimeError):
-    """Raised when training stops after too many non-finite updates in a row."""
-
-
 class MBDPOOptimizationStepper(OptimizationStepper):
     """One MBDPO update (world-model step, policy-prior step, Polyak target update), with a count of the
     updates skipped because of a non-finite loss or gradient."""
