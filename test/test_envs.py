@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from dm_control import suite
-from tensordict import TensorDict
 from torchrl.data import Bounded
 from torchrl.envs import GymEnv
 from torchrl.envs.utils import check_env_specs, step_mdp

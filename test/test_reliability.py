@@ -1,8 +1,6 @@
 """Faults a long run meets: damaged or foreign checkpoints, a full disk, NaNs, buffer edge cases."""
 import csv
 import errno
-import os
-import warnings
 
 import pytest
 import torch

@@ -9,6 +9,7 @@ from torchrl.data import Unbounded
 from torchrl.envs import TensorDictPrimer
 
 from .energy import EnergyNormalizer
+from .layers import eval_mode
 from .planning import PlannerConfig, mc_diffusion_sample, policy_rollout, score_network_sample, warm_start_mean, world_model_value
 
 __all__ = ["DiffusionActor"]
@@ -121,12 +122,8 @@ class DiffusionActor(TensorDictModuleBase):
             is_init = torch.zeros(B, dtype=torch.bool, device=obs.device)
         task = flat.get("task") if self.multitask else None
         explore = interaction_type() not in (InteractionType.DETERMINISTIC, InteractionType.MODE, InteractionType.MEAN)
-        was_training = self.world_model.training
-        self.world_model.eval()
-        try:
+        with eval_mode(self.world_model):
             action, plan = self.plan(obs, prev_plan, is_init, task, explore=explore)
-        finally:
-            self.world_model.train(was_training)
         tensordict.set("action", action.reshape(*batch_shape, -1))
         tensordict.set(("next", "plan"), plan.reshape(*batch_shape, *self.plan_shape))
         return tensordict

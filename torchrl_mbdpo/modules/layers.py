@@ -1,13 +1,25 @@
 """Building blocks of the TD-MPC2 world model (spec §1.1)."""
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
 from tensordict import TensorDict
 from torch import nn
 
-__all__ = ["SimNorm", "NormedLinear", "mlp", "Ensemble", "TaskConditioned", "weight_init", "zero_last_layer"]
+__all__ = ["eval_mode", "SimNorm", "NormedLinear", "mlp", "Ensemble", "TaskConditioned", "weight_init", "zero_last_layer"]
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module):
+    """Temporarily switch ``module`` to eval mode (no dropout), restoring its previous mode after."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 class SimNorm(nn.Module):

@@ -87,9 +87,10 @@ def elite_weighted_mean(values: torch.Tensor, candidates: torch.Tensor, num_elit
     return (weights[..., None, None] * candidates).sum(dim=1)
 
 
-def mc_score(x: torch.Tensor, abar_t: float, weighted_mean: torch.Tensor) -> torch.Tensor:
-    """Monte-Carlo score estimate ``(-x + sqrt(abar_t) * a_bar) / (1 - abar_t)`` (MBD, Pan et al. 2024)."""
-    return (-x + math.sqrt(abar_t) * weighted_mean) / (1 - abar_t + 1e-8)
+def mc_score(x: torch.Tensor, abar_t: float | torch.Tensor, weighted_mean: torch.Tensor) -> torch.Tensor:
+    """Monte-Carlo score estimate ``(-x + sqrt(abar_t) * a_bar) / (1 - abar_t)`` (MBD, Pan et al. 2024).
+    ``abar_t`` is a Python float in the planner (no host sync) or a tensor in the score-matching target."""
+    return (-x + abar_t**0.5 * weighted_mean) / (1 - abar_t + 1e-8)
 
 
 def denoise_step(x: torch.Tensor, score: torch.Tensor, abar_t: float, alpha_t: float, mask=None) -> torch.Tensor:

@@ -14,18 +14,17 @@ TorchRL's batch-first ``[B, H]`` slices onto them and owns the state (target Qs,
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from tensordict.utils import NestedKey
-from torch import nn
 from torchrl.objectives import LossModule
 
 from ..modules.energy import EnergyNormalizer
 from ..modules.functional import diffusion_schedule
+from ..modules.layers import eval_mode
 from ..modules.planning import world_model_value
 from .utils import (
     RunningScale,
@@ -61,17 +60,6 @@ class _Batch(NamedTuple):
     terminated: torch.Tensor  # (H, B, 1) float
     task: torch.Tensor | None  # (B,) long, multi-task only
     discount: torch.Tensor  # () or (B, 1)
-
-
-@contextlib.contextmanager
-def _eval_mode(module: nn.Module):
-    """Temporarily switch ``module`` to eval mode (the target Qs never use dropout)."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield module
-    finally:
-        module.train(was_training)
 
 
 class MBDPOLoss(LossModule):
@@ -315,7 +303,7 @@ class MBDPOLoss(LossModule):
         """
         wm = self.world_model
         next_action = wm.pi(next_z, batch.task).action
-        with _eval_mode(wm.qs):
+        with eval_mode(wm.qs):  # the target Qs never use dropout
             next_q = wm.q_value(
                 next_z, next_action, batch.task, reduce="min",
                 pair=self._target_pair(next_z.device), params=self.target_qvalue_params,

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..modules.functional import soft_ce
+from ..modules.planning import mc_score
 
 __all__ = [
     "rho_weights",
@@ -161,7 +162,7 @@ def mc_score_target(
     logits = (values - values.mean()) / (values.std() + 1e-6)
     weights = torch.softmax(logits / max(temperature, 1e-6), dim=0)
     a_bar = (weights[:, None, None] * candidates).sum(0)
-    return (-x_tau + abar_tau.sqrt() * a_bar) / (1 - abar_tau + 1e-8)
+    return mc_score(x_tau, abar_tau, a_bar)
 
 
 # --------------------------------------------------------------------------- §2.4 policy prior
