@@ -23,18 +23,23 @@ class PointMassModel(torch.nn.Module):
     def encode_obs(self, obs, task=None):
         return obs
 
+    @staticmethod
+    def _align(z, a):
+        # As the world model's heads: a latent (*B, L) broadcasts over candidates (*B, N, A).
+        return z.unsqueeze(-2) if z.ndim < a.ndim else z
+
     def next(self, z, a, task=None):
         self.calls += 1
-        return z + a
+        return self._align(z, a) + a
 
     def reward(self, z, a, task=None):
-        return -((z + a - self.goal) ** 2).sum(-1, keepdim=True)
+        return -((self._align(z, a) + a - self.goal) ** 2).sum(-1, keepdim=True)
 
     def decode_reward(self, r):
         return r
 
     def energy_logit(self, z, a, task=None):
-        return torch.zeros(*z.shape[:-1], 1)
+        return torch.zeros(*a.shape[:-1], 1)
 
     def q_value(self, z, a, task=None, reduce="avg"):
         return torch.zeros(*z.shape[:-1], 1)

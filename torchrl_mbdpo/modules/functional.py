@@ -44,14 +44,14 @@ def two_hot(x: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
 
 def two_hot_inv(logits: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     """Scalar value of two-hot logits: ``symexp(sum softmax(logits) * bins)``; keeps a trailing dim of 1."""
-    return symexp(two_hot_decode(logits, bins)).unsqueeze(-1)
+    return symexp(two_hot_decode(logits.to(bins.dtype), bins)).unsqueeze(-1)  # float32 under bf16 autocast
 
 
 def soft_ce(logits: torch.Tensor, target: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     """Cross entropy between logits and the two-hot encoding of raw targets; shape ``logits.shape[:-1] + (1,)``."""
     if target.shape[-1:] == (1,):
         target = target.squeeze(-1)
-    return two_hot_cross_entropy(logits, symlog(target), bins).unsqueeze(-1)
+    return two_hot_cross_entropy(logits.to(bins.dtype), symlog(target), bins).unsqueeze(-1)
 
 
 def squash_log_std(raw: torch.Tensor, log_std_min: float, log_std_max: float) -> torch.Tensor:

@@ -5,10 +5,26 @@ import contextlib
 import copy
 
 import torch
+import torch.nn.functional as F
 from tensordict import TensorDict
 from torch import nn
 
-__all__ = ["eval_mode", "SimNorm", "NormedLinear", "mlp", "Ensemble", "TaskConditioned", "weight_init", "zero_last_layer"]
+_REFERENCE = False
+
+
+@contextlib.contextmanager
+def reference_kernels(enabled: bool = True):
+    """Run the straightforward formulations (``F.mish``, softmax over the last dim in ``SimNorm``, no
+    shared first layer in ``TaskConditioned``): the readable specification that the fast paths are
+    tested and benchmarked against."""
+    global _REFERENCE
+    previous, _REFERENCE = _REFERENCE, enabled
+    try:
+        yield
+    finally:
+        _REFERENCE = previous
+
+__all__ = ["eval_mode", "reference_kernels", "autocast_precision", "SimNorm", "Mish", "NormedLinear", "mlp", "Ensemble", "TaskConditioned", "weight_init", "zero_last_layer"]
 
 
 @contextlib.contextmanager
@@ -22,19 +38,79 @@ def eval_mode(module: nn.Module):
         module.train(was_training)
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast_precision(precision: str, device: torch.device | str):
+    """Context of the ``precision`` option: ``"fp32"`` (nothing changes) or ``"bf16"`` (``torch.autocast``
+    to bfloat16: matmuls in bf16, parameters and optimiser state stay float32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    device_type = torch.device(device).type
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 class SimNorm(nn.Module):
-    """Simplicial normalisation: softmax over consecutive groups of ``dim`` features."""
+    """Simplicial normalisation: softmax over consecutive groups of ``dim`` features.
+
+    Same result as ``softmax(x.unflatten(-1, (-1, dim)), -1)``; the softmax runs over a transposed view
+    because PyTorch's CPU softmax over a last dim of 8 does not vectorise (8x slower at 512 x 512).
+    """
 
     def __init__(self, dim: int = 8):
         super().__init__()
         self.dim = dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        return torch.softmax(x.unflatten(-1, (-1, self.dim)), dim=-1).view(shape)
+        if _REFERENCE:
+            return torch.softmax(x.unflatten(-1, (-1, self.dim)), dim=-1).view(x.shape)
+        groups = x.unflatten(-1, (-1, self.dim)).transpose(-1, -2)
+        return torch.softmax(groups, dim=-2).transpose(-1, -2).reshape(x.shape)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
+
+
+def _tanh_softplus(x: torch.Tensor) -> torch.Tensor:
+    """``tanh(softplus(x)) = (q - 1) / (q + 1)`` with ``q = (1 + e^x)^2``: one exponential instead of three
+    transcendental functions. Clamping at 20 only affects values where the result is 1 in float32."""
+    q = torch.exp(x.clamp(max=20.0)) + 1.0
+    q = q * q
+    return (q - 1.0) / (q + 1.0)
+
+
+class _MishFunction(torch.autograd.Function):
+    generate_vmap_rule = True  # the Q ensemble calls it under torch.vmap
+
+    @staticmethod
+    def forward(x):
+        ts = _tanh_softplus(x)
+        return ts * x, ts
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(inputs[0], output[1])
+
+    @staticmethod
+    def backward(ctx, grad, _):
+        x, ts = ctx.saved_tensors
+        # d/dx [x tanh(sp(x))] = tanh(sp(x)) + x sigmoid(x) (1 - tanh(sp(x))^2)
+        return (torch.sigmoid(x) * x * (1.0 - ts * ts) + ts) * grad
+
+
+class Mish(nn.Module):
+    """``x * tanh(softplus(x))``, as ``nn.Mish`` (same values within 2e-6, same gradients), 2-3x faster on
+    CPU: ``x - 2x / ((1 + e^x)^2 + 1)`` needs one exponential. No parameters, so checkpoints are
+    unchanged."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _REFERENCE:
+            return F.mish(x)
+        if torch.is_grad_enabled():  # (under vmap, x.requires_grad reads False even when it is tracked)
+            return _MishFunction.apply(x)[0]
+        q = torch.exp(x.clamp(max=20.0)).add_(1.0)
+        return torch.addcdiv(x, x, q.mul_(q).add_(1.0), value=-2.0)
 
 
 class NormedLinear(nn.Sequential):
@@ -44,7 +120,7 @@ class NormedLinear(nn.Sequential):
         layers = [nn.Linear(in_features, out_features)]
         if dropout:
             layers.append(nn.Dropout(dropout))
-        layers += [nn.LayerNorm(out_features), act if act is not None else nn.Mish()]
+        layers += [nn.LayerNorm(out_features), act if act is not None else Mish()]
         super().__init__(*layers)
 
 
@@ -98,6 +174,10 @@ class TaskConditioned(nn.Module):
 
     Called as ``module(*inputs)`` in single-task mode and ``module(*inputs, task)`` in multi-task mode,
     so it maps directly onto a ``TensorDictModule`` whose ``in_keys`` end with ``"task"``.
+
+    Shared latent: with ``module(z, a)`` where ``z`` is ``(*B, L)`` and ``a`` is ``(*B, N, A)`` (``N``
+    candidates per latent, as in the planner's first step), the result equals that of ``z`` expanded to
+    ``(*B, N, L)``, but ``z``'s share of the first layer is computed once per latent, not per candidate.
     """
 
     def __init__(self, net: nn.Module, task_emb: nn.Embedding | None = None):
@@ -106,14 +186,33 @@ class TaskConditioned(nn.Module):
         self.__dict__["task_emb"] = task_emb  # shared, owned by the world model
 
     def forward(self, *inputs: torch.Tensor, **kwargs) -> torch.Tensor:
+        inputs = list(inputs)
         if self.task_emb is not None:
-            *inputs, task = inputs
+            task = inputs.pop()
             if task.ndim and task.shape[-1] == 1:  # a trailing singleton dim, as stored in TensorDicts
                 task = task.squeeze(-1)
             emb = self.task_emb(task.long())
             inputs.append(emb.expand(*inputs[0].shape[:-1], emb.shape[-1]))
+        if len(inputs) > 1 and inputs[0].ndim == inputs[1].ndim - 1:
+            if not _REFERENCE and isinstance(self.net, nn.Sequential) and isinstance(self.net[0], NormedLinear):
+                return self._forward_shared_first(inputs)
+            inputs = [x.unsqueeze(-2).expand(*inputs[1].shape[:-1], -1) if x.ndim < inputs[1].ndim else x for x in inputs]
         x = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=-1)
         return self.net(x, **kwargs)
+
+    def _forward_shared_first(self, inputs):
+        # Linear(cat(z, a, e)) = W_z z + W_a a + W_e e + b: the terms of the shared inputs (every one
+        # but ``a``) are computed per latent and broadcast over the N candidates.
+        first_block = list(self.net[0])
+        first = first_block[0]
+        columns = list(first.weight.split([x.shape[-1] for x in inputs], dim=1))
+        w_varying = columns.pop(1)
+        shared = [x for i, x in enumerate(inputs) if i != 1]
+        x, w_shared = (shared[0], columns[0]) if len(shared) == 1 else (torch.cat(shared, -1), torch.cat(columns, 1))
+        h = F.linear(x, w_shared, first.bias).unsqueeze(-2) + F.linear(inputs[1], w_varying)
+        for layer in first_block[1:] + list(self.net)[1:]:
+            h = layer(h)
+        return h
 
 
 def weight_init(m: nn.Module) -> None:

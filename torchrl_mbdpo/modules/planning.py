@@ -167,20 +167,24 @@ def world_model_value(wm, z: torch.Tensor, actions: torch.Tensor, task, discount
 
     ``G = sum_t gamma^t (1 - term_t) (r_hat_t + eta * clip(norm(F(z_t, a_t))))
     + gamma^H (1 - term_H) Q_avg(z_H, a_H ~ pi)``, with ``z_{t+1} = d(z_t, a_t)``.
-    ``z``: ``(M, L)``; ``actions``: ``(M, H, A)``; returns ``(M, 1)``. ``discount`` is a float or an
-    ``(M, 1)`` tensor (multi-task). F is evaluated at the pre-transition latent; the terminal Q has no
-    energy term; episodic tasks stop accumulating once the termination head fires.
+    ``actions``: ``(*M, H, A)``; ``z``: ``(*M, L)``, or ``(*M[:-1], L)`` when all candidates of a row
+    start from one latent (the planner: ``(B, L)`` latents, ``(B, N, H, A)`` candidates), which lets the
+    first step compute the latent's share of the first layers once (see ``TaskConditioned``). ``task``
+    is shaped like ``z`` without its last dim; ``discount`` is a float or broadcasts against ``(*M, 1)``.
+    Returns ``(*M, 1)``. F is evaluated at the pre-transition latent; the terminal Q has no energy term;
+    episodic tasks stop accumulating once the termination head fires.
     """
-    G = torch.zeros(z.shape[0], 1, device=z.device, dtype=z.dtype)
-    disc = torch.ones_like(G)
-    alive = torch.ones_like(G)
-    for t in range(actions.shape[1]):
-        a = actions[:, t]
+    task = None if task is None else task.reshape(z.shape[:-1])
+    G = disc = alive = 1.0
+    for t in range(actions.shape[-2]):
+        a = actions[..., t, :]
         r = wm.decode_reward(wm.reward(z, a, task))
         if eta:
             r = r + eta * energy_norm(wm.energy_logit(z, a, task))
         z = wm.next(z, a, task)
-        G = G + disc * alive * r
+        if task is not None and task.ndim < z.ndim - 1:  # from the shared latent to one per candidate
+            task = task.unsqueeze(-1).expand(z.shape[:-1])
+        G = r if t == 0 else G + disc * alive * r
         disc = disc * discount
         if wm.done_head is not None:
             alive = alive * (torch.sigmoid(wm.termination(z, task)) <= 0.5)

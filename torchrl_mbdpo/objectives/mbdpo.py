@@ -24,7 +24,7 @@ from torchrl.objectives import LossModule
 
 from ..modules.energy import EnergyNormalizer
 from ..modules.functional import diffusion_schedule
-from ..modules.layers import eval_mode
+from ..modules.layers import autocast_precision, eval_mode
 from ..modules.planning import world_model_value
 from .utils import (
     RunningScale,
@@ -379,12 +379,11 @@ class MBDPOLoss(LossModule):
             # The planner's return (spec §3.2); its terminal Q uses the model's current mode, i.e. dropout
             # on during update(), as the official code.
             values = world_model_value(
-                wm, z0.detach().expand(self.score_num_samples, -1), candidates, task,
-                discount, self.contrastive_eta, self.normalized_energy,
+                wm, z0.detach(), candidates.unsqueeze(0), task, discount, self.contrastive_eta, self.normalized_energy,
             ).nan_to_num(0.0)
-            target = mc_score_target(x_tau, candidates, values.squeeze(-1), abar_tau, self.score_temperature)
+            target = mc_score_target(x_tau, candidates, values.reshape(-1), abar_tau, self.score_temperature)
         prediction = wm.score(z0, x_tau.unsqueeze(0), tau, task).squeeze(0)
-        return (prediction - target).pow(2).mean()
+        return (prediction.float() - target.float()).pow(2).mean()
 
     # ------------------------------------------------------------------ entry points
     def model_loss(self, tensordict: TensorDictBase) -> TensorDictBase:
@@ -506,10 +505,12 @@ def update(
     pi_optim: torch.optim.Optimizer,
     target_updater=None,
     grad_clip_norm: float = 20.0,
+    precision: str = "fp32",
 ) -> TensorDictBase:
     """One official update step (spec §2.1 end, §2.4): model step, policy step on the detached latents,
     Polyak update of the target Qs (by ``target_updater``, a ``SoftUpdate``; pass ``None`` where a
     trainer hook steps it). The world model is in train mode throughout and left in eval mode.
+    ``precision="bf16"`` computes the losses under ``torch.autocast`` (bfloat16 matmuls, float32 weights).
 
     Returns detached scalars: every ``loss_*`` term, the metrics, ``total_model_loss``,
     ``model_grad_norm``, ``pi_grad_norm`` and ``nonfinite_skipped`` (1 when a non-finite loss or gradient
@@ -522,7 +523,8 @@ def update(
         # parameters, optimiser moments, running statistics and target network keep their last values.
         running_stats = [loss.energy_norm.mean, loss.energy_norm.std, loss.scale.value]
         saved_stats = [b.clone() for b in running_stats]
-        model_out = loss.model_loss(batch)
+        with autocast_precision(precision, batch.device or "cpu"):
+            model_out = loss.model_loss(batch)
         total = sum(value for key, value in model_out.items() if key.startswith("loss_"))
         total.backward()
         model_grad_norm = torch.nn.utils.clip_grad_norm_(_optimizer_params(model_optim), grad_clip_norm)
@@ -531,7 +533,8 @@ def update(
             model_optim.step()
         model_optim.zero_grad(set_to_none=True)
 
-        pi_out = loss.pi_loss(model_out)  # after the model step, as the official code: Q is the updated one
+        with autocast_precision(precision, batch.device or "cpu"):
+            pi_out = loss.pi_loss(model_out)  # after the model step, as the official code: Q is the updated one
         pi_out["loss_pi"].backward()
         pi_grad_norm = torch.nn.utils.clip_grad_norm_(_optimizer_params(pi_optim), grad_clip_norm)
         pi_finite = model_finite and bool(torch.isfinite(pi_out["loss_pi"].detach()) & torch.isfinite(pi_grad_norm))

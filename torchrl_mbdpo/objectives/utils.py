@@ -54,7 +54,7 @@ def td_target(
 
 def consistency_loss(z_pred: torch.Tensor, z_target: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
     """``(1/H) sum_t rho^t MSE(z_{t+1}, zn_{t+1})``, MSE averaged over batch and latent dims. Shapes ``(H, B, L)``."""
-    mse = (z_pred - z_target).pow(2).flatten(1).mean(1)
+    mse = (z_pred.float() - z_target.float()).pow(2).flatten(1).mean(1)  # float32 under bf16 autocast
     return (mse * rho).sum() / z_pred.shape[0]
 
 
@@ -79,7 +79,7 @@ def value_loss(q_logits: torch.Tensor, td_targets: torch.Tensor, bins: torch.Ten
 
 def termination_loss(logits: torch.Tensor, terminated: torch.Tensor) -> torch.Tensor:
     """Plain BCE of the termination head on ``z_1..z_H`` (no ``rho`` weighting, as the official code)."""
-    return F.binary_cross_entropy_with_logits(logits, terminated.to(logits.dtype))
+    return F.binary_cross_entropy_with_logits(logits.float(), terminated.float())
 
 
 # --------------------------------------------------------------------------- §2.2 contrastive energy loss
@@ -127,6 +127,7 @@ def select_hard_negatives(candidates: torch.Tensor, logits: torch.Tensor) -> tor
 
 def binary_contrastive_loss(pos_logits: torch.Tensor, neg_logits: torch.Tensor) -> torch.Tensor:
     """``0.5 (BCE(F(z, a_pos), 1) + BCE(F(z, a_neg), 0))``."""
+    pos_logits, neg_logits = pos_logits.float(), neg_logits.float()
     pos = F.binary_cross_entropy_with_logits(pos_logits, torch.ones_like(pos_logits))
     neg = F.binary_cross_entropy_with_logits(neg_logits, torch.zeros_like(neg_logits))
     return 0.5 * (pos + neg)
@@ -171,7 +172,7 @@ def policy_loss(q: torch.Tensor, scaled_entropy: torch.Tensor, rho: torch.Tensor
 
     ``q`` (already divided by the running scale) and ``scaled_entropy``: ``(H+1, B, 1)``.
     """
-    per_step = -(entropy_coef * scaled_entropy + q).flatten(1).mean(1)
+    per_step = -(entropy_coef * scaled_entropy.float() + q.float()).flatten(1).mean(1)
     return (per_step * rho).mean()
 
 

@@ -69,6 +69,7 @@ class TrainConfig:
     tau: float = 0.01
     episodic: Optional[bool] = None  # default: from the task
     threads: Optional[int] = None  # torch CPU threads; default: torch's
+    precision: str = "fp32"  # fp32 | bf16 (torch.autocast for planning and updates; weights stay float32)
     logger: str = "csv"  # csv | tensorboard | wandb (all scalars; eval.csv is always written)
     progress: bool = True
     model: ModelOverrides = field(default_factory=ModelOverrides)

@@ -45,14 +45,16 @@ class MBDPOOptimizationStepper(OptimizationStepper):
     """One MBDPO update (world-model step, policy-prior step, Polyak target update), with a count of the
     updates skipped because of a non-finite loss or gradient."""
 
-    def __init__(self, loss: MBDPOLoss, model_optim, pi_optim, target_updater, grad_clip_norm: float = 20.0):
+    def __init__(self, loss: MBDPOLoss, model_optim, pi_optim, target_updater, grad_clip_norm: float = 20.0,
+                 precision: str = "fp32"):
         self.loss, self.model_optim, self.pi_optim = loss, model_optim, pi_optim
-        self.target_updater, self.grad_clip_norm = target_updater, grad_clip_norm
+        self.target_updater, self.grad_clip_norm, self.precision = target_updater, grad_clip_norm, precision
         self.skipped_total = 0
         self.skipped_in_a_row = 0
 
     def step(self, trainer, sub_batch):
-        metrics = update(self.loss, sub_batch, self.model_optim, self.pi_optim, self.target_updater, self.grad_clip_norm)
+        metrics = update(self.loss, sub_batch, self.model_optim, self.pi_optim, self.target_updater, self.grad_clip_norm,
+                         self.precision)
         if metrics["nonfinite_skipped"].item():
             self.skipped_total += 1
             self.skipped_in_a_row += 1
@@ -82,7 +84,7 @@ def build_agent(cfg: TrainConfig, obs_dim: int, action_dim: int, task_spec):
     planner = cfg.planner
     loss = MBDPOLoss(world_model, discount=task_spec.discount, contrastive_eta=planner.energy_eta, diffusion_steps=planner.steps,
                      beta0=planner.beta0, betaT=planner.betaT, **vars(cfg.loss)).to(cfg.device)
-    actor = DiffusionActor(world_model, cfg.planner, discount=task_spec.discount).to(cfg.device)
+    actor = DiffusionActor(world_model, cfg.planner, discount=task_spec.discount, precision=cfg.precision).to(cfg.device)
     return world_model, loss, actor
 
 
@@ -111,7 +113,7 @@ class MBDPOTrainer(Trainer):
         self.pretrain_updates = cfg.pretrain_updates if cfg.pretrain_updates is not None else collector.init_random_frames
         model_optim, pi_optim = make_optimizers(loss, lr=cfg.lr, enc_lr_scale=cfg.enc_lr_scale)
         self.updater = SoftUpdate(loss, tau=cfg.tau)
-        stepper = MBDPOOptimizationStepper(loss, model_optim, pi_optim, self.updater, cfg.grad_clip_norm)
+        stepper = MBDPOOptimizationStepper(loss, model_optim, pi_optim, self.updater, cfg.grad_clip_norm, cfg.precision)
         logger = get_logger(cfg.logger, logger_name=str(self.work_dir / "logs"), experiment_name="mbdpo")
         super().__init__(
             collector=collector,
