@@ -1,6 +1,6 @@
 """Planner and update speed of torchrl_mbdpo. Prints one table (median and min over repeats after warm-up).
 
-    python benchmarks/run.py                 # everything (about 10 minutes on 2 CPU cores)
+    python benchmarks/run.py                 # everything (about 20 minutes on 2 CPU cores)
     python benchmarks/run.py --quick         # fewer repeats, no 32-env planner row
     python benchmarks/run.py --only planner  # or: update
 """
@@ -14,6 +14,7 @@ import time
 import torch
 
 from torchrl_mbdpo.modules import DiffusionActor, MBDPOWorldModel, PlannerConfig, WorldModelConfig
+from torchrl_mbdpo.modules.layers import reference_kernels
 from torchrl_mbdpo.objectives import MBDPOLoss
 
 OBS_DIM, ACTION_DIM = 17, 6  # cheetah-run
@@ -40,11 +41,21 @@ def timed(fn, repeats: int, warmup: int = 1) -> tuple[float, float]:
     return statistics.median(times) * 1e3, min(times) * 1e3
 
 
+def timed_with_reference(fn, repeats: int, warmup: int = 1, reference: bool = True):
+    """``(median, min, reference median)``: the fast path, then the same call under ``reference_kernels()``."""
+    med, best = timed(fn, repeats, warmup)
+    if not reference:
+        return med, best, None
+    with reference_kernels():
+        ref_med, _ = timed(fn, repeats, warmup)
+    return med, best, ref_med
+
+
 # The CPU-scale reference settings of shared/anchors (official code: ~80 ms per action, one thread).
 SMALL_PLANNER = dict(steps=5, num_samples=128, num_elites=16, num_pi_trajs=8)
 
 
-def bench_planner(repeats: int, env_counts):
+def bench_planner(repeats: int, env_counts, precisions, reference: bool):
     rows = []
     settings = [
         ("MC score, default (20 steps, 512 samples), model 5", 5, {}),
@@ -53,42 +64,48 @@ def bench_planner(repeats: int, env_counts):
     ]
     for label, size, planner in settings:
         wm = MBDPOWorldModel(WorldModelConfig.from_size(size, OBS_DIM, ACTION_DIM)).eval()
-        actor = DiffusionActor(wm, PlannerConfig(**planner))
-        for n in env_counts:
-            obs, plan = torch.randn(n, OBS_DIM), torch.zeros(n, 3, ACTION_DIM)
-            init = torch.zeros(n, dtype=torch.bool)
-            slow = size == 5 and not planner and n >= 32
-            med, best = timed(lambda: actor.plan(obs, plan, init), max(1, repeats // 2) if slow else repeats)
-            rows.append((f"plan, {label}, {n} env(s)", med, best, med / n))
+        for precision in precisions:
+            actor = DiffusionActor(wm, PlannerConfig(**planner), precision=precision)
+            for n in env_counts:
+                obs, plan = torch.randn(n, OBS_DIM), torch.zeros(n, 3, ACTION_DIM)
+                init = torch.zeros(n, dtype=torch.bool)
+                slow = size == 5 and not planner and n >= 32
+                reps = max(1, repeats // 2) if slow else repeats
+                # The reference is timed for the fp32 rows only, and not for the slow 32-env row.
+                ref = reference and precision == "fp32" and not slow
+                med, best, ref_med = timed_with_reference(lambda: actor.plan(obs, plan, init), reps, reference=ref)
+                rows.append((f"plan, {label}, {n} env(s), {precision}", med, best, med / n, ref_med))
     return rows
 
 
-def bench_update(repeats: int, model_sizes, batch_size=256, horizon=3):
+def bench_update(repeats: int, model_sizes, precisions, reference: bool, batch_size=256, horizon=3):
+    from tensordict import TensorDict
     from torchrl.objectives import SoftUpdate
 
     from torchrl_mbdpo.objectives.mbdpo import make_optimizers, update
 
+    B, H = batch_size, horizon
+    batch = TensorDict(
+        {
+            "observation": torch.randn(B, H, OBS_DIM),
+            "action": torch.rand(B, H, ACTION_DIM) * 2 - 1,
+            ("next", "observation"): torch.randn(B, H, OBS_DIM),
+            ("next", "reward"): torch.rand(B, H, 1),
+            ("next", "terminated"): torch.zeros(B, H, 1, dtype=torch.bool),
+        },
+        batch_size=[B, H],
+    )
     rows = []
     for size in model_sizes:
         wm = MBDPOWorldModel(WorldModelConfig.from_size(size, OBS_DIM, ACTION_DIM))
         loss = MBDPOLoss(wm)
         model_optim, pi_optim = make_optimizers(loss)
         updater = SoftUpdate(loss, tau=0.01)
-        from tensordict import TensorDict
-
-        B, H = batch_size, horizon
-        batch = TensorDict(
-            {
-                "observation": torch.randn(B, H, OBS_DIM),
-                "action": torch.rand(B, H, ACTION_DIM) * 2 - 1,
-                ("next", "observation"): torch.randn(B, H, OBS_DIM),
-                ("next", "reward"): torch.rand(B, H, 1),
-                ("next", "terminated"): torch.zeros(B, H, 1, dtype=torch.bool),
-            },
-            batch_size=[B, H],
-        )
-        med, best = timed(lambda: update(loss, batch, model_optim, pi_optim, updater), repeats, warmup=2)
-        rows.append((f"update, batch {B}, horizon {H}, model {size}", med, best, None))
+        for precision in precisions:
+            med, best, ref_med = timed_with_reference(
+                lambda: update(loss, batch, model_optim, pi_optim, updater, precision=precision), repeats, warmup=2,
+                reference=reference and precision == "fp32")
+            rows.append((f"update, batch {B}, horizon {H}, model {size}, {precision}", med, best, None, ref_med))
     return rows
 
 
@@ -97,21 +114,25 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", choices=["planner", "update"])
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--no-reference", action="store_true", help="skip timing the reference formulations")
+    parser.add_argument("--no-bf16", action="store_true", help="skip the precision=bf16 rows")
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 7)
+    precisions = ("fp32",) if args.no_bf16 else ("fp32", "bf16")
     torch.manual_seed(0)
     rows = []
     if args.only in (None, "planner"):
-        rows += bench_planner(repeats, (1, 8) if args.quick else (1, 8, 32))
+        rows += bench_planner(repeats, (1, 8) if args.quick else (1, 8, 32), precisions, not args.no_reference)
     if args.only in (None, "update"):
-        rows += bench_update(repeats, (5, 1))
-    print(f"\nmachine: {cpu_name()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}; fp32; "
-          f"median/min over {repeats} repeats after warm-up\n")
-    print(f"| {'setting':<62} | median ms | min ms | ms per env |")
-    print(f"|{'-' * 64}|----------:|-------:|-----------:|")
-    for name, med, best, per_env in rows:
+        rows += bench_update(repeats, (5, 1), precisions, not args.no_reference)
+    print(f"\nmachine: {cpu_name()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}; "
+          f"median/min over {repeats} repeats after warm-up; reference = the same call under reference_kernels()\n")
+    print(f"| {'setting':<68} | median ms | min ms | ms per env | reference ms | speed-up |")
+    print(f"|{'-' * 70}|----------:|-------:|-----------:|-------------:|---------:|")
+    for name, med, best, per_env, ref_med in rows:
         per = f"{per_env:10.1f}" if per_env is not None else " " * 10
-        print(f"| {name:<62} | {med:9.1f} | {best:6.1f} | {per} |")
+        ref = f"{ref_med:12.1f} | {ref_med / med:7.2f}x" if ref_med is not None else f"{'':12} | {'':8}"
+        print(f"| {name:<68} | {med:9.1f} | {best:6.1f} | {per} | {ref} |")
 
 
 if __name__ == "__main__":

@@ -11,18 +11,18 @@ from torchrl_mbdpo.objectives import MBDPOLoss
 from torchrl_mbdpo.objectives.mbdpo import make_optimizers, update
 
 
-def test_mish_matches_torch_values_and_gradients():
+def test_mish_matches_torch():
     x = torch.linspace(-30, 30, 2001)
-    torch.testing.assert_close(Mish()(x), F.mish(x), atol=2e-6, rtol=1e-5)
-    xd = (torch.randn(200, dtype=torch.double) * 8).requires_grad_()
-    assert torch.autograd.gradcheck(Mish(), (xd,))
-    # Under vmap (the Q ensemble) with gradients to the stacked weights.
-    w = torch.randn(3, 5, 4, requires_grad=True)
-    inp = torch.randn(7, 4)
-    torch.vmap(lambda wi: Mish()(inp @ wi.T))(w).square().sum().backward()
-    fast_grad, w.grad = w.grad, None
-    torch.stack([F.mish(inp @ wi.T) for wi in w]).square().sum().backward()
-    torch.testing.assert_close(fast_grad, w.grad)
+    with torch.no_grad():
+        fast = Mish()(x)
+        with reference_kernels():
+            ref = Mish()(x)
+    torch.testing.assert_close(fast, F.mish(x), atol=2e-6, rtol=1e-5)
+    assert torch.equal(ref, F.mish(x))
+    assert torch.isfinite(fast).all()
+    w = torch.randn(3, 5, requires_grad=True)  # with autograd: F.mish and its gradient
+    Mish()(w).sum().backward()
+    torch.testing.assert_close(w.grad, torch.autograd.grad(F.mish(w).sum(), w)[0])
 
 
 def test_simnorm_matches_groupwise_softmax():
