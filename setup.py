@@ -7,7 +7,7 @@ setup(
     long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     packages=find_packages(include=["torchrl_mbdpo", "torchrl_mbdpo.*"]),
-    package_data={"torchrl_mbdpo": ["envs/custom_tasks/*.xml", "config/*.yaml"]},
+    package_data={"torchrl_mbdpo": ["envs/custom_tasks/*.xml", "config/*.yaml", "data/official_curves.csv"]},
     python_requires=">=3.10",
     install_requires=[
         "torch==2.13.0",
@@ -29,6 +29,7 @@ setup(
         "console_scripts": [
             "mbdpo-train=torchrl_mbdpo.cli:train_main",
             "mbdpo-eval=torchrl_mbdpo.cli:eval_main",
+            "mbdpo-compare=torchrl_mbdpo.cli:compare_main",
         ]
     },
 )

@@ -9,13 +9,16 @@ _os.environ.setdefault("MUJOCO_GL", "egl")
 from .modules import (  # noqa: E402
     DiffusionActor,
     MBDPOWorldModel,
+    MPPIActor,
+    MPPIConfig,
     PlannerConfig,
     PolicyPriorActor,
     WorldModelConfig,
 )
-from .objectives import MBDPOLoss  # noqa: E402
+from .objectives import MBDPOLoss, TDMPC2Loss  # noqa: E402
 
 MBDPODiffusionActor = DiffusionActor  # unambiguous beside torchrl.modules.DiffusionActor
 
 __version__ = "0.1.0"
-__all__ = ["DiffusionActor", "MBDPODiffusionActor", "MBDPOLoss", "MBDPOWorldModel", "PlannerConfig", "PolicyPriorActor", "WorldModelConfig"]
+__all__ = ["DiffusionActor", "MBDPODiffusionActor", "MBDPOLoss", "MBDPOWorldModel", "MPPIActor", "MPPIConfig", "PlannerConfig",
+           "PolicyPriorActor", "TDMPC2Loss", "WorldModelConfig"]

@@ -1,4 +1,5 @@
-"""Console scripts ``mbdpo-train`` and ``mbdpo-eval`` (Hydra overrides: ``key=value``, ``planner.steps=5``)."""
+"""Console scripts ``mbdpo-train``, ``mbdpo-eval`` and ``mbdpo-compare`` (Hydra overrides: ``key=value``,
+``planner.steps=5``)."""
 from __future__ import annotations
 
 import os
@@ -23,14 +24,15 @@ class EvalConfig:
     seed: int = 0
     device: str = "cpu"
     task: Optional[str] = None  # default: the checkpoint's task
-    planner: Dict[str, Any] = field(default_factory=dict)  # e.g. +planner.score_source=network
+    planner: Dict[str, Any] = field(default_factory=dict)  # overrides of the run's planner, e.g. +planner.steps=5
 
 
 def _register():
-    from .trainers.config import register_configs
+    from .trainers.config import CompareConfig, register_configs
 
     register_configs()
     ConfigStore.instance().store(name="mbdpo_eval_schema", node=EvalConfig)
+    ConfigStore.instance().store(name="mbdpo_compare_schema", node=CompareConfig)
 
 
 def _fail(err: Exception):
@@ -48,7 +50,7 @@ def _train(cfg: DictConfig) -> None:
         trainer = make_trainer(train_cfg)
     except (ValueError, CheckpointError) as err:
         _fail(err)
-    print(f"MBDPO on {train_cfg.task}: {train_cfg.steps} agent steps, model_size={train_cfg.model_size}, "
+    print(f"{train_cfg.algo} on {train_cfg.task}: {train_cfg.steps} agent steps, model_size={train_cfg.model_size}, "
           f"{train_cfg.num_envs} env(s), work_dir={trainer.work_dir}", flush=True)
     trainer.train()
     if trainer.stop_message:
@@ -69,7 +71,6 @@ def _eval(cfg: DictConfig) -> None:
     import torch
 
     from .envs import make_env
-    from .modules import PlannerConfig
     from .trainers.checkpoint import CheckpointError
     from .trainers.evaluation import evaluate
     from .trainers.trainer import load_agent
@@ -77,7 +78,7 @@ def _eval(cfg: DictConfig) -> None:
     try:
         path = Path(cfg.checkpoint) if cfg.checkpoint else _find_latest_checkpoint()
         state, train_cfg, world_model, actor = load_agent(path)
-        actor.planner = PlannerConfig(**{**vars(train_cfg.planner), **cfg.planner})
+        actor.planner = type(actor.planner)(**{**vars(actor.planner), **cfg.planner})
         task = cfg.task or train_cfg.task
         env = make_env(task, seed=cfg.seed)
         if env.action_spec.shape[-1] != world_model.cfg.action_dim or env.observation_spec["observation"].shape[-1] != world_model.cfg.obs_dim:
@@ -94,6 +95,31 @@ def _eval(cfg: DictConfig) -> None:
     print(f"mean_return={mean:.3f}")
 
 
+def _compare(cfg: DictConfig) -> None:
+    import copy
+
+    from .trainers.compare import compare, markdown_table
+    from .trainers.trainer import ALGOS
+
+    base = OmegaConf.to_object(cfg.train)
+    unknown = sorted(set(cfg.algos) - set(ALGOS))
+    if unknown:
+        _fail(ValueError(f"algos: unknown {unknown}; choose from {list(ALGOS)}"))
+
+    def make_config(task, algo, seed):
+        run_cfg = copy.deepcopy(base)
+        run_cfg.task, run_cfg.algo, run_cfg.seed = task, algo, seed
+        return run_cfg
+
+    try:
+        final = compare(list(cfg.tasks), list(cfg.algos), list(cfg.seeds), cfg.steps, cfg.root, cfg.out_dir,
+                        make_config if cfg.run else None)
+    except (ValueError, RuntimeError) as err:
+        _fail(err)
+    print(markdown_table(final))
+    print(f"plots and tables: {cfg.out_dir}/<task>.png, {cfg.out_dir}/summary.csv, {cfg.out_dir}/final.csv")
+
+
 def train_main():
     _register()
     hydra.main(config_path="config", config_name="train", version_base="1.3")(_train)()
@@ -102,3 +128,8 @@ def train_main():
 def eval_main():
     _register()
     hydra.main(config_path="config", config_name="eval", version_base="1.3")(_eval)()
+
+
+def compare_main():
+    _register()
+    hydra.main(config_path="config", config_name="compare", version_base="1.3")(_compare)()

@@ -1,5 +1,5 @@
 """MBDPO's training objective (TorchRL ``LossModule``) and its pure-tensor math."""
-from .mbdpo import MBDPOLoss, make_optimizers, update
+from .mbdpo import MBDPOLoss, TDMPC2Loss, make_optimizers, update
 from .utils import (
     RunningScale,
     binary_contrastive_loss,
@@ -21,6 +21,7 @@ from .utils import (
 
 __all__ = [
     "MBDPOLoss",
+    "TDMPC2Loss",
     "make_optimizers",
     "update",
     "RunningScale",

@@ -44,7 +44,7 @@ from .utils import (
     value_loss,
 )
 
-__all__ = ["MBDPOLoss", "make_optimizers", "update"]
+__all__ = ["MBDPOLoss", "TDMPC2Loss", "make_optimizers", "update"]
 
 CONTRASTIVE_PAIRINGS = ("official", "aligned")
 TARGET_Q_PAIRS = ("official", "random")
@@ -123,6 +123,7 @@ class MBDPOLoss(LossModule):
 
     tensor_keys: _AcceptedKeys
     default_keys = _AcceptedKeys
+    trains_energy = True  # False in TDMPC2Loss: no F term
     qvalue_params: TensorDictParams
     target_qvalue_params: TensorDictParams
 
@@ -233,7 +234,8 @@ class MBDPOLoss(LossModule):
             keys = ["loss_consistency", "loss_reward", "loss_value"]
             if self.world_model.cfg.episodic:
                 keys.append("loss_termination")
-            keys.append("loss_energy")
+            if self.trains_energy:
+                keys.append("loss_energy")
             if self.use_score_network:
                 keys.append("loss_score")
             self._out_keys = keys + ["loss_pi"]
@@ -409,22 +411,18 @@ class MBDPOLoss(LossModule):
         if wm.cfg.episodic:
             termination_logits = wm.termination(zs[1:], batch.task)
             out["loss_termination"] = self.termination_coef * termination_loss(termination_logits, batch.terminated)
-        energy, pos_logits, neg_logits = self._energy_loss(z_pred, batch.action, batch.task)
-        out["loss_energy"] = self.energy_coef * energy
+        if self.trains_energy:
+            energy, pos_logits, neg_logits = self._energy_loss(z_pred, batch.action, batch.task)
+            out["loss_energy"] = self.energy_coef * energy
+            out.update(energy_pos_logit=pos_logits.mean(), energy_neg_logit=neg_logits.mean(),
+                       energy_mean=self.energy_norm.mean.detach().clone(), energy_std=self.energy_norm.std.detach().clone())
         if self.use_score_network:
             # After the energy loss on purpose: the score target reads the statistics it just updated.
             discount0 = batch.discount if batch.discount.ndim == 0 else batch.discount[:1]
             task0 = None if batch.task is None else batch.task[:1]
             out["loss_score"] = self.score_coef * self._score_loss(zs[0, :1], task0, discount0)
 
-        out.update(
-            td_target=td_targets.mean(),
-            energy_pos_logit=pos_logits.mean(),
-            energy_neg_logit=neg_logits.mean(),
-            energy_mean=self.energy_norm.mean.detach().clone(),
-            energy_std=self.energy_norm.std.detach().clone(),
-            latents=zs.detach().transpose(0, 1),
-        )
+        out.update(td_target=td_targets.mean(), latents=zs.detach().transpose(0, 1))
         if batch.task is not None:
             out["task"] = batch.task
         return TensorDict(out, batch_size=[])
@@ -475,6 +473,29 @@ class MBDPOLoss(LossModule):
         model = self.model_loss(tensordict)
         pi = self.pi_loss(model)
         return model.exclude("latents", "task").update(pi)
+
+
+class TDMPC2Loss(MBDPOLoss):
+    """TD-MPC2's objective on the same world model: :class:`MBDPOLoss` without the energy and score
+    terms (consistency, reward, value, termination and the policy prior are the same code), with
+    TD-MPC2's TD target (min over a *random* pair of target Q heads). Train it with :func:`update` and
+    plan with :class:`~torchrl_mbdpo.modules.MPPIActor`; the world model (F and the score net included,
+    untrained) keeps MBDPO's layout, so checkpoints load in either algorithm.
+
+    Keyword Args: ``discount``, ``rho``, ``consistency_coef``, ``reward_coef``, ``value_coef``,
+    ``termination_coef``, ``entropy_coef``, ``target_q_pair`` (default ``"random"``), ``scale_tau``.
+    """
+
+    trains_energy = False
+    _MBDPO_ONLY = ("energy_coef", "score_coef", "contrastive_pairing", "contrastive_neg_noise", "contrastive_momentum",
+                   "contrastive_eta", "use_score_network", "score_num_samples", "score_temperature", "diffusion_steps",
+                   "beta0", "betaT")
+
+    def __init__(self, world_model, *, target_q_pair: str = "random", **kwargs):
+        mbdpo_only = sorted(set(kwargs) & set(self._MBDPO_ONLY))
+        if mbdpo_only:
+            raise TypeError(f"TDMPC2Loss has no energy or score terms; drop {mbdpo_only} (MBDPOLoss options)")
+        super().__init__(world_model, target_q_pair=target_q_pair, **kwargs)
 
 
 def make_optimizers(loss: MBDPOLoss, lr: float = 3e-4, enc_lr_scale: float = 0.3) -> tuple[torch.optim.Adam, torch.optim.Adam]:

@@ -3,8 +3,9 @@ the algorithm, spec §6.1); the command line overrides them Hydra-style: ``plann
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import Any, List, Optional
 
+from ..modules.mppi import MPPIConfig
 from ..modules.planning import PlannerConfig
 
 
@@ -56,8 +57,8 @@ class TrainConfig:
     checkpoint_freq: int = 10_000  # agent steps; taken at the next step where every env ends an episode
     resume: bool = False  # continue the run in work_dir from its last checkpoint
     max_nonfinite: int = 10  # stop (with a checkpoint) after this many non-finite updates in a row
-    work_dir: Optional[str] = None  # default: runs/<task>/seed<seed>
-    algo: str = "mbdpo"
+    work_dir: Optional[str] = None  # default: runs/<algo>/<task>/seed<seed>
+    algo: str = "mbdpo"  # mbdpo (DiffusionActor + MBDPOLoss) | tdmpc2 (MPPIActor + TDMPC2Loss), same world model
     batch_size: int = 256
     buffer_size: int = 1_000_000
     seed_steps: Optional[int] = None  # default: max(1000, 5 * episode_length), random actions
@@ -74,7 +75,35 @@ class TrainConfig:
     progress: bool = True
     model: ModelOverrides = field(default_factory=ModelOverrides)
     loss: LossConfig = field(default_factory=LossConfig)
-    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    planner: PlannerConfig = field(default_factory=PlannerConfig)  # algo=mbdpo
+    mppi: MPPIConfig = field(default_factory=MPPIConfig)  # algo=tdmpc2
+
+    def active_planner(self) -> PlannerConfig | MPPIConfig:
+        """The planner settings of ``algo`` (their ``horizon`` is the world model's and the slices')."""
+        return self.mppi if self.algo == "tdmpc2" else self.planner
+
+
+@dataclass
+class CompareConfig:
+    """``mbdpo-compare``: every (task, algo, seed) run for ``steps`` agent steps with the ``train`` settings."""
+
+    tasks: List[str] = field(default_factory=lambda: ["cartpole-swingup"])
+    algos: List[str] = field(default_factory=lambda: ["mbdpo", "tdmpc2"])
+    seeds: List[int] = field(default_factory=lambda: [1, 2, 3])
+    steps: int = 100_000
+    root: str = "runs"  # runs live in <root>/<algo>/<task>/seed<seed>
+    out_dir: str = "runs/compare"
+    run: bool = True  # false: only collect the runs that exist
+    train: TrainConfig = field(default_factory=TrainConfig)  # settings of every run: train.model_size=1 ...
+
+
+def file_name_of(task: str) -> str:
+    """The task name with the ``:`` and ``/`` of gym ids made file-name safe."""
+    return task.replace(":", "_").replace("/", "_")
+
+
+def default_work_dir(algo: str, task: str, seed: int, root: str = "runs") -> str:
+    return f"{root}/{algo}/{file_name_of(task)}/seed{seed}"
 
 
 # Fields a resumed run may change; every other field must equal the checkpoint's.

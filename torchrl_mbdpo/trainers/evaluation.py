@@ -11,9 +11,10 @@ __all__ = ["evaluate", "EvalLog", "plot_eval_curve"]
 
 
 @torch.no_grad()
-def evaluate(env, policy, episodes: int, max_steps: int) -> list[float]:
+def evaluate(env, policy, episodes: int, max_steps: int, transitions: list | None = None) -> list[float]:
     """Deterministic returns of ``episodes`` episodes (one per sub-env per rollout; a return counts the
-    rewards up to and including the first ``done`` of each sub-env)."""
+    rewards up to and including the first ``done`` of each sub-env). With a ``transitions`` list, the
+    played steps (flat TensorDicts) are appended to it."""
     returns: list[float] = []
     with set_exploration_type(ExplorationType.DETERMINISTIC):
         while len(returns) < episodes:
@@ -24,13 +25,16 @@ def evaluate(env, policy, episodes: int, max_steps: int) -> list[float]:
             before_first_done = (done.long().cumsum(-1) - done.long()) == 0
             ret = (td["next", "reward"].squeeze(-1) * before_first_done).sum(-1)
             returns.extend(ret.tolist())
+            if transitions is not None:
+                transitions.append(td[before_first_done])
     return returns[:episodes]
 
 
 class EvalLog:
     """Append-only ``eval.csv`` (``step`` in agent steps); rewritten PNG learning curve."""
 
-    FIELDS = ["step", "episode_reward", "episode_reward_std", "prior_episode_reward", "env_steps", "wall_time_s"]
+    FIELDS = ["step", "episode_reward", "episode_reward_std", "prior_episode_reward", "td_error_replay", "td_error_planner",
+              "action_drift_l2", "action_drift_logratio", "env_steps", "wall_time_s"]
 
     def __init__(self, work_dir: str | Path, title: str = ""):
         self.csv_path = Path(work_dir) / "eval.csv"
@@ -56,7 +60,8 @@ class EvalLog:
 
 
 def plot_eval_curve(csv_path, png_path, title: str = "") -> None:
-    """Planner and policy-prior returns against agent steps, with a +-1 sd band for the planner."""
+    """Planner and policy-prior returns against agent steps (+-1 sd band for the planner) and, when
+    logged, the diagnostics: TD error on replay vs on the planner's transitions, and action drift."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -66,20 +71,34 @@ def plot_eval_curve(csv_path, png_path, title: str = "") -> None:
         rows = list(csv.DictReader(f))
     if not rows:
         return
+
+    def column(name):
+        values = [r.get(name) for r in rows]
+        return None if any(v in (None, "") for v in values) else [float(v) for v in values]
+
     step = [int(float(r["step"])) for r in rows]
-    ret = [float(r["episode_reward"]) for r in rows]
-    sd = [float(r.get("episode_reward_std") or 0.0) for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    ax.plot(step, ret, "o-", label="planner (MBDPO diffusion)")
+    ret, sd = column("episode_reward"), column("episode_reward_std") or [0.0] * len(rows)
+    diagnostics = column("td_error_replay") is not None
+    fig, axes = plt.subplots(1, 3 if diagnostics else 1, figsize=(15 if diagnostics else 6, 4), dpi=100, squeeze=False)
+    ax = axes[0, 0]
+    ax.plot(step, ret, "o-", label="planner")
     ax.fill_between(step, [m - s for m, s in zip(ret, sd)], [m + s for m, s in zip(ret, sd)], alpha=0.2)
-    prior = [r.get("prior_episode_reward") for r in rows]
-    if all(p not in (None, "") for p in prior):
-        ax.plot(step, [float(p) for p in prior], "s--", label="policy prior alone")
-    ax.set_xlabel("agent steps")
+    if column("prior_episode_reward") is not None:
+        ax.plot(step, column("prior_episode_reward"), "s--", label="policy prior alone")
     ax.set_ylabel("episode return")
     ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
+    if diagnostics:
+        axes[0, 1].plot(step, column("td_error_replay"), "o-", label="replay transitions")
+        axes[0, 1].plot(step, column("td_error_planner"), "s-", label="planner's transitions (cross)")
+        axes[0, 1].set_ylabel("mean |TD error|")
+        axes[0, 2].plot(step, column("action_drift_logratio"), "o-", color="C3")
+        axes[0, 2].set_ylabel("action drift: log-ratio per dim")
+        axes[0, 2].set_title("planner vs policy prior")
+    for ax in axes[0]:
+        ax.set_xlabel("agent steps")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.tight_layout()
     fig.savefig(png_path)
     plt.close(fig)

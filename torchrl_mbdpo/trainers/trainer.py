@@ -31,14 +31,15 @@ from tqdm.auto import tqdm
 
 from ..data import EpisodeWriter, make_replay_buffer
 from ..envs import make_env
-from ..modules import DiffusionActor, MBDPOWorldModel, PolicyPriorActor, WorldModelConfig
-from ..objectives import MBDPOLoss
+from ..modules import DiffusionActor, MBDPOWorldModel, MPPIActor, PolicyPriorActor, WorldModelConfig
+from ..objectives import MBDPOLoss, TDMPC2Loss
 from ..objectives.mbdpo import make_optimizers, update
 from .checkpoint import CheckpointError, check_compatible, load_checkpoint, load_latest, save_checkpoint
-from .config import RESUMABLE_FIELDS, TrainConfig, from_container, to_container
+from .config import RESUMABLE_FIELDS, TrainConfig, default_work_dir, from_container, to_container
+from .diagnostics import action_drift, td_error
 from .evaluation import EvalLog, evaluate, truncate_csv_logs
 
-__all__ = ["MBDPOOptimizationStepper", "MBDPOTrainer", "make_trainer", "build_agent", "load_agent"]
+__all__ = ["MBDPOOptimizationStepper", "MBDPOTrainer", "make_trainer", "build_agent", "make_actor", "load_agent"]
 
 
 class MBDPOOptimizationStepper(OptimizationStepper):
@@ -73,18 +74,36 @@ class MBDPOOptimizationStepper(OptimizationStepper):
         self.skipped_in_a_row = state_dict["skipped_in_a_row"]
 
 
+ALGOS = ("mbdpo", "tdmpc2")
+
+
+def make_actor(cfg: TrainConfig, world_model, discount):
+    """The planner of ``cfg.algo``: ``DiffusionActor`` (mbdpo) or ``MPPIActor`` (tdmpc2)."""
+    actor_cls = MPPIActor if cfg.algo == "tdmpc2" else DiffusionActor
+    return actor_cls(world_model, cfg.active_planner(), discount=discount, precision=cfg.precision)
+
+
 def build_agent(cfg: TrainConfig, obs_dim: int, action_dim: int, task_spec):
     """World model, loss and actor for a config and an environment's dimensions."""
+    if cfg.algo not in ALGOS:
+        raise ValueError(f"algo must be one of {ALGOS}, got {cfg.algo!r}")
     episodic = task_spec.episodic if cfg.episodic is None else cfg.episodic
+    model_overrides = cfg.model.as_kwargs()
+    if cfg.algo == "tdmpc2":
+        model_overrides.setdefault("q_init", "trunc_normal")  # TD-MPC2 since e9f5932 initialises its Q heads (spec §1.1)
     wm_cfg = WorldModelConfig.from_size(
-        cfg.model_size, obs_dim, action_dim, horizon=cfg.planner.horizon, episodic=episodic, **cfg.model.as_kwargs()
+        cfg.model_size, obs_dim, action_dim, horizon=cfg.active_planner().horizon, episodic=episodic, **model_overrides
     )
     world_model = MBDPOWorldModel(wm_cfg).to(cfg.device)
-    # The score-matching target re-uses the planner's schedule and energy weight: one setting each.
-    planner = cfg.planner
-    loss = MBDPOLoss(world_model, discount=task_spec.discount, contrastive_eta=planner.energy_eta, diffusion_steps=planner.steps,
-                     beta0=planner.beta0, betaT=planner.betaT, **vars(cfg.loss)).to(cfg.device)
-    actor = DiffusionActor(world_model, cfg.planner, discount=task_spec.discount, precision=cfg.precision).to(cfg.device)
+    if cfg.algo == "tdmpc2":
+        shared = {k: v for k, v in vars(cfg.loss).items() if k not in TDMPC2Loss._MBDPO_ONLY and k != "target_q_pair"}
+        loss = TDMPC2Loss(world_model, discount=task_spec.discount, **shared).to(cfg.device)
+    else:
+        # The score-matching target re-uses the planner's schedule and energy weight: one setting each.
+        planner = cfg.planner
+        loss = MBDPOLoss(world_model, discount=task_spec.discount, contrastive_eta=planner.energy_eta, diffusion_steps=planner.steps,
+                         beta0=planner.beta0, betaT=planner.betaT, **vars(cfg.loss)).to(cfg.device)
+    actor = make_actor(cfg, world_model, task_spec.discount).to(cfg.device)
     return world_model, loss, actor
 
 
@@ -130,7 +149,7 @@ class MBDPOTrainer(Trainer):
         )
         self.replay_buffer_ = replay_buffer
         self.episode_writer = EpisodeWriter(replay_buffer)
-        self.eval_log = EvalLog(self.work_dir, title=f"MBDPO {cfg.task} (seed {cfg.seed})")
+        self.eval_log = EvalLog(self.work_dir, title=f"{cfg.algo} {cfg.task} (seed {cfg.seed})")
         self._pretrained = self.pretrain_updates == 0
         self._update_credit = 0.0
         self._next_eval = cfg.eval_freq
@@ -192,7 +211,7 @@ class MBDPOTrainer(Trainer):
     def _sample(self, _batch):
         if self._too_many_nonfinite():
             raise StopIteration  # ends the Trainer's update loop for this batch
-        return self.replay_buffer_.sample().reshape(-1, self.cfg.planner.horizon).to(self.cfg.device)
+        return self.replay_buffer_.sample().reshape(-1, self.cfg.active_planner().horizon).to(self.cfg.device)
 
     def _pretrain_once(self):
         """Run the pretraining updates once, as soon as the buffer holds a complete episode (with many
@@ -256,25 +275,40 @@ class MBDPOTrainer(Trainer):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.seed * 1_000_003 + step)
             self.eval_env.set_seed(self.cfg.seed + 10_000 + step)
-            planner = torch.tensor(evaluate(self.eval_env, self.actor, n, L))
+            played = []
+            planner = torch.tensor(evaluate(self.eval_env, self.actor, n, L, transitions=played))
             prior = torch.tensor(evaluate(self.eval_env, self.prior_actor, n, L))
+            diagnostics = self._diagnostics(torch.cat([td.reshape(-1) for td in played]))
         row = {
             "step": step,
             "episode_reward": planner.mean().item(),
             "episode_reward_std": planner.std(unbiased=False).item(),
             "prior_episode_reward": prior.mean().item(),
+            **diagnostics,
             "env_steps": step * self.task_spec.action_repeat,
             "wall_time_s": round(time.time() - self._t0, 1),
         }
         self.eval_log.append(row)
         self.last_eval = row
         if self.logger is not None:
-            for k in ("episode_reward", "prior_episode_reward"):
+            for k in ("episode_reward", "prior_episode_reward", "td_error_replay", "td_error_planner", "action_drift_l2",
+                      "action_drift_logratio"):
                 self.logger.log_scalar(f"eval/{k}", row[k], step=step)
         if self.progress_bar and hasattr(self, "_pbar"):
             self._pbar_str["eval_return"] = row["episode_reward"]
             self._pbar_description()
         return row
+
+    def _diagnostics(self, played) -> dict:
+        """Cross TD error and action drift (see :mod:`.diagnostics`) on the planner's evaluation steps and
+        one replay batch (NaN for the replay column before the first data)."""
+        played = played.to(self.cfg.device)
+        task = played.get("task", None) if self.world_model.cfg.multitask else None
+        out = {"td_error_planner": td_error(self.loss_module, played),
+               **action_drift(self.world_model, played.get("observation"), played.get("action"), task)}
+        replay = self.replay_buffer_.sample().to(self.cfg.device) if len(self.replay_buffer_) else None
+        out["td_error_replay"] = td_error(self.loss_module, replay) if replay is not None else math.nan
+        return out
 
     def _reseed_training_envs(self) -> None:
         """Fresh episodes from a seed of ``(seed, step)``: identical in an uninterrupted and a resumed run."""
@@ -338,7 +372,7 @@ def make_trainer(cfg: TrainConfig) -> MBDPOTrainer:
     """Build envs, agent, collector and replay buffer from a config (and restore them with ``resume``)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    work_dir = Path(cfg.work_dir or f"runs/{cfg.task}/seed{cfg.seed}")
+    work_dir = Path(cfg.work_dir or default_work_dir(cfg.algo, cfg.task, cfg.seed))
     state = None
     if cfg.resume:
         try:
@@ -367,7 +401,7 @@ def make_trainer(cfg: TrainConfig) -> MBDPOTrainer:
     # Capacity as the official code, min(buffer_size, steps), fixed by the run's first config: a resumed
     # run that asks for more steps keeps the buffer it had.
     first_steps = state["config"]["steps"] if state is not None else cfg.steps
-    replay_buffer = make_replay_buffer(cfg.planner.horizon, cfg.batch_size, min(cfg.buffer_size, max(first_steps, 1)))
+    replay_buffer = make_replay_buffer(cfg.active_planner().horizon, cfg.batch_size, min(cfg.buffer_size, max(first_steps, 1)))
     trainer = MBDPOTrainer(cfg, collector=collector, env_spec=spec, world_model=world_model, loss=loss, actor=actor,
                            eval_env=eval_env, replay_buffer=replay_buffer, work_dir=work_dir)
     if state is not None:
@@ -382,10 +416,10 @@ def load_agent(checkpoint_path, cfg: TrainConfig | None = None):
     cfg = cfg or saved_cfg
     wm_cfg = WorldModelConfig.from_dict(state["world_model_config"])
     if cfg is not saved_cfg:
-        requested = WorldModelConfig.from_size(cfg.model_size, wm_cfg.obs_dim, wm_cfg.action_dim, horizon=cfg.planner.horizon,
+        requested = WorldModelConfig.from_size(cfg.model_size, wm_cfg.obs_dim, wm_cfg.action_dim, horizon=cfg.active_planner().horizon,
                                                episodic=wm_cfg.episodic, **cfg.model.as_kwargs())
         check_compatible(wm_cfg.to_dict(), requested.to_dict(), "world-model architecture", checkpoint_path)
     world_model = MBDPOWorldModel(wm_cfg)
     world_model.load_state_dict(state["world_model"])
-    actor = DiffusionActor(world_model, cfg.planner, discount=state["task"]["discount"])
+    actor = make_actor(cfg, world_model, state["task"]["discount"])
     return state, cfg, world_model, actor
