@@ -13,7 +13,7 @@ from torchrl_mbdpo import DiffusionActor, MBDPOLoss, MPPIActor, MPPIConfig, TDMP
 from torchrl_mbdpo.modules import MBDPOWorldModel, WorldModelConfig
 from torchrl_mbdpo.modules.mppi import mppi_sample
 from torchrl_mbdpo.objectives.mbdpo import make_optimizers, update
-from torchrl_mbdpo.trainers.compare import compare, load_published
+from torchrl_mbdpo.trainers.compare import load_published
 from torchrl_mbdpo.trainers.diagnostics import action_drift, td_error
 from torchrl_mbdpo.trainers.trainer import load_agent, make_trainer
 

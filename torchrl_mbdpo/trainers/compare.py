@@ -41,7 +41,7 @@ def ensure_run(train_cfg) -> None:
     work_dir = Path(train_cfg.work_dir)
     rows = _eval_rows(work_dir)
     if rows and int(float(rows[-1]["step"])) >= train_cfg.steps:
-        print(f"   finished before: collected", flush=True)
+        print("   finished before: collected", flush=True)
         return
     train_cfg.resume = (work_dir / "checkpoints" / "latest.pt").exists()
     trainer = make_trainer(train_cfg)
