@@ -32,6 +32,7 @@ from torchrl.envs import (
 )
 
 from .dmcontrol import DMC_ACTION_REPEAT, DMC_EPISODE_LENGTH, DMC_TASKS, dmc_task_name, make_dmc_env
+from .suite import SUITES, suite_of
 
 GYM_PREFIX = "gym:"
 DEFAULT_EPISODE_LENGTH = 1000  # for envs that declare no time limit
@@ -45,6 +46,7 @@ class TaskSpec:
     episode_length: int  # agent steps (policy actions) per episode
     action_repeat: int
     episodic: bool = False  # True if the env can terminate, not just truncate
+    reports_success: bool = False  # the env writes a boolean ("next", "success")
 
     @property
     def discount(self) -> float:
@@ -54,8 +56,9 @@ class TaskSpec:
 
 
 def available_tasks() -> list[str]:
-    """All DMControl task names (stock and TD-MPC2 custom); any Gymnasium id also works as ``gym:<id>``."""
-    return sorted(DMC_TASKS)
+    """All task names: DMControl (stock and TD-MPC2 custom) and every registered suite's (listed even when
+    the suite's package is not installed); any Gymnasium id also works as ``gym:<id>``."""
+    return sorted(DMC_TASKS) + sorted(t for suite in SUITES for t in suite.tasks())
 
 
 def task_spec(task: str) -> TaskSpec:
@@ -67,6 +70,9 @@ def task_spec(task: str) -> TaskSpec:
         except gymnasium.error.Error as err:
             raise ValueError(f"Unknown Gymnasium id {env_id!r} in task {task!r}: {err}") from err
         return TaskSpec(task, registered.max_episode_steps or DEFAULT_EPISODE_LENGTH, action_repeat=1, episodic=True)
+    suite = suite_of(task)
+    if suite is not None:
+        return suite.task_spec(task)
     name = dmc_task_name(task)
     if name is None:
         close = difflib.get_close_matches(task, available_tasks(), n=3)
@@ -143,6 +149,9 @@ def _make_base_env(task, *, seed: int, device) -> tuple[EnvBase, TaskSpec]:
         if spec.name.startswith(GYM_PREFIX):
             with set_gym_backend("gymnasium"):
                 return GymEnv(spec.name[len(GYM_PREFIX):], device=device), spec
+        suite = suite_of(spec.name)
+        if suite is not None:
+            return suite.make(spec.name, seed=seed, device=device), spec
         return make_dmc_env(spec.name, seed=seed, device=device), spec
     if isinstance(task, EnvBase):
         return task, spec_of(task)
@@ -179,7 +188,7 @@ def _standardizing_transforms(env: EnvBase) -> list:
     """Flatten and concatenate the observations (in the env's order) into float32 ``"observation"``,
     and rescale actions so the policy always sees [-1, 1]."""
     batch_dims = len(env.batch_size)
-    obs_keys = list(env.observation_spec.keys(True, True))
+    obs_keys = [key for key in env.observation_spec.keys(True, True) if key != "success"]  # success is not an input
     feature_ndims = {key: len(env.observation_spec[key].shape) - batch_dims for key in obs_keys}
     transforms = [FlattenObservation(-ndim, -1, in_keys=[key]) for key, ndim in feature_ndims.items() if ndim > 1]
     if obs_keys != ["observation"] or transforms:

@@ -19,7 +19,8 @@ from .config import default_work_dir, file_name_of
 __all__ = ["run_dir", "ensure_run", "collect", "summarize", "plot_task", "load_published", "compare", "markdown_table"]
 
 PUBLISHED_CURVES = Path(__file__).resolve().parent.parent / "data" / "official_curves.csv"
-METRICS = ("episode_reward", "prior_episode_reward", "td_error_replay", "td_error_planner", "action_drift_logratio")
+METRICS = ("episode_reward", "prior_episode_reward", "episode_success", "td_error_replay", "td_error_planner",
+           "action_drift_logratio")
 
 
 def run_dir(root, algo: str, task: str, seed: int) -> Path:
@@ -89,19 +90,23 @@ def load_published(path=PUBLISHED_CURVES) -> dict:
 
 
 def plot_task(task: str, summaries: dict, published: dict, png_path, max_step: int | None = None) -> None:
-    """Mean +- sd return of each algorithm; the published curves (dashed) up to ``max_step``."""
+    """Mean +- sd return (success rate for suites that report success) of each algorithm; the published
+    curves (dashed) up to ``max_step``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # Suites with a success flag are compared (and published) as success rates in percent.
+    success = any(not math.isnan(r["episode_success_mean"]) for rows in summaries.values() for r in rows)
+    metric, scale = ("episode_success", 100.0) if success else ("episode_reward", 1.0)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     for i, (algo, rows) in enumerate(summaries.items()):
         if not rows:
             continue
         step = [r["step"] for r in rows]
-        mean = [r["episode_reward_mean"] for r in rows]
-        sd = [r["episode_reward_sd"] for r in rows]
+        mean = [scale * r[f"{metric}_mean"] for r in rows]
+        sd = [scale * r[f"{metric}_sd"] for r in rows]
         ax.plot(step, mean, "o-", color=f"C{i}", label=f"{algo} (ours, {rows[0]['n_seeds']} seeds)")
         ax.fill_between(step, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)], color=f"C{i}", alpha=0.2)
         curve = [p for p in published.get((algo, task), []) if max_step is None or p[0] <= max_step]
@@ -109,7 +114,7 @@ def plot_task(task: str, summaries: dict, published: dict, png_path, max_step: i
             ax.errorbar([p[0] for p in curve], [p[1] for p in curve], yerr=[p[2] for p in curve], fmt="s--",
                         color=f"C{i}", alpha=0.6, capsize=3, label=f"{algo} (published)")
     ax.set_xlabel("agent steps")
-    ax.set_ylabel("episode return (planner)")
+    ax.set_ylabel("success rate, % (planner)" if success else "episode return (planner)")
     ax.set_title(task)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

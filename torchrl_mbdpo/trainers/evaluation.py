@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import torch
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-__all__ = ["evaluate", "EvalLog", "plot_eval_curve"]
+__all__ = ["evaluate", "episode_success", "EvalLog", "plot_eval_curve"]
 
 
 @torch.no_grad()
@@ -30,10 +31,19 @@ def evaluate(env, policy, episodes: int, max_steps: int, transitions: list | Non
     return returns[:episodes]
 
 
+def episode_success(played) -> float:
+    """Success rate of the episodes in ``played`` (flat steps from :func:`evaluate`): the ``success`` flag
+    at each episode's last step, as TD-MPC2 reports it; NaN for tasks without a success flag."""
+    if ("next", "success") not in played.keys(True):
+        return math.nan
+    last = played["next", "done"].reshape(-1)
+    return played["next", "success"].reshape(-1)[last].float().mean().item()
+
+
 class EvalLog:
     """Append-only ``eval.csv`` (``step`` in agent steps); rewritten PNG learning curve."""
 
-    FIELDS = ["step", "episode_reward", "episode_reward_std", "prior_episode_reward", "td_error_replay", "td_error_planner",
+    FIELDS = ["step", "episode_reward", "episode_reward_std", "prior_episode_reward", "episode_success", "td_error_replay", "td_error_planner",
               "action_drift_l2", "action_drift_logratio", "env_steps", "wall_time_s"]
 
     def __init__(self, work_dir: str | Path, title: str = ""):

@@ -37,7 +37,7 @@ from ..objectives.mbdpo import make_optimizers, update
 from .checkpoint import CheckpointError, check_compatible, load_checkpoint, load_latest, save_checkpoint
 from .config import RESUMABLE_FIELDS, TrainConfig, default_work_dir, from_container, to_container
 from .diagnostics import action_drift, td_error
-from .evaluation import EvalLog, evaluate, truncate_csv_logs
+from .evaluation import EvalLog, episode_success, evaluate, truncate_csv_logs
 
 __all__ = ["MBDPOOptimizationStepper", "MBDPOTrainer", "make_trainer", "build_agent", "make_actor", "load_agent"]
 
@@ -278,12 +278,14 @@ class MBDPOTrainer(Trainer):
             played = []
             planner = torch.tensor(evaluate(self.eval_env, self.actor, n, L, transitions=played))
             prior = torch.tensor(evaluate(self.eval_env, self.prior_actor, n, L))
-            diagnostics = self._diagnostics(torch.cat([td.reshape(-1) for td in played]))
+            played = torch.cat([td.reshape(-1) for td in played])
+            diagnostics = self._diagnostics(played)
         row = {
             "step": step,
             "episode_reward": planner.mean().item(),
             "episode_reward_std": planner.std(unbiased=False).item(),
             "prior_episode_reward": prior.mean().item(),
+            "episode_success": episode_success(played),
             **diagnostics,
             "env_steps": step * self.task_spec.action_repeat,
             "wall_time_s": round(time.time() - self._t0, 1),
@@ -291,7 +293,7 @@ class MBDPOTrainer(Trainer):
         self.eval_log.append(row)
         self.last_eval = row
         if self.logger is not None:
-            for k in ("episode_reward", "prior_episode_reward", "td_error_replay", "td_error_planner", "action_drift_l2",
+            for k in ("episode_reward", "prior_episode_reward", "episode_success", "td_error_replay", "td_error_planner", "action_drift_l2",
                       "action_drift_logratio"):
                 self.logger.log_scalar(f"eval/{k}", row[k], step=step)
         if self.progress_bar and hasattr(self, "_pbar"):
