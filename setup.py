@@ -24,6 +24,10 @@ setup(
         "dev": ["pytest"],
         "tensorboard": ["tensorboard"],
         "wandb": ["wandb"],
+        "myosuite": ["myosuite==3.0.0"],
+        # metaworld itself pins mujoco==3.3.0, which conflicts with dm_control: install it with
+        # `pip install --no-deps metaworld==3.1.1`. This extra holds its runtime deps that the base lacks.
+        "metaworld": ["imageio"],
     },
     entry_points={
         "console_scripts": [
