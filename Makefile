@@ -11,15 +11,20 @@ DEMO_ARGS ?= task=cartpole-swingup steps=8000 seed=1 model_size=1 \
 	seed_steps=1000 pretrain_updates=500 eval_freq=2000 eval_episodes=3 checkpoint_freq=2000 \
 	work_dir=$(DEMO_DIR)
 
-.PHONY: setup demo test bench clean
+.PHONY: setup system-deps demo test bench clean
 
-setup: $(VENV)/.installed
+setup: system-deps $(VENV)/.installed
+
+# Vulkan (Mesa >= 25 lavapipe) for ManiSkill3: installed only as root or with passwordless sudo, otherwise
+# one line says why the ManiSkill tests will be skipped. Never fails the build.
+system-deps:
+	@scripts/install_maniskill_vulkan.sh
 
 $(VENV)/.installed: setup.py constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q -U pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e ".[dev,myosuite,metaworld]"
+	$(PIP) install -q -c constraints.txt -e ".[dev,myosuite,metaworld,maniskill]"
 	$(PIP) install -q --no-deps metaworld==3.1.1  # its mujoco==3.3.0 pin is deliberately ignored (envs/metaworld.py)
 	touch $@
 

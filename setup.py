@@ -24,6 +24,8 @@ setup(
         "dev": ["pytest"],
         "tensorboard": ["tensorboard"],
         "wandb": ["wandb"],
+        # ManiSkill3 also needs a Vulkan device: on CPU, Mesa >= 25 lavapipe (scripts/install_maniskill_vulkan.sh)
+        "maniskill": ["mani-skill==3.0.1"],
         "myosuite": ["myosuite==3.0.0"],
         # metaworld itself pins mujoco==3.3.0, which conflicts with dm_control: install it with
         # `pip install --no-deps metaworld==3.1.1`. This extra holds its runtime deps that the base lacks.
