@@ -2,9 +2,21 @@
 
 ``from torchrl_mbdpo import MBDPOLoss, DiffusionActor``; see README.md.
 """
+import ctypes.util as _ctypes_util
 import os as _os
+import sys as _sys
 
-_os.environ.setdefault("MUJOCO_GL", "egl")
+
+def _default_mujoco_gl() -> str:
+    """MuJoCo's rendering backend for this platform (set before dm_control/mujoco are imported; a
+    MUJOCO_GL already in the environment wins): headless Linux renders through EGL, or OSMesa where
+    libEGL is missing; macOS and Windows render through their windowing system (glfw)."""
+    if _sys.platform.startswith("linux"):
+        return "egl" if _ctypes_util.find_library("EGL") else "osmesa"
+    return "glfw"
+
+
+_os.environ.setdefault("MUJOCO_GL", _default_mujoco_gl())
 
 from .modules import (  # noqa: E402
     DiffusionActor,

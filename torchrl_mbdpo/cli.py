@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-os.environ.setdefault("MUJOCO_GL", "egl")
 if not sys.stderr.isatty():  # progress bars in log files: one line every few seconds, not ten per second
     os.environ.setdefault("TQDM_MININTERVAL", "5")
 
@@ -80,8 +79,9 @@ def _eval(cfg: DictConfig) -> None:
         state, train_cfg, world_model, actor = load_agent(path)
         actor.planner = type(actor.planner)(**{**vars(actor.planner), **cfg.planner})
         task = cfg.task or train_cfg.task
-        env = make_env(task, seed=cfg.seed)
-        if env.action_spec.shape[-1] != world_model.cfg.action_dim or env.observation_spec["observation"].shape[-1] != world_model.cfg.obs_dim:
+        env = make_env(task, seed=cfg.seed, obs=train_cfg.obs)
+        obs_size = env.observation_spec["observation"].shape[-3 if train_cfg.obs == "rgb" else -1]
+        if env.action_spec.shape[-1] != world_model.cfg.action_dim or obs_size != world_model.cfg.obs_dim:
             raise CheckpointError(f"{path} was trained on {train_cfg.task}; task={task} has other observation/action sizes.")
     except (ValueError, CheckpointError) as err:
         _fail(err)

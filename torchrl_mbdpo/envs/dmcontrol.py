@@ -1,12 +1,8 @@
 """DeepMind Control Suite tasks under TD-MPC2's names (``cheetah-run``, ``cup-catch``, ...)."""
-import os
+from dm_control import suite
+from torchrl.envs.libs.dm_control import DMControlWrapper
 
-os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set before dm_control is imported
-
-from dm_control import suite  # noqa: E402
-from torchrl.envs.libs.dm_control import DMControlWrapper  # noqa: E402
-
-from . import custom_tasks  # noqa: E402, F401  (registers TD-MPC2's custom tasks with the suite)
+from . import custom_tasks  # noqa: F401  (registers TD-MPC2's custom tasks with the suite)
 
 DMC_EPISODE_LENGTH = 500  # agent steps, i.e. dm_control's 1000 physics-control steps at action repeat 2
 DMC_ACTION_REPEAT = 2
@@ -42,12 +38,23 @@ def dmc_task_name(task: str) -> str | None:
     return _NAME_LOOKUP.get(_lookup_key(task))
 
 
-def make_dmc_env(name: str, *, seed: int, device="cpu") -> DMControlWrapper:
+PIXEL_SIZE = 64
+
+
+def make_dmc_env(name: str, *, seed: int, device="cpu", pixels: bool = False) -> DMControlWrapper:
     """A DMControl env that repeats each action ``DMC_ACTION_REPEAT`` times and sums the rewards.
 
     dm_control's own time limit is disabled: it would end the episode (and auto-reset on the next
     step) by itself, while the episode length belongs to the ``StepCounter`` added by ``make_env``.
+    ``pixels=True``: the observation is only ``"pixels"``, a 64x64 RGB render (uint8, HWC) from camera 0
+    (camera 2 for quadruped, as TD-MPC2), rendered without shadows (2-3x faster, scene otherwise unchanged).
     """
     domain, task = DMC_TASKS[name]
     dm_env = suite.load(domain, task, task_kwargs={"random": seed, "time_limit": float("inf")})
-    return DMControlWrapper(dm_env, frame_skip=DMC_ACTION_REPEAT, device=device)
+    if not pixels:
+        return DMControlWrapper(dm_env, frame_skip=DMC_ACTION_REPEAT, device=device)
+    dm_env.physics.model.vis.quality.shadowsize = 0
+    camera = 2 if domain == "quadruped" else 0
+    render = {"width": PIXEL_SIZE, "height": PIXEL_SIZE, "camera_id": camera}
+    return DMControlWrapper(dm_env, from_pixels=True, pixels_only=True, render_kwargs=render,
+                            frame_skip=DMC_ACTION_REPEAT, device=device)

@@ -15,6 +15,7 @@ import torch
 from torchrl.data import Bounded, Categorical, OneHot
 from torchrl.envs import (
     ActionScaling,
+    CatFrames,
     CatTensors,
     Compose,
     DoubleToFloat,
@@ -24,6 +25,8 @@ from torchrl.envs import (
     GymWrapper,
     InitTracker,
     ParallelEnv,
+    PermuteTransform,
+    RenameTransform,
     RewardSum,
     SerialEnv,
     StepCounter,
@@ -36,6 +39,8 @@ from .suite import SUITES, suite_of
 
 GYM_PREFIX = "gym:"
 DEFAULT_EPISODE_LENGTH = 1000  # for envs that declare no time limit
+OBS_TYPES = ("state", "rgb")
+FRAME_STACK = 3  # rgb: the last 3 frames, stacked on the channel dim (9, 64, 64), as TD-MPC2
 
 
 @dataclass(frozen=True)
@@ -108,24 +113,29 @@ def spec_of(env_or_task) -> TaskSpec:
     raise TypeError(f"Expected a task name, an EnvBase, a gymnasium.Env or a zero-arg callable, got {env_or_task!r}.")
 
 
-def make_env(task, *, seed: int = 0, num_envs: int = 1, device="cpu", parallel: bool = False) -> TransformedEnv:
+def make_env(task, *, seed: int = 0, num_envs: int = 1, device="cpu", parallel: bool = False, obs: str = "state") -> TransformedEnv:
     """Build ``task`` (name, ``gym:<id>``, EnvBase, or zero-arg callable returning an EnvBase/gymnasium.Env).
 
     ``num_envs > 1`` batches copies seeded ``seed + i`` in a SerialEnv (ParallelEnv if ``parallel``).
     The returned env carries its TaskSpec as ``env.task_spec``. An EnvBase instance is seeded and, if it is
-    already a TransformedEnv, extended in place.
+    already a TransformedEnv, extended in place. ``obs="rgb"`` (DMControl tasks): ``"observation"`` is the
+    last 3 64x64 RGB frames, uint8 ``(9, 64, 64)``.
     """
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}.")
+    if obs not in OBS_TYPES:
+        raise ValueError(f"obs must be one of {OBS_TYPES}, got {obs!r}")
+    if obs == "rgb" and not (isinstance(task, str) and dmc_task_name(task) is not None):
+        raise ValueError(f"obs='rgb' is available for DMControl tasks (e.g. 'cheetah-run'), not for {task!r}.")
     if num_envs == 1:
-        env = standardized_env(task, seed=seed, device=device)
+        env = standardized_env(task, seed=seed, device=device, obs=obs)
         spec = env.task_spec
     else:
         if isinstance(task, EnvBase):
             raise ValueError(
                 "num_envs > 1 needs a task name or a zero-arg env factory: an env instance cannot be copied."
             )
-        factories = [partial(standardized_env, task, seed=seed + i, device=device) for i in range(num_envs)]
+        factories = [partial(standardized_env, task, seed=seed + i, device=device, obs=obs) for i in range(num_envs)]
         env = (ParallelEnv if parallel else SerialEnv)(num_envs, factories, device=device)
         spec = spec_of(task)
     env = _append_transforms(env, [StepCounter(max_steps=spec.episode_length), InitTracker(), RewardSum()])
@@ -133,11 +143,16 @@ def make_env(task, *, seed: int = 0, num_envs: int = 1, device="cpu", parallel: 
     return env
 
 
-def standardized_env(task, *, seed: int, device="cpu") -> TransformedEnv:
-    """One seeded env with a flat float32 observation and [-1, 1] actions, but no episode bookkeeping."""
-    base, spec = _make_base_env(task, seed=seed, device=device)
+def standardized_env(task, *, seed: int, device="cpu", obs: str = "state") -> TransformedEnv:
+    """One seeded env with a flat float32 observation (or stacked uint8 frames) and [-1, 1] actions, but no
+    episode bookkeeping."""
+    if obs == "rgb":
+        spec = task_spec(task)
+        base = make_dmc_env(spec.name, seed=seed, device=device, pixels=True)
+    else:
+        base, spec = _make_base_env(task, seed=seed, device=device)
     _check_action_spec(base.action_spec, spec.name)
-    env = _append_transforms(base, _standardizing_transforms(base))
+    env = _append_transforms(base, _standardizing_transforms(base, pixels=obs == "rgb"))
     env.set_seed(seed)
     env.task_spec = spec
     return env
@@ -184,15 +199,21 @@ def _finite(bound) -> bool:
     return bool(torch.isfinite(torch.as_tensor(bound)).all())
 
 
-def _standardizing_transforms(env: EnvBase) -> list:
-    """Flatten and concatenate the observations (in the env's order) into float32 ``"observation"``,
-    and rescale actions so the policy always sees [-1, 1]."""
-    batch_dims = len(env.batch_size)
-    obs_keys = [key for key in env.observation_spec.keys(True, True) if key != "success"]  # success is not an input
-    feature_ndims = {key: len(env.observation_spec[key].shape) - batch_dims for key in obs_keys}
-    transforms = [FlattenObservation(-ndim, -1, in_keys=[key]) for key, ndim in feature_ndims.items() if ndim > 1]
-    if obs_keys != ["observation"] or transforms:
-        transforms.append(CatTensors(obs_keys, out_key="observation", sort=False))
+def _standardizing_transforms(env: EnvBase, pixels: bool = False) -> list:
+    """Flatten and concatenate the observations (in the env's order) into float32 ``"observation"`` (or,
+    with ``pixels``, stack the last frames of ``"pixels"`` as uint8 CHW), and rescale actions so the
+    policy always sees [-1, 1]."""
+    if pixels:
+        transforms = [PermuteTransform((-1, -3, -2), in_keys=["pixels"]),  # HWC -> CHW
+                      CatFrames(N=FRAME_STACK, dim=-3, in_keys=["pixels"]),
+                      RenameTransform(["pixels"], ["observation"])]
+    else:
+        batch_dims = len(env.batch_size)
+        obs_keys = [key for key in env.observation_spec.keys(True, True) if key != "success"]  # success is not an input
+        feature_ndims = {key: len(env.observation_spec[key].shape) - batch_dims for key in obs_keys}
+        transforms = [FlattenObservation(-ndim, -1, in_keys=[key]) for key, ndim in feature_ndims.items() if ndim > 1]
+        if obs_keys != ["observation"] or transforms:
+            transforms.append(CatTensors(obs_keys, out_key="observation", sort=False))
     transforms.append(DoubleToFloat())
     space = env.action_spec.space
     if not (torch.all(space.low == -1) and torch.all(space.high == 1)):

@@ -24,7 +24,8 @@ def reference_kernels(enabled: bool = True):
     finally:
         _REFERENCE = previous
 
-__all__ = ["eval_mode", "reference_kernels", "autocast_precision", "SimNorm", "Mish", "NormedLinear", "mlp", "Ensemble", "TaskConditioned", "weight_init", "zero_last_layer"]
+__all__ = ["eval_mode", "reference_kernels", "autocast_precision", "SimNorm", "Mish", "NormedLinear", "mlp", "ShiftAug",
+           "PixelEncoder", "Ensemble", "TaskConditioned", "weight_init", "zero_last_layer"]
 
 
 @contextlib.contextmanager
@@ -103,6 +104,51 @@ def mlp(in_dim: int, hidden: list[int], out_dim: int, act: nn.Module | None = No
     layers = [NormedLinear(dims[i], dims[i + 1], dropout=dropout * (i == 0)) for i in range(len(dims) - 1)]
     layers.append(NormedLinear(dims[-1], out_dim, act=act) if act is not None else nn.Linear(dims[-1], out_dim))
     return nn.Sequential(*layers)
+
+
+class ShiftAug(nn.Module):
+    """Random shift augmentation (DrQ, as TD-MPC2): pad ``pad`` pixels by replication, then crop each
+    image back to its size at a random integer offset. Applied at training *and* inference, as the
+    official code."""
+
+    def __init__(self, pad: int = 3):
+        super().__init__()
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        padded = F.pad(x, (self.pad,) * 4, mode="replicate")
+        dy, dx = torch.randint(0, 2 * self.pad + 1, (2, n, 1), device=x.device)
+        rows = (dy + torch.arange(h, device=x.device))[:, None, :, None]  # (n, 1, h, 1)
+        cols = (dx + torch.arange(w, device=x.device))[:, None, None, :]  # (n, 1, 1, w)
+        batch = torch.arange(n, device=x.device)[:, None, None, None]
+        channels = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+        return padded[batch, channels, rows, cols]
+
+
+class PixelEncoder(nn.Module):
+    """TD-MPC2's image encoder: uint8 ``(*B, C, 64, 64)`` -> ShiftAug -> ``/255 - 0.5`` -> 4 convs (32
+    channels, kernels 7/5/3/3, strides 2/2/2/1, ReLU) -> flatten (512) -> SimNorm. The official code
+    requires ``latent_dim == 512``; other latent sizes get a NormedLinear projection with SimNorm."""
+
+    def __init__(self, in_channels: int, latent_dim: int, simnorm_dim: int = 8, channels: int = 32, image_size: int = 64):
+        super().__init__()
+        if image_size != 64:
+            raise ValueError(f"PixelEncoder expects 64x64 images, got {image_size}x{image_size}")
+        self.convs = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 7, stride=2), nn.ReLU(),
+            nn.Conv2d(channels, channels, 5, stride=2), nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, stride=2), nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, stride=1), nn.Flatten(),
+        )
+        conv_out = channels * 4 * 4
+        self.head = SimNorm(simnorm_dim) if conv_out == latent_dim else NormedLinear(conv_out, latent_dim, act=SimNorm(simnorm_dim))
+        self.shift = ShiftAug()
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        images = obs.reshape(-1, *obs.shape[-3:]).float()
+        z = self.head(self.convs(self.shift(images) / 255.0 - 0.5))
+        return z.reshape(*obs.shape[:-3], -1)
 
 
 class Ensemble(nn.Module):

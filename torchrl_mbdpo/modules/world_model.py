@@ -15,7 +15,7 @@ from torchrl.modules import WorldModel
 
 from .energy import EnergyNormalizer
 from .functional import PolicySample, gaussian_tanh_policy, make_bins, timestep_embedding, two_hot_inv
-from .layers import Ensemble, SimNorm, TaskConditioned, mlp, weight_init, zero_last_layer
+from .layers import Ensemble, PixelEncoder, SimNorm, TaskConditioned, mlp, weight_init, zero_last_layer
 
 __all__ = ["MODEL_SIZES", "resolve_model_size", "WorldModelConfig", "MBDPOWorldModel"]
 
@@ -75,6 +75,7 @@ class WorldModelConfig:
     # "official": the Q ensemble keeps PyTorch's default init, as in MBDPO's code (spec §1.1);
     # "trunc_normal": TD-MPC2's later fix (e9f5932), the same init as every other layer.
     q_init: str = "official"
+    obs_type: str = "state"  # "state": flat obs_dim vector; "rgb": (obs_dim channels, 64, 64) uint8 images
 
     @classmethod
     def from_size(cls, model_size, obs_dim: int, action_dim: int, **overrides) -> "WorldModelConfig":
@@ -111,6 +112,8 @@ class MBDPOWorldModel(WorldModel):
     def __init__(self, cfg: WorldModelConfig):
         if cfg.q_init not in ("official", "trunc_normal"):
             raise ValueError(f"q_init must be 'official' or 'trunc_normal', got {cfg.q_init!r}")
+        if cfg.obs_type not in ("state", "rgb"):
+            raise ValueError(f"obs_type must be 'state' or 'rgb', got {cfg.obs_type!r}")
         L, A, T, M, K = cfg.latent_dim, cfg.action_dim, cfg.task_dim, cfg.mlp_dim, cfg.num_bins
         HA = cfg.horizon * A
         emb = nn.Embedding(cfg.num_tasks, T, max_norm=1) if cfg.multitask else None
@@ -125,7 +128,12 @@ class MBDPOWorldModel(WorldModel):
         def wrap(net, in_keys, out_keys):
             return TensorDictModule(TaskConditioned(net, emb), in_keys=in_keys + task, out_keys=out_keys)
 
-        encoder = wrap(mlp(cfg.obs_dim + T, enc_hidden, L, act=SimNorm(cfg.simnorm_dim)), ["observation"], ["latent"])
+        if cfg.obs_type == "rgb":
+            if cfg.multitask:
+                raise ValueError("obs_type='rgb' is single-task only (as TD-MPC2): the task embedding cannot be concatenated to images.")
+            encoder = wrap(PixelEncoder(cfg.obs_dim, L, cfg.simnorm_dim), ["observation"], ["latent"])
+        else:
+            encoder = wrap(mlp(cfg.obs_dim + T, enc_hidden, L, act=SimNorm(cfg.simnorm_dim)), ["observation"], ["latent"])
         dynamics = wrap(mlp(L + A + T, [M, M], L, act=SimNorm(cfg.simnorm_dim)), ["latent", "action"], [("next", "latent")])
         reward_head = wrap(mlp(L + A + T, [M, M], K), ["latent", "action"], ["reward_logits"])
         termination_head = wrap(mlp(L + T, [M, M], 1), [("next", "latent")], [("next", "termination_logit")]) if cfg.episodic else None

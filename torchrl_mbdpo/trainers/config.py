@@ -47,6 +47,7 @@ class LossConfig:
 @dataclass
 class TrainConfig:
     task: str = "cartpole-swingup"
+    obs: str = "state"  # state | rgb (DMControl: the last 3 64x64 RGB frames, conv encoder with shift augmentation)
     steps: int = 100_000  # agent steps (policy actions), as in the published curves
     seed: int = 1
     model_size: Any = 5  # 1, 5, 19, 48, 317 (or the paper's 1.7, 6, 21, 54, 340)

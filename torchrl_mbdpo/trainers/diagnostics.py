@@ -18,7 +18,8 @@ __all__ = ["td_error", "action_drift"]
 
 @torch.no_grad()
 def td_error(loss, transitions: TensorDictBase) -> float:
-    """Mean absolute one-step TD error ``|Q(z, a) - y|`` over flat transitions ``[N]``.
+    """Mean absolute one-step TD error ``|Q(z, a) - y|`` over flat transitions ``[N]`` (``observation``,
+    ``action``, ``("next", ...)`` reward/observation/terminated).
 
     ``z = enc(o)``; ``Q`` is the mean of every online Q head (no dropout); ``y = r + gamma (1 - term)
     min(Qtgt_i, Qtgt_j)(z', a' ~ pi(z'))`` is the loss's own TD target (``loss.td_targets``). On replay
@@ -30,13 +31,11 @@ def td_error(loss, transitions: TensorDictBase) -> float:
     was_training = wm.training
     wm.eval()
     try:
-        batch = transitions.reshape(-1, 1)  # one-step slices
-        target = loss.td_targets(batch).reshape(-1, 1)
-        task = batch.get("task", None) if wm.cfg.multitask else None
-        task = None if task is None else task.reshape(-1)
-        z = wm.encode_obs(batch.get("observation").reshape(target.shape[0], -1), task)
+        target = loss.td_targets(transitions.reshape(-1, 1)).reshape(-1, 1)  # one-step slices
+        task = transitions.get("task").reshape(-1) if wm.cfg.multitask else None
+        z = wm.encode_obs(transitions.get("observation"), task)
         all_heads = torch.arange(wm.cfg.num_q, device=z.device)
-        q = wm.q_value(z, batch.get("action").reshape(target.shape[0], -1), task, reduce="avg", pair=all_heads)
+        q = wm.q_value(z, transitions.get("action"), task, reduce="avg", pair=all_heads)
         return (q - target).abs().mean().item()
     finally:
         wm.train(was_training)

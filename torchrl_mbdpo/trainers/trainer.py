@@ -83,17 +83,21 @@ def make_actor(cfg: TrainConfig, world_model, discount):
     return actor_cls(world_model, cfg.active_planner(), discount=discount, precision=cfg.precision)
 
 
+def world_model_config(cfg: TrainConfig, obs_dim: int, action_dim: int, episodic: bool) -> WorldModelConfig:
+    """The architecture a run config asks for."""
+    overrides = cfg.model.as_kwargs()
+    if cfg.algo == "tdmpc2":
+        overrides.setdefault("q_init", "trunc_normal")  # TD-MPC2 since e9f5932 initialises its Q heads (spec §1.1)
+    return WorldModelConfig.from_size(cfg.model_size, obs_dim, action_dim, horizon=cfg.active_planner().horizon,
+                                      episodic=episodic, obs_type=cfg.obs, **overrides)
+
+
 def build_agent(cfg: TrainConfig, obs_dim: int, action_dim: int, task_spec):
     """World model, loss and actor for a config and an environment's dimensions."""
     if cfg.algo not in ALGOS:
         raise ValueError(f"algo must be one of {ALGOS}, got {cfg.algo!r}")
     episodic = task_spec.episodic if cfg.episodic is None else cfg.episodic
-    model_overrides = cfg.model.as_kwargs()
-    if cfg.algo == "tdmpc2":
-        model_overrides.setdefault("q_init", "trunc_normal")  # TD-MPC2 since e9f5932 initialises its Q heads (spec §1.1)
-    wm_cfg = WorldModelConfig.from_size(
-        cfg.model_size, obs_dim, action_dim, horizon=cfg.active_planner().horizon, episodic=episodic, **model_overrides
-    )
+    wm_cfg = world_model_config(cfg, obs_dim, action_dim, episodic)
     world_model = MBDPOWorldModel(wm_cfg).to(cfg.device)
     if cfg.algo == "tdmpc2":
         shared = {k: v for k, v in vars(cfg.loss).items() if k not in TDMPC2Loss._MBDPO_ONLY and k != "target_q_pair"}
@@ -314,6 +318,8 @@ class MBDPOTrainer(Trainer):
 
     def _reseed_training_envs(self) -> None:
         """Fresh episodes from a seed of ``(seed, step)``: identical in an uninterrupted and a resumed run."""
+        if self.collector.env.is_closed:  # the collector closes its env once total_frames are collected
+            return
         self.collector.env.set_seed(self.cfg.seed + 7919 * self.collected_frames)
         self.collector.reset()
         self.episode_writer.discard_pending()
@@ -385,13 +391,14 @@ def make_trainer(cfg: TrainConfig) -> MBDPOTrainer:
     elif (work_dir / "checkpoints" / "latest.pt").exists():
         raise ValueError(f"{work_dir} already holds a run. Pass resume=true to continue it, or another work_dir=.")
     torch.manual_seed(cfg.seed)
-    env = make_env(cfg.task, seed=cfg.seed, num_envs=cfg.num_envs)
+    env = make_env(cfg.task, seed=cfg.seed, num_envs=cfg.num_envs, obs=cfg.obs)
     spec = env.task_spec
-    obs_dim = env.observation_spec["observation"].shape[-1]
+    obs_shape = env.observation_spec["observation"].shape[len(env.batch_size):]
+    obs_dim = obs_shape[0] if cfg.obs == "rgb" else obs_shape[-1]  # rgb: the stacked channels
     action_dim = env.action_spec.shape[-1]
     world_model, loss, actor = build_agent(cfg, obs_dim, action_dim, spec)
     env.append_transform(actor.make_tensordict_primer())
-    eval_env = make_env(cfg.task, seed=cfg.seed + 10_000, num_envs=max(1, min(cfg.num_envs, cfg.eval_episodes)))
+    eval_env = make_env(cfg.task, seed=cfg.seed + 10_000, num_envs=max(1, min(cfg.num_envs, cfg.eval_episodes)), obs=cfg.obs)
     eval_env.append_transform(actor.make_tensordict_primer())
     seed_steps = cfg.seed_steps if cfg.seed_steps is not None else max(1000, 5 * spec.episode_length)
     frames_per_batch = max(1, cfg.num_envs)
@@ -418,8 +425,7 @@ def load_agent(checkpoint_path, cfg: TrainConfig | None = None):
     cfg = cfg or saved_cfg
     wm_cfg = WorldModelConfig.from_dict(state["world_model_config"])
     if cfg is not saved_cfg:
-        requested = WorldModelConfig.from_size(cfg.model_size, wm_cfg.obs_dim, wm_cfg.action_dim, horizon=cfg.active_planner().horizon,
-                                               episodic=wm_cfg.episodic, **cfg.model.as_kwargs())
+        requested = world_model_config(cfg, wm_cfg.obs_dim, wm_cfg.action_dim, wm_cfg.episodic)
         check_compatible(wm_cfg.to_dict(), requested.to_dict(), "world-model architecture", checkpoint_path)
     world_model = MBDPOWorldModel(wm_cfg)
     world_model.load_state_dict(state["world_model"])
