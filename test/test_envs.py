@@ -53,7 +53,8 @@ def _assert_mbdpo_interface(env):
     assert {"step_count", "is_init", "episode_reward"} <= set(env.observation_spec.keys())
 
 
-@pytest.mark.parametrize("task", ["cheetah-run", "cartpole-swingup", "walker-walk", "gym:Pendulum-v1", *CUSTOM_TASKS])
+@pytest.mark.parametrize("task", ["cheetah-run", "cartpole-swingup", "walker-walk", "dog-run", "humanoid-walk", "gym:Pendulum-v1",
+                                  *CUSTOM_TASKS])
 def test_env_specs(task):
     env = make_env(task, seed=0)
     check_env_specs(env)

@@ -2,7 +2,9 @@
 
     python sota-implementations/mbdpo/mbdpo.py                       # config.yaml (DMControl, paper defaults)
     python sota-implementations/mbdpo/mbdpo.py --config-name config_cpu_small
-    python sota-implementations/mbdpo/mbdpo.py task=walker-walk steps=100000 seed=2
+    python sota-implementations/mbdpo/mbdpo.py --config-name config_metaworld   # or config_myosuite,
+                                                                     # config_maniskill, config_pixels
+    python sota-implementations/mbdpo/mbdpo.py task=walker-walk steps=100000 seed=2 algo=tdmpc2
 
 The same trainer as the `mbdpo-train` console script; the YAML files here are complete presets.
 """
