@@ -69,7 +69,7 @@ def _find_latest_checkpoint() -> Path:
 def _eval(cfg: DictConfig) -> None:
     import torch
 
-    from .envs import make_env
+    from .envs import make_env, observation_size
     from .trainers.checkpoint import CheckpointError
     from .trainers.evaluation import evaluate
     from .trainers.trainer import load_agent
@@ -80,8 +80,7 @@ def _eval(cfg: DictConfig) -> None:
         actor.planner = type(actor.planner)(**{**vars(actor.planner), **cfg.planner})
         task = cfg.task or train_cfg.task
         env = make_env(task, seed=cfg.seed, obs=train_cfg.obs)
-        obs_size = env.observation_spec["observation"].shape[-3 if train_cfg.obs == "rgb" else -1]
-        if env.action_spec.shape[-1] != world_model.cfg.action_dim or obs_size != world_model.cfg.obs_dim:
+        if env.action_spec.shape[-1] != world_model.cfg.action_dim or observation_size(env) != world_model.cfg.obs_dim:
             raise CheckpointError(f"{path} was trained on {train_cfg.task}; task={task} has other observation/action sizes.")
     except (ValueError, CheckpointError) as err:
         _fail(err)

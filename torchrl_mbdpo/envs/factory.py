@@ -143,6 +143,13 @@ def make_env(task, *, seed: int = 0, num_envs: int = 1, device="cpu", parallel: 
     return env
 
 
+def observation_size(env: EnvBase) -> int:
+    """The world model's ``obs_dim`` for an env from :func:`make_env`: the length of the flat observation,
+    or the number of channels of stacked frames (``obs="rgb"``)."""
+    shape = env.observation_spec["observation"].shape[len(env.batch_size):]
+    return shape[0] if len(shape) == 3 else shape[-1]
+
+
 def standardized_env(task, *, seed: int, device="cpu", obs: str = "state") -> TransformedEnv:
     """One seeded env with a flat float32 observation (or stacked uint8 frames) and [-1, 1] actions, but no
     episode bookkeeping."""

@@ -9,6 +9,9 @@ import torch.nn.functional as F
 from tensordict import TensorDict
 from torch import nn
 
+__all__ = ["eval_mode", "reference_kernels", "autocast_precision", "SimNorm", "Mish", "NormedLinear", "mlp", "ShiftAug",
+           "PixelEncoder", "Ensemble", "TaskConditioned", "weight_init", "zero_last_layer"]
+
 _REFERENCE = False
 
 
@@ -23,9 +26,6 @@ def reference_kernels(enabled: bool = True):
         yield
     finally:
         _REFERENCE = previous
-
-__all__ = ["eval_mode", "reference_kernels", "autocast_precision", "SimNorm", "Mish", "NormedLinear", "mlp", "ShiftAug",
-           "PixelEncoder", "Ensemble", "TaskConditioned", "weight_init", "zero_last_layer"]
 
 
 @contextlib.contextmanager

@@ -30,7 +30,7 @@ from torchrl.trainers import OptimizationStepper, Trainer
 from tqdm.auto import tqdm
 
 from ..data import EpisodeWriter, make_replay_buffer
-from ..envs import make_env
+from ..envs import make_env, observation_size
 from ..modules import DiffusionActor, MBDPOWorldModel, MPPIActor, PolicyPriorActor, WorldModelConfig
 from ..objectives import MBDPOLoss, TDMPC2Loss
 from ..objectives.mbdpo import make_optimizers, update
@@ -393,10 +393,7 @@ def make_trainer(cfg: TrainConfig) -> MBDPOTrainer:
     torch.manual_seed(cfg.seed)
     env = make_env(cfg.task, seed=cfg.seed, num_envs=cfg.num_envs, obs=cfg.obs)
     spec = env.task_spec
-    obs_shape = env.observation_spec["observation"].shape[len(env.batch_size):]
-    obs_dim = obs_shape[0] if cfg.obs == "rgb" else obs_shape[-1]  # rgb: the stacked channels
-    action_dim = env.action_spec.shape[-1]
-    world_model, loss, actor = build_agent(cfg, obs_dim, action_dim, spec)
+    world_model, loss, actor = build_agent(cfg, observation_size(env), env.action_spec.shape[-1], spec)
     env.append_transform(actor.make_tensordict_primer())
     eval_env = make_env(cfg.task, seed=cfg.seed + 10_000, num_envs=max(1, min(cfg.num_envs, cfg.eval_episodes)), obs=cfg.obs)
     eval_env.append_transform(actor.make_tensordict_primer())
