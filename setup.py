@@ -36,6 +36,8 @@ setup(
             "mbdpo-train=torchrl_mbdpo.cli:train_main",
             "mbdpo-eval=torchrl_mbdpo.cli:eval_main",
             "mbdpo-compare=torchrl_mbdpo.cli:compare_main",
+            "mbdpo-finetune=torchrl_mbdpo.cli:finetune_main",
+            "mbdpo-dataset=torchrl_mbdpo.cli:dataset_main",
         ]
     },
 )

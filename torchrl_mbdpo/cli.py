@@ -1,12 +1,12 @@
-"""Console scripts ``mbdpo-train``, ``mbdpo-eval`` and ``mbdpo-compare`` (Hydra overrides: ``key=value``,
-``planner.steps=5``)."""
+"""Console scripts ``mbdpo-train``, ``mbdpo-eval``, ``mbdpo-compare``, ``mbdpo-finetune`` and
+``mbdpo-dataset`` (Hydra overrides: ``key=value``, ``planner.steps=5``)."""
 from __future__ import annotations
 
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 if not sys.stderr.isatty():  # progress bars in log files: one line every few seconds, not ten per second
     os.environ.setdefault("TQDM_MININTERVAL", "5")
@@ -22,16 +22,30 @@ class EvalConfig:
     eval_episodes: int = 10
     seed: int = 0
     device: str = "cpu"
-    task: Optional[str] = None  # default: the checkpoint's task
+    task: Optional[str] = None  # default: the checkpoint's task (multi-task checkpoints: every trained task)
     planner: Dict[str, Any] = field(default_factory=dict)  # overrides of the run's planner, e.g. +planner.steps=5
+
+
+@dataclass
+class DatasetConfig:
+    action: str = "check"  # check: validate data_dir | generate: write a dataset from real rollouts to out
+    data_dir: Optional[str] = None  # check: the folder of chunk_<i>.pt files
+    task_set: Optional[str] = None  # check: also require mt30 or mt80; generate: the layout (default mt30)
+    out: str = "data/dmc-small"  # generate: a new folder
+    tasks: List[str] = field(default_factory=lambda: ["cartpole-balance", "cartpole-swingup", "pendulum-swingup", "reacher-easy"])
+    episodes_per_task: int = 20
+    seed: int = 0
 
 
 def _register():
     from .trainers.config import CompareConfig, register_configs
+    from .trainers.finetune import FinetuneConfig
 
     register_configs()
     ConfigStore.instance().store(name="mbdpo_eval_schema", node=EvalConfig)
     ConfigStore.instance().store(name="mbdpo_compare_schema", node=CompareConfig)
+    ConfigStore.instance().store(name="mbdpo_finetune_schema", node=FinetuneConfig)
+    ConfigStore.instance().store(name="mbdpo_dataset_schema", node=DatasetConfig)
 
 
 def _fail(err: Exception):
@@ -40,23 +54,84 @@ def _fail(err: Exception):
 
 
 def _train(cfg: DictConfig) -> None:
+    from .data.tdmpc2_dataset import DatasetError
     from .trainers.checkpoint import CheckpointError
     from .trainers.config import TrainConfig
+    from .trainers.offline import make_offline_trainer
     from .trainers.trainer import make_trainer
 
     try:
         train_cfg: TrainConfig = OmegaConf.to_object(cfg)
+        if train_cfg.mode not in ("online", "offline"):
+            raise ValueError(f"mode must be online or offline, got {train_cfg.mode!r}")
+        if train_cfg.mode == "offline":
+            return _run_offline(make_offline_trainer(train_cfg))
+        if os.environ.get("WORLD_SIZE", "1") != "1":
+            raise ValueError("torchrun data-parallel training is for mode=offline; an online run is one process (num_envs=N batches its envs).")
         trainer = make_trainer(train_cfg)
-    except (ValueError, CheckpointError) as err:
+    except (ValueError, CheckpointError, DatasetError) as err:
         _fail(err)
-    print(f"{train_cfg.algo} on {train_cfg.task}: {train_cfg.steps} agent steps, model_size={train_cfg.model_size}, "
-          f"{train_cfg.num_envs} env(s), work_dir={trainer.work_dir}", flush=True)
+    _run_online(trainer)
+
+
+def _run_online(trainer) -> None:
+    cfg = trainer.cfg
+    print(f"{cfg.algo} on {cfg.task}: {cfg.steps} agent steps, model_size={cfg.model_size}, "
+          f"{cfg.num_envs} env(s), work_dir={trainer.work_dir}", flush=True)
     trainer.train()
     if trainer.stop_message:
         sys.exit(128 + trainer._signal if trainer._signal else 1)
     last = trainer.last_eval
     print(f"final eval at step {last.get('step')}: return {last.get('episode_reward'):.1f} "
           f"(policy prior {last.get('prior_episode_reward'):.1f}); curve: {trainer.eval_log.png_path}", flush=True)
+
+
+def _run_offline(trainer) -> None:
+    trainer.train()
+    if trainer.stop_message:
+        sys.exit(128 + trainer._signal if trainer._signal else 1)
+    if trainer.dist.is_main and trainer.last_eval:
+        first = trainer.eval_log.rows()[0]
+        print(f"normalized score: {float(first['normalized_score']):.1f} at update {first['step']} -> "
+              f"{trainer.last_eval['normalized_score']:.1f} at update {trainer.last_eval['step']}; "
+              f"per task: {trainer.eval_log.tasks_path}, {trainer.eval_log.png_path}", flush=True)
+
+
+def _finetune(cfg: DictConfig) -> None:
+    from .trainers.checkpoint import CheckpointError
+    from .trainers.finetune import make_finetune_trainer
+
+    try:
+        trainer = make_finetune_trainer(OmegaConf.to_object(cfg))
+    except (ValueError, CheckpointError) as err:
+        _fail(err)
+    _run_online(trainer)
+
+
+def _dataset(cfg: DictConfig) -> None:
+    from .data.tdmpc2_dataset import DatasetError, validate_dataset
+
+    try:
+        if cfg.action == "check":
+            if not cfg.data_dir:
+                raise ValueError("mbdpo-dataset check needs data_dir=<folder of chunk_<i>.pt files>")
+            info = validate_dataset(cfg.data_dir, cfg.task_set, progress=True)
+            verb = "holds"
+        elif cfg.action == "generate":
+            from .trainers.generate_data import generate_dataset
+
+            info = generate_dataset(cfg.out, list(cfg.tasks), cfg.episodes_per_task, task_set=cfg.task_set or "mt30", seed=cfg.seed)
+            verb = f"written to {cfg.out}:"
+        else:
+            raise ValueError(f"action must be check or generate, got {cfg.action!r}")
+    except (ValueError, DatasetError) as err:
+        _fail(err)
+    total = sum(info.episodes.values())
+    print(f"OK: {info.task_set} layout, {len(info.chunks)} chunk file(s) {verb} {total} episodes of {info.rows_per_episode} rows, "
+          f"{len(info.episodes)} task(s):")
+    for task, n in info.episodes.items():
+        i = info.tasks.index(task)
+        print(f"  {i:3d} {task:28s} {n:7d} episodes  obs {info.obs_dims[i]:3d}  action {info.action_dims[i]}  episode length {info.episode_lengths[i]}")
 
 
 def _find_latest_checkpoint() -> Path:
@@ -69,17 +144,27 @@ def _find_latest_checkpoint() -> Path:
 def _eval(cfg: DictConfig) -> None:
     import torch
 
-    from .envs import make_env, observation_size
+    from .envs import observation_size
     from .trainers.checkpoint import CheckpointError
     from .trainers.evaluation import evaluate
-    from .trainers.trainer import load_agent
+    from .trainers.offline import evaluate_tasks, normalized_score
+    from .trainers.trainer import checkpoint_env, load_agent
 
     try:
         path = Path(cfg.checkpoint) if cfg.checkpoint else _find_latest_checkpoint()
         state, train_cfg, world_model, actor = load_agent(path)
         actor.planner = type(actor.planner)(**{**vars(actor.planner), **cfg.planner})
+        if state.get("task_names") and cfg.task is None:
+            tasks = state.get("trained_tasks") or state["task_names"]
+            rows = evaluate_tasks(actor.to(cfg.device), state["task_names"], tasks, world_model.cfg.obs_dim, world_model.cfg.action_dim,
+                                  cfg.eval_episodes, seed=cfg.seed, progress=True)
+            for row in rows:
+                print(f"  {row['task']:28s} return {row['episode_reward']:8.1f}  success {row['episode_success']:.2f}  score {row['score']:6.1f}")
+            print(f"checkpoint {path} (step {state['step']}): normalized score {normalized_score(rows):.1f} over {len(rows)} tasks")
+            print(f"normalized_score={normalized_score(rows):.3f}")
+            return
         task = cfg.task or train_cfg.task
-        env = make_env(task, seed=cfg.seed, obs=train_cfg.obs)
+        env = checkpoint_env(state, task, seed=cfg.seed, obs=train_cfg.obs)
         if env.action_spec.shape[-1] != world_model.cfg.action_dim or observation_size(env) != world_model.cfg.obs_dim:
             raise CheckpointError(f"{path} was trained on {train_cfg.task}; task={task} has other observation/action sizes.")
     except (ValueError, CheckpointError) as err:
@@ -132,3 +217,16 @@ def eval_main():
 def compare_main():
     _register()
     hydra.main(config_path="config", config_name="compare", version_base="1.3")(_compare)()
+
+
+def finetune_main():
+    _register()
+    hydra.main(config_path="config", config_name="finetune", version_base="1.3")(_finetune)()
+
+
+def dataset_main():
+    """``mbdpo-dataset check data_dir=<dir>`` / ``mbdpo-dataset generate out=<dir> tasks=[...]``."""
+    if len(sys.argv) > 1 and sys.argv[1] in ("check", "generate"):
+        sys.argv[1] = f"action={sys.argv[1]}"
+    _register()
+    hydra.main(config_path="config", config_name="dataset", version_base="1.3")(_dataset)()

@@ -1,10 +1,11 @@
 """Environments for MBDPO: DMControl (incl. TD-MPC2's custom tasks), MetaWorld, MyoSuite, ManiSkill,
 Gymnasium and user-provided envs. (MUJOCO_GL is chosen per platform by ``torchrl_mbdpo/__init__.py``.)"""
 from .factory import TaskSpec, available_tasks, make_env, observation_size, spec_of, task_spec
+from .multitask import make_multitask_env
 
 # Importing a suite module registers its tasks; the suite's own package is imported on first use.
 from . import metaworld  # noqa: E402, F401
 from . import myosuite  # noqa: E402, F401
 from . import maniskill  # noqa: E402, F401
 
-__all__ = ["TaskSpec", "available_tasks", "make_env", "observation_size", "spec_of", "task_spec"]
+__all__ = ["TaskSpec", "available_tasks", "make_env", "make_multitask_env", "observation_size", "spec_of", "task_spec"]

@@ -177,7 +177,7 @@ class MBDPOWorldModel(WorldModel):
         """Per-sample mask of the task's active action dims (``None`` in single-task mode)."""
         if not self.cfg.multitask:
             return None
-        task = task.squeeze(-1) if task.shape[-1:] == (1,) else task
+        task = task.squeeze(-1) if task.ndim > 1 and task.shape[-1] == 1 else task  # (B, 1) -> (B,); a batch of one stays
         return self.action_masks[task.long()]
 
     def encode_obs(self, obs, task=None):

@@ -76,7 +76,8 @@ class MBDPOLoss(LossModule):
         world_model: the world model; its parameters are registered on the loss.
 
     Keyword Args:
-        discount: gamma of the TD target and of the score target's planner return (a buffer).
+        discount: gamma of the TD target and of the score target's planner return (a buffer); a tensor
+            gives one gamma per task index (multi-task).
         rho: temporal weight ``rho^t`` of the rollout losses.
         consistency_coef, reward_coef, value_coef, termination_coef, energy_coef, score_coef: loss
             coefficients; the ``loss_*`` entries are already multiplied by them.
@@ -131,7 +132,7 @@ class MBDPOLoss(LossModule):
         self,
         world_model,
         *,
-        discount: float = 0.99,
+        discount: float | torch.Tensor = 0.99,
         rho: float = 0.5,
         consistency_coef: float = 20.0,
         reward_coef: float = 0.1,
@@ -277,8 +278,8 @@ class MBDPOLoss(LossModule):
         if self.world_model.cfg.multitask:
             task = require(keys.task)[:, 0].reshape(-1).long()
         discount = tensordict.get(keys.discount, None)
-        if discount is None:
-            discount = self.discount
+        if discount is None:  # the constructor's: one gamma, or one per task index
+            discount = self.discount if self.discount.ndim == 0 else self.discount[task].unsqueeze(-1)
         else:
             discount = discount.reshape(*tensordict.batch_size[:1], -1)[:, :1].to(reward.dtype)
         return _Batch(
@@ -527,11 +528,14 @@ def update(
     target_updater=None,
     grad_clip_norm: float = 20.0,
     precision: str = "fp32",
+    grad_sync=None,
 ) -> TensorDictBase:
     """One official update step (spec §2.1 end, §2.4): model step, policy step on the detached latents,
     Polyak update of the target Qs (by ``target_updater``, a ``SoftUpdate``; pass ``None`` where a
     trainer hook steps it). The world model is in train mode throughout and left in eval mode.
     ``precision="bf16"`` computes the losses under ``torch.autocast`` (bfloat16 matmuls, float32 weights).
+    ``grad_sync(params)``, if given, runs after each backward pass, before clipping (data-parallel training
+    averages the gradients over processes there).
 
     Returns detached scalars: every ``loss_*`` term, the metrics, ``total_model_loss``,
     ``model_grad_norm``, ``pi_grad_norm`` and ``nonfinite_skipped`` (1 when a non-finite loss or gradient
@@ -548,6 +552,8 @@ def update(
             model_out = loss.model_loss(batch)
         total = sum(value for key, value in model_out.items() if key.startswith("loss_"))
         total.backward()
+        if grad_sync is not None:
+            grad_sync(_optimizer_params(model_optim))
         model_grad_norm = torch.nn.utils.clip_grad_norm_(_optimizer_params(model_optim), grad_clip_norm)
         model_finite = bool(torch.isfinite(total.detach()) & torch.isfinite(model_grad_norm))
         if model_finite:
@@ -557,6 +563,8 @@ def update(
         with autocast_precision(precision, batch.device or "cpu"):
             pi_out = loss.pi_loss(model_out)  # after the model step, as the official code: Q is the updated one
         pi_out["loss_pi"].backward()
+        if grad_sync is not None:
+            grad_sync(_optimizer_params(pi_optim))
         pi_grad_norm = torch.nn.utils.clip_grad_norm_(_optimizer_params(pi_optim), grad_clip_norm)
         pi_finite = model_finite and bool(torch.isfinite(pi_out["loss_pi"].detach()) & torch.isfinite(pi_grad_norm))
         if pi_finite:

@@ -2,6 +2,7 @@
 the algorithm, spec §6.1); the command line overrides them Hydra-style: ``planner.num_samples=64``."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any, List, Optional
 
@@ -21,6 +22,7 @@ class ModelOverrides:
     dropout: Optional[float] = None
     simnorm_dim: Optional[int] = None
     q_init: Optional[str] = None  # "official" (default init kept, as MBDPO) or "trunc_normal" (TD-MPC2 fix)
+    task_dim: Optional[int] = None  # multi-task embedding size; default 96 (the paper's; the official code uses 64 for mt30)
 
     def as_kwargs(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -46,21 +48,26 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
-    task: str = "cartpole-swingup"
+    # A task name. mode=offline: mt30 | mt80 (every task of that set) or a list of tasks of the dataset.
+    task: Any = "cartpole-swingup"
+    mode: str = "online"  # online (collect and learn) | offline (learn from data_dir's TD-MPC2 chunk files)
+    data_dir: Optional[str] = None  # mode=offline: a folder of chunk_<i>.pt files (mbdpo-dataset check/generate)
+    cache_dir: Optional[str] = None  # mode=offline: memory-mapped copy of the data; default <data_dir>/memmap
+    exclude_tasks: List[str] = field(default_factory=list)  # mode=offline: tasks left out of pretraining (held out for fine-tuning)
     obs: str = "state"  # state | rgb (DMControl: the last 3 64x64 RGB frames, conv encoder with shift augmentation)
-    steps: int = 100_000  # agent steps (policy actions), as in the published curves
+    steps: int = 100_000  # agent steps (policy actions), as in the published curves; offline: updates
     seed: int = 1
     model_size: Any = 5  # 1, 5, 19, 48, 317 (or the paper's 1.7, 6, 21, 54, 340)
     device: str = "cpu"
     num_envs: int = 1
-    eval_freq: int = 10_000  # agent steps between evaluations (an evaluation also runs at step 0)
+    eval_freq: int = 10_000  # agent steps (offline: updates) between evaluations (an evaluation also runs at step 0)
     eval_episodes: int = 10
     checkpoint_freq: int = 10_000  # agent steps; taken at the next step where every env ends an episode
     resume: bool = False  # continue the run in work_dir from its last checkpoint
     max_nonfinite: int = 10  # stop (with a checkpoint) after this many non-finite updates in a row
     work_dir: Optional[str] = None  # default: runs/<algo>/<task>/seed<seed>
     algo: str = "mbdpo"  # mbdpo (DiffusionActor + MBDPOLoss) | tdmpc2 (MPPIActor + TDMPC2Loss), same world model
-    batch_size: int = 256
+    batch_size: Optional[int] = None  # slices per update; default 256 online, 1024 offline (the paper's)
     buffer_size: int = 1_000_000
     seed_steps: Optional[int] = None  # default: max(1000, 5 * episode_length), random actions
     pretrain_updates: Optional[int] = None  # updates at the end of the seed phase; default: seed_steps
@@ -78,6 +85,11 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     planner: PlannerConfig = field(default_factory=PlannerConfig)  # algo=mbdpo
     mppi: MPPIConfig = field(default_factory=MPPIConfig)  # algo=tdmpc2
+
+    def resolved(self) -> "TrainConfig":
+        """This config with its mode-dependent defaults filled in (what a checkpoint records)."""
+        batch_size = self.batch_size or (1024 if self.mode == "offline" else 256)
+        return dataclasses.replace(self, batch_size=batch_size)
 
     def active_planner(self) -> PlannerConfig | MPPIConfig:
         """The planner settings of ``algo`` (their ``horizon`` is the world model's and the slices')."""
@@ -98,8 +110,10 @@ class CompareConfig:
     train: TrainConfig = field(default_factory=TrainConfig)  # settings of every run: train.model_size=1 ...
 
 
-def file_name_of(task: str) -> str:
-    """The task name with the ``:`` and ``/`` of gym ids made file-name safe."""
+def file_name_of(task) -> str:
+    """The task name with the ``:`` and ``/`` of gym ids made file-name safe (a task list: its length)."""
+    if not isinstance(task, str):
+        return f"{len(task)}tasks"
     return task.replace(":", "_").replace("/", "_")
 
 
@@ -108,7 +122,7 @@ def default_work_dir(algo: str, task: str, seed: int, root: str = "runs") -> str
 
 
 # Fields a resumed run may change; every other field must equal the checkpoint's.
-RESUMABLE_FIELDS = ("steps", "resume", "progress", "work_dir", "device", "threads", "logger", "eval_freq", "eval_episodes", "checkpoint_freq", "max_nonfinite")
+RESUMABLE_FIELDS = ("steps", "data_dir", "cache_dir", "resume", "progress", "work_dir", "device", "threads", "logger", "eval_freq", "eval_episodes", "checkpoint_freq", "max_nonfinite")
 
 
 def register_configs() -> None:

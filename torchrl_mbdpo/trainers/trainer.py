@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from functools import partial
 import random
 import signal
 import time
@@ -29,8 +30,8 @@ from torchrl.record.loggers import get_logger
 from torchrl.trainers import OptimizationStepper, Trainer
 from tqdm.auto import tqdm
 
-from ..data import EpisodeWriter, make_replay_buffer
-from ..envs import make_env, observation_size
+from ..data import TRANSITION_KEYS, EpisodeWriter, make_replay_buffer
+from ..envs import make_env, make_multitask_env, observation_size
 from ..modules import DiffusionActor, MBDPOWorldModel, MPPIActor, PolicyPriorActor, WorldModelConfig
 from ..objectives import MBDPOLoss, TDMPC2Loss
 from ..objectives.mbdpo import make_optimizers, update
@@ -39,7 +40,8 @@ from .config import RESUMABLE_FIELDS, TrainConfig, default_work_dir, from_contai
 from .diagnostics import action_drift, td_error
 from .evaluation import EvalLog, episode_success, evaluate, truncate_csv_logs
 
-__all__ = ["MBDPOOptimizationStepper", "MBDPOTrainer", "make_trainer", "build_agent", "make_actor", "load_agent"]
+__all__ = ["MBDPOOptimizationStepper", "MBDPOTrainer", "make_trainer", "build_agent", "build_loss_and_actor", "make_actor", "load_agent",
+           "checkpoint_env"]
 
 
 class MBDPOOptimizationStepper(OptimizationStepper):
@@ -47,15 +49,16 @@ class MBDPOOptimizationStepper(OptimizationStepper):
     updates skipped because of a non-finite loss or gradient."""
 
     def __init__(self, loss: MBDPOLoss, model_optim, pi_optim, target_updater, grad_clip_norm: float = 20.0,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", grad_sync=None):
         self.loss, self.model_optim, self.pi_optim = loss, model_optim, pi_optim
         self.target_updater, self.grad_clip_norm, self.precision = target_updater, grad_clip_norm, precision
+        self.grad_sync = grad_sync
         self.skipped_total = 0
         self.skipped_in_a_row = 0
 
     def step(self, trainer, sub_batch):
         metrics = update(self.loss, sub_batch, self.model_optim, self.pi_optim, self.target_updater, self.grad_clip_norm,
-                         self.precision)
+                         self.precision, self.grad_sync)
         if metrics["nonfinite_skipped"].item():
             self.skipped_total += 1
             self.skipped_in_a_row += 1
@@ -83,32 +86,41 @@ def make_actor(cfg: TrainConfig, world_model, discount):
     return actor_cls(world_model, cfg.active_planner(), discount=discount, precision=cfg.precision)
 
 
-def world_model_config(cfg: TrainConfig, obs_dim: int, action_dim: int, episodic: bool) -> WorldModelConfig:
-    """The architecture a run config asks for."""
+def world_model_config(cfg: TrainConfig, obs_dim: int, action_dim: int, episodic: bool, **multitask) -> WorldModelConfig:
+    """The architecture a run config asks for (``multitask``: ``num_tasks``, ``action_dims``; the task
+    embedding then defaults to the paper's 96 dims)."""
     overrides = cfg.model.as_kwargs()
     if cfg.algo == "tdmpc2":
         overrides.setdefault("q_init", "trunc_normal")  # TD-MPC2 since e9f5932 initialises its Q heads (spec §1.1)
+    if multitask:
+        overrides.setdefault("task_dim", 96)
     return WorldModelConfig.from_size(cfg.model_size, obs_dim, action_dim, horizon=cfg.active_planner().horizon,
-                                      episodic=episodic, obs_type=cfg.obs, **overrides)
+                                      episodic=episodic, obs_type=cfg.obs, **overrides, **multitask)
 
 
 def build_agent(cfg: TrainConfig, obs_dim: int, action_dim: int, task_spec):
     """World model, loss and actor for a config and an environment's dimensions."""
+    episodic = task_spec.episodic if cfg.episodic is None else cfg.episodic
+    world_model = MBDPOWorldModel(world_model_config(cfg, obs_dim, action_dim, episodic))
+    return (world_model, *build_loss_and_actor(cfg, world_model, task_spec.discount))
+
+
+def build_loss_and_actor(cfg: TrainConfig, world_model: MBDPOWorldModel, discount):
+    """The loss and planner of ``cfg.algo`` around a world model (moved to ``cfg.device``). ``discount``: a
+    float, or one per task index (multi-task; batches may also carry their own ``discount``)."""
     if cfg.algo not in ALGOS:
         raise ValueError(f"algo must be one of {ALGOS}, got {cfg.algo!r}")
-    episodic = task_spec.episodic if cfg.episodic is None else cfg.episodic
-    wm_cfg = world_model_config(cfg, obs_dim, action_dim, episodic)
-    world_model = MBDPOWorldModel(wm_cfg).to(cfg.device)
+    world_model.to(cfg.device)
     if cfg.algo == "tdmpc2":
         shared = {k: v for k, v in vars(cfg.loss).items() if k not in TDMPC2Loss._MBDPO_ONLY and k != "target_q_pair"}
-        loss = TDMPC2Loss(world_model, discount=task_spec.discount, **shared).to(cfg.device)
+        loss = TDMPC2Loss(world_model, discount=discount, **shared).to(cfg.device)
     else:
         # The score-matching target re-uses the planner's schedule and energy weight: one setting each.
         planner = cfg.planner
-        loss = MBDPOLoss(world_model, discount=task_spec.discount, contrastive_eta=planner.energy_eta, diffusion_steps=planner.steps,
+        loss = MBDPOLoss(world_model, discount=discount, contrastive_eta=planner.energy_eta, diffusion_steps=planner.steps,
                          beta0=planner.beta0, betaT=planner.betaT, **vars(cfg.loss)).to(cfg.device)
-    actor = make_actor(cfg, world_model, task_spec.discount).to(cfg.device)
-    return world_model, loss, actor
+    actor = make_actor(cfg, world_model, discount).to(cfg.device)
+    return loss, actor
 
 
 def _rng_state() -> dict:
@@ -127,8 +139,10 @@ def _set_rng_state(state: dict) -> None:
 class MBDPOTrainer(Trainer):
     """TorchRL ``Trainer`` running the MBDPO protocol; see the module docstring."""
 
-    def __init__(self, cfg: TrainConfig, *, collector, env_spec, world_model, loss, actor, eval_env, replay_buffer, work_dir):
+    def __init__(self, cfg: TrainConfig, *, collector, env_spec, world_model, loss, actor, eval_env, replay_buffer, work_dir,
+                 task_names=None):
         self.cfg = cfg
+        self.task_names = task_names
         self.task_spec = env_spec
         self.world_model, self.actor, self.eval_env = world_model, actor, eval_env
         self.prior_actor = PolicyPriorActor(world_model)
@@ -152,7 +166,7 @@ class MBDPOTrainer(Trainer):
             log_interval=min(1000, max(cfg.eval_freq, 1)),
         )
         self.replay_buffer_ = replay_buffer
-        self.episode_writer = EpisodeWriter(replay_buffer)
+        self.episode_writer = EpisodeWriter(replay_buffer, TRANSITION_KEYS + (["task"] if world_model.cfg.multitask else []))
         self.eval_log = EvalLog(self.work_dir, title=f"{cfg.algo} {cfg.task} (seed {cfg.seed})")
         self._pretrained = self.pretrain_updates == 0
         self._update_credit = 0.0
@@ -329,6 +343,8 @@ class MBDPOTrainer(Trainer):
             "config": to_container(self.cfg),
             "task": {**dataclasses.asdict(self.task_spec), "discount": self.task_spec.discount},
             "world_model_config": self.world_model.cfg.to_dict(),
+            "task_names": self.task_names,
+            "discounts": self.actor.discount.tolist() if self.actor.discount.ndim else None,
             "step": self.collected_frames,
             "world_model": self.world_model.state_dict(),
             "loss": self.loss_module.state_dict(),
@@ -376,8 +392,17 @@ def _check_resumable(saved: dict, requested: TrainConfig, path) -> None:
     check_compatible({k: saved[k] for k in keep}, {k: requested.get(k) for k in keep}, "config", path)
 
 
-def make_trainer(cfg: TrainConfig) -> MBDPOTrainer:
-    """Build envs, agent, collector and replay buffer from a config (and restore them with ``resume``)."""
+def make_trainer(cfg: TrainConfig, *, env_maker=None, agent=None, task_names=None) -> MBDPOTrainer:
+    """Build envs, agent, collector and replay buffer from a config (and restore them with ``resume``).
+
+    ``env_maker(seed, num_envs)`` replaces ``make_env(cfg.task, ...)``, ``agent`` a ``(world_model, loss,
+    actor)`` triple replaces :func:`build_agent`; ``task_names`` lists a multi-task model's tasks in
+    embedding order (for its checkpoints). ``mbdpo-finetune`` uses them."""
+    cfg = cfg.resolved()
+    if cfg.mode != "online":
+        raise ValueError(f"make_trainer runs mode=online; mode={cfg.mode!r} runs through torchrl_mbdpo.trainers.offline.")
+    if not isinstance(cfg.task, str):
+        raise ValueError(f"mode=online trains one task; got task={list(cfg.task)}. Several tasks train offline: mode=offline data_dir=<dir>.")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     work_dir = Path(cfg.work_dir or default_work_dir(cfg.algo, cfg.task, cfg.seed))
@@ -391,11 +416,12 @@ def make_trainer(cfg: TrainConfig) -> MBDPOTrainer:
     elif (work_dir / "checkpoints" / "latest.pt").exists():
         raise ValueError(f"{work_dir} already holds a run. Pass resume=true to continue it, or another work_dir=.")
     torch.manual_seed(cfg.seed)
-    env = make_env(cfg.task, seed=cfg.seed, num_envs=cfg.num_envs, obs=cfg.obs)
+    env_maker = env_maker or partial(make_env, cfg.task, obs=cfg.obs)
+    env = env_maker(seed=cfg.seed, num_envs=cfg.num_envs)
     spec = env.task_spec
-    world_model, loss, actor = build_agent(cfg, observation_size(env), env.action_spec.shape[-1], spec)
+    world_model, loss, actor = agent or build_agent(cfg, observation_size(env), env.action_spec.shape[-1], spec)
     env.append_transform(actor.make_tensordict_primer())
-    eval_env = make_env(cfg.task, seed=cfg.seed + 10_000, num_envs=max(1, min(cfg.num_envs, cfg.eval_episodes)), obs=cfg.obs)
+    eval_env = env_maker(seed=cfg.seed + 10_000, num_envs=max(1, min(cfg.num_envs, cfg.eval_episodes)))
     eval_env.append_transform(actor.make_tensordict_primer())
     seed_steps = cfg.seed_steps if cfg.seed_steps is not None else max(1000, 5 * spec.episode_length)
     frames_per_batch = max(1, cfg.num_envs)
@@ -409,7 +435,7 @@ def make_trainer(cfg: TrainConfig) -> MBDPOTrainer:
     first_steps = state["config"]["steps"] if state is not None else cfg.steps
     replay_buffer = make_replay_buffer(cfg.active_planner().horizon, cfg.batch_size, min(cfg.buffer_size, max(first_steps, 1)))
     trainer = MBDPOTrainer(cfg, collector=collector, env_spec=spec, world_model=world_model, loss=loss, actor=actor,
-                           eval_env=eval_env, replay_buffer=replay_buffer, work_dir=work_dir)
+                           eval_env=eval_env, replay_buffer=replay_buffer, work_dir=work_dir, task_names=task_names)
     if state is not None:
         trainer.load_state(state)
     return trainer
@@ -426,5 +452,20 @@ def load_agent(checkpoint_path, cfg: TrainConfig | None = None):
         check_compatible(wm_cfg.to_dict(), requested.to_dict(), "world-model architecture", checkpoint_path)
     world_model = MBDPOWorldModel(wm_cfg)
     world_model.load_state_dict(state["world_model"])
-    actor = make_actor(cfg, world_model, state["task"]["discount"])
+    discount = torch.tensor(state["discounts"]) if state.get("discounts") else state["task"]["discount"]
+    actor = make_actor(cfg, world_model, discount)
     return state, cfg, world_model, actor
+
+
+def checkpoint_env(state: dict, task: str, *, seed: int, obs: str = "state"):
+    """An env of ``task`` shaped for a checkpoint's world model: multi-task checkpoints get their padded
+    observation/action sizes and the task's index (the task must be one they were trained on)."""
+    names = state.get("task_names")
+    if not names:
+        return make_env(task, seed=seed, obs=obs)
+    if task not in names:
+        trained = state.get("trained_tasks") or names
+        raise ValueError(f"task={task} is not a task of this multi-task checkpoint; it was trained on {trained}. "
+                         "A new task needs fine-tuning first: mbdpo-finetune checkpoint=... task=<new> source_task=<known>.")
+    wm_cfg = state["world_model_config"]
+    return make_multitask_env(task, names.index(task), wm_cfg["obs_dim"], wm_cfg["action_dim"], seed=seed)
