@@ -154,8 +154,8 @@ def _eval(cfg: DictConfig) -> None:
         path = Path(cfg.checkpoint) if cfg.checkpoint else _find_latest_checkpoint()
         state, train_cfg, world_model, actor = load_agent(path)
         actor.planner = type(actor.planner)(**{**vars(actor.planner), **cfg.planner})
-        if state.get("task_names") and cfg.task is None:
-            tasks = state.get("trained_tasks") or state["task_names"]
+        if state.get("trained_tasks") and cfg.task is None:  # an offline multi-task checkpoint: all its tasks
+            tasks = state["trained_tasks"]
             rows = evaluate_tasks(actor.to(cfg.device), state["task_names"], tasks, world_model.cfg.obs_dim, world_model.cfg.action_dim,
                                   cfg.eval_episodes, seed=cfg.seed, progress=True)
             for row in rows:

@@ -9,7 +9,7 @@ led to it. mt30 stores 501-row episodes, mt80 101-row segments.
 :func:`validate_dataset` checks a folder and reports every problem with the file it is in.
 :func:`load_dataset` copies the selected episodes once into memory-mapped storage (a cache folder, reused
 by later runs), with the task names and per-task dimensions written beside it (``metadata.json``), and
-returns a ``TensorDictReplayBuffer`` whose ``SliceSampler`` draws ``horizon + 1``-row slices within one
+returns a ``ReplayBuffer`` whose ``SliceSampler`` draws ``horizon + 1``-row slices within one
 episode; its transform turns each slice into the ``[B, horizon]`` transitions the losses read.
 """
 from __future__ import annotations
@@ -246,10 +246,8 @@ class ChunkRowsToTransitions(Transform):
         raise RuntimeError("This dataset is read-only.")
 
 
-def _fingerprint(info: DatasetInfo, folder: Path, tasks: list[str]) -> dict:
-    files = [folder / name for name in info.chunks]
-    return {"version": _CACHE_VERSION, "tasks": tasks,
-            "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
+def _fingerprint(files: list[Path], tasks: list[str]) -> dict:
+    return {"version": _CACHE_VERSION, "tasks": list(tasks), "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
 
 
 def _build_cache(folder: Path, info: DatasetInfo, tasks: list[str], cache: Path, progress: bool) -> TensorDictBase:
@@ -289,28 +287,33 @@ def load_dataset(data_dir, horizon: int, batch_size: int, *, tasks: list[str] | 
     returns ``[batch_size, horizon]`` transitions, and the dataset's :class:`DatasetInfo`.
 
     The first call validates the folder and copies the selected episodes to memory-mapped storage in
-    ``cache_dir`` (default ``<data_dir>/memmap``); later calls with the same files and tasks reuse it.
+    ``cache_dir`` (default ``<data_dir>/memmap``); later calls with the same files (names, sizes, times)
+    and tasks open that copy without reading the chunks again.
     """
     folder = Path(data_dir)
     cache = Path(cache_dir) if cache_dir is not None else folder / "memmap"
-    info = validate_dataset(folder, task_set, progress=progress)
-    if info.rows_per_episode < horizon + 1:
-        raise DatasetError(f"Episodes of {info.rows_per_episode} rows are shorter than a slice of horizon + 1 = {horizon + 1}.")
-    tasks = list(tasks) if tasks else info.present_tasks
-    absent = [t for t in tasks if not info.episodes.get(t)]
-    if absent:
-        raise DatasetError(f"{folder} has no episodes of {absent}; it holds {info.present_tasks}.")
-    fingerprint = _fingerprint(info, folder, tasks)
     done = cache / "complete.json"
-    if done.exists() and json.loads(done.read_text()) == fingerprint:
-        storage = TensorDict.load_memmap(cache / "rows")
-    else:
+    info = None
+    if done.exists() and folder.is_dir():
+        recorded = json.loads(done.read_text())
+        cached = read_metadata(cache)
+        if recorded == _fingerprint(_chunk_files(folder), tasks or recorded["tasks"]) and task_set in (None, cached.task_set):
+            info, tasks = cached, recorded["tasks"]
+            storage = TensorDict.load_memmap(cache / "rows")
+    if info is None:
+        info = validate_dataset(folder, task_set, progress=progress)
+        tasks = list(tasks) if tasks else info.present_tasks
+        absent = [t for t in tasks if not info.episodes.get(t)]
+        if absent:
+            raise DatasetError(f"{folder} has no episodes of {absent}; it holds {info.present_tasks}.")
         storage = _build_cache(folder, info, tasks, cache, progress)
         write_metadata(cache, info)
-        done.write_text(json.dumps(fingerprint))
+        done.write_text(json.dumps(_fingerprint([folder / name for name in info.chunks], tasks)))
+    if info.rows_per_episode < horizon + 1:
+        raise DatasetError(f"Episodes of {info.rows_per_episode} rows are shorter than a slice of horizon + 1 = {horizon + 1}.")
     sampler = SliceSampler(slice_len=horizon + 1, traj_key="episode", truncated_key=None, strict_length=True, cache_values=True)
     buffer = ReplayBuffer(storage=TensorStorage(storage), sampler=sampler, writer=ImmutableDatasetWriter(),
-                                    batch_size=batch_size * (horizon + 1), transform=ChunkRowsToTransitions(horizon, info.discounts()))
+                          batch_size=batch_size * (horizon + 1), transform=ChunkRowsToTransitions(horizon, info.discounts()))
     return buffer, info
 
 

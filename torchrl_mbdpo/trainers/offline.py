@@ -13,6 +13,7 @@ import math
 import signal
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -21,7 +22,7 @@ from torchrl.record.loggers import get_logger
 from tqdm.auto import tqdm
 
 from ..data.task_sets import TASK_SETS
-from ..data.tdmpc2_dataset import DatasetError, DatasetInfo, load_dataset, transitions_in
+from ..data.tdmpc2_dataset import DatasetError, DatasetInfo, load_dataset, transitions_in, validate_dataset
 from ..envs import make_multitask_env
 from ..modules import MBDPOWorldModel
 from ..objectives.mbdpo import make_optimizers
@@ -283,18 +284,17 @@ def make_offline_trainer(cfg: TrainConfig) -> OfflineTrainer:
         raise ValueError(f"{work_dir} already holds a run. Pass resume=true to continue it, or another work_dir=.")
     set_name = cfg.task if isinstance(cfg.task, str) and cfg.task in TASK_SETS else None
     horizon = cfg.active_planner().horizon
+    tasks = offline_tasks(cfg.task, validate_dataset(cfg.data_dir, set_name, progress=cfg.progress and dist.is_main), cfg.exclude_tasks) \
+        if dist.is_main else None
+    tasks = dist.broadcast_object(tasks)
     # The main process builds the memory-mapped copy; the others open it once it is complete.
+    load = partial(load_dataset, cfg.data_dir, horizon, cfg.batch_size // dist.world_size, tasks=tasks, task_set=set_name,
+                   cache_dir=cfg.cache_dir)
     if dist.is_main:
-        dataset, info = load_dataset(cfg.data_dir, horizon, cfg.batch_size // dist.world_size, task_set=set_name, cache_dir=cfg.cache_dir,
-                                     progress=cfg.progress)
+        dataset, info = load(progress=cfg.progress)
     dist.barrier()
     if not dist.is_main:
-        dataset, info = load_dataset(cfg.data_dir, horizon, cfg.batch_size // dist.world_size, task_set=set_name, cache_dir=cfg.cache_dir,
-                                     progress=False)
-    tasks = offline_tasks(cfg.task, info, cfg.exclude_tasks)
-    if tasks != info.present_tasks or cfg.exclude_tasks:
-        dataset, info = load_dataset(cfg.data_dir, horizon, cfg.batch_size // dist.world_size, tasks=tasks, task_set=set_name,
-                                     cache_dir=cfg.cache_dir, progress=cfg.progress and dist.is_main)
+        dataset, info = load(progress=False)
     torch.manual_seed(cfg.seed)
     wm_cfg = world_model_config(cfg, info.padded_obs_dim, info.padded_action_dim, episodic=False, num_tasks=len(info.tasks),
                                 action_dims=info.action_dims)

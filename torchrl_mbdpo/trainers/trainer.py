@@ -463,8 +463,8 @@ def checkpoint_env(state: dict, task: str, *, seed: int, obs: str = "state"):
     names = state.get("task_names")
     if not names:
         return make_env(task, seed=seed, obs=obs)
-    if task not in names:
-        trained = state.get("trained_tasks") or names
+    trained = state.get("trained_tasks") or names
+    if task not in trained:
         raise ValueError(f"task={task} is not a task of this multi-task checkpoint; it was trained on {trained}. "
                          "A new task needs fine-tuning first: mbdpo-finetune checkpoint=... task=<new> source_task=<known>.")
     wm_cfg = state["world_model_config"]
