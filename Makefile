@@ -11,7 +11,14 @@ DEMO_ARGS ?= task=cartpole-swingup steps=8000 seed=1 model_size=1 \
 	seed_steps=1000 pretrain_updates=500 eval_freq=2000 eval_episodes=3 checkpoint_freq=2000 \
 	work_dir=$(DEMO_DIR)
 
-.PHONY: setup system-deps demo test bench clean
+# Offline multi-task pretraining on a dataset written from real rollouts (random actions) of 4 DMControl tasks.
+OFFLINE_DIR ?= runs/demo-offline
+OFFLINE_TASKS ?= [cartpole-swingup,cartpole-balance,reacher-easy,finger-spin]
+OFFLINE_ARGS ?= mode=offline model_size=1 model.latent_dim=64 model.mlp_dim=128 model.enc_dim=128 model.task_dim=16 \
+	batch_size=256 steps=3000 eval_freq=1500 eval_episodes=3 checkpoint_freq=1500 \
+	planner.steps=4 planner.num_samples=64 planner.num_elites=8 planner.num_pi_trajs=4
+
+.PHONY: setup system-deps demo demo-offline test bench clean
 
 setup: system-deps $(VENV)/.installed
 
@@ -31,6 +38,11 @@ $(VENV)/.installed: setup.py constraints.txt
 demo: setup
 	rm -rf $(DEMO_DIR)  # the demo's own folder: a new demo replaces the last one
 	$(VENV)/bin/mbdpo-train $(DEMO_ARGS)
+
+demo-offline: setup
+	rm -rf $(OFFLINE_DIR)
+	$(VENV)/bin/mbdpo-dataset generate out=$(OFFLINE_DIR)/data "tasks=$(OFFLINE_TASKS)" episodes_per_task=20
+	$(VENV)/bin/mbdpo-train $(OFFLINE_ARGS) data_dir=$(OFFLINE_DIR)/data "task=$(OFFLINE_TASKS)" work_dir=$(OFFLINE_DIR)/run
 
 test: setup
 	$(PY) -m pytest -q
