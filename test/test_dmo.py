@@ -324,6 +324,7 @@ def test_dmo_actor_step_increases_the_objective():
 def test_dmo_critic_alpha_and_local_model_steps():
     torch.manual_seed(1)
     loss = DMOLoss(tiny_world_model(), target_entropy=-100.0)
+    updater = SoftUpdate(loss, tau=0.5)  # built first: it initialises the target critic to the online one
     td = loss.rollout(ToyGlobal(), horizon=4).detach()  # a fixed rollout
     groups = loss.parameter_groups()
     for name, group, method in [("critic", "critic", loss.critic_loss), ("alpha", "alpha", loss.alpha_loss)]:
@@ -343,12 +344,12 @@ def test_dmo_critic_alpha_and_local_model_steps():
     optim.step()
     assert local_loss() < before
 
-    # SoftUpdate pairs the target critic with the critic.
-    updater = SoftUpdate(loss, tau=0.5)
-    target_before = loss.target_critic_network_params.clone()
+    # SoftUpdate pairs the target critic with the critic: target <- (1 - tau) target + tau online.
+    online = loss.critic_network_params.data.clone()
+    target_before = loss.target_critic_network_params.data.clone()
+    assert sum((online - target_before).abs().sum().values(True, True)) > 0  # the critic step above moved the online critic
     updater.step()
-    moved = (loss.target_critic_network_params - target_before).abs().sum()
-    assert sum(moved.values(True, True)) > 0
+    torch.testing.assert_close(loss.target_critic_network_params.data, 0.5 * (online + target_before))
 
 
 # --------------------------------------------------------------------------- EnvGlobalModel on a real env

@@ -53,16 +53,16 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- pure math (time-first)
-def segment_discounts(done: torch.Tensor, gamma: float | torch.Tensor) -> torch.Tensor:
+def segment_discounts(done: torch.Tensor, gamma: float | torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``gamma^{k_t}``, ``(H, B)``, where ``k_t`` counts the steps since the rollout start or since the last
     episode end: ``k_0 = 0``, ``k_{t+1} = 0 if done_t else k_t + 1``. An episode that restarts inside the
     rollout is discounted from its own first step, as in SHAC/SAPO."""
-    k = torch.zeros_like(done[0], dtype=torch.float32)
+    k = torch.zeros_like(done[0], dtype=dtype)
     powers = []
     for done_t in done:
         powers.append(k)
         k = torch.where(done_t.bool(), torch.zeros_like(k), k + 1)
-    gamma = torch.as_tensor(gamma, dtype=torch.float32, device=done.device)
+    gamma = torch.as_tensor(gamma, dtype=dtype, device=done.device)
     return torch.pow(gamma, torch.stack(powers))
 
 
@@ -83,7 +83,7 @@ def sapo_objective(
     Without episode ends this is ``sum_{t<H} gamma^t (r_t + alpha H_t) + gamma^H V(z_H)``; a truncated episode
     bootstraps from its terminal latent, a terminated one does not.
     """
-    discounts = segment_discounts(done, gamma).to(rewards.dtype)
+    discounts = segment_discounts(done, gamma, rewards.dtype)
     segment_end = done.bool().clone()
     segment_end[-1] = True
     bootstrap = gamma * (segment_end & ~terminated.bool()).to(rewards.dtype) * next_values
@@ -326,9 +326,13 @@ class DMOLoss(LossModule):
         return sample.action, sample.log_prob.squeeze(-1)
 
     def value(self, z: torch.Tensor, target: bool = False) -> torch.Tensor:
-        """``V_psi(z)`` (or the target critic's), ``z.shape[:-1]``."""
-        params = self.target_critic_network_params if target else self.critic_network_params
-        with params.to_module(self.critic_network):
+        """``V_psi(z)`` (or the target critic's), ``z.shape[:-1]``. The target critic passes gradient to ``z`` only."""
+        if target:
+            # functional_call with plain detached tensors: ``to_module`` would swap the target buffers in as
+            # Parameters, which then collect (useless) gradients from the actor loss.
+            params = {".".join(key[1:]): p.detach() for key, p in self.target_critic_network_params.items(True, True)}
+            return functional_call(self.critic_network.module, params, (z,)).squeeze(-1)
+        with self.critic_network_params.to_module(self.critic_network):
             return self.critic_network.module(z).squeeze(-1)
 
     # ------------------------------------------------------------------ rollouts

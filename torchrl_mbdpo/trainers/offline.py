@@ -252,7 +252,8 @@ class OfflineTrainer:
         self.loss.load_state_dict(state["loss"])
         self.stepper.load_state_dict(state["optimizers"])
         self.step = state["step"]
-        self.eval_log.truncate(self.step) if self.dist.is_main else None
+        if self.dist.is_main:
+            self.eval_log.truncate(self.step)
         rows = self.eval_log.rows()
         self.last_eval = {"step": int(rows[-1]["step"]), "normalized_score": float(rows[-1]["normalized_score"])} if rows else {}
         _set_rng_state(state["rng"])
@@ -264,8 +265,6 @@ def make_offline_trainer(cfg: TrainConfig) -> OfflineTrainer:
     if not cfg.data_dir:
         raise ValueError("mode=offline needs data_dir=<folder of chunk_<i>.pt files>. Write a small one with "
                          "`mbdpo-dataset generate out=<dir>`, or see README.md (Offline multi-task) for TD-MPC2's mt30/mt80.")
-    if cfg.algo != "mbdpo" and cfg.algo != "tdmpc2":
-        raise ValueError(f"algo must be mbdpo or tdmpc2, got {cfg.algo!r}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     dist = init_distributed(cfg.device)
