@@ -68,10 +68,25 @@ def _train(cfg: DictConfig) -> None:
             return _run_offline(make_offline_trainer(train_cfg))
         if os.environ.get("WORLD_SIZE", "1") != "1":
             raise ValueError("torchrun data-parallel training is for mode=offline; an online run is one process (num_envs=N batches its envs).")
-        trainer = make_trainer(train_cfg)
+        if train_cfg.algo == "dmo":
+            from .trainers.dmo import make_dmo_trainer
+
+            trainer = make_dmo_trainer(train_cfg)
+        else:
+            trainer = make_trainer(train_cfg)
     except (ValueError, CheckpointError, DatasetError) as err:
         _fail(err)
-    _run_online(trainer)
+    if train_cfg.algo != "dmo":
+        return _run_online(trainer)
+    d = trainer.cfg.dmo
+    print(f"dmo ({d.forward_model} global model{'' if d.decoupled else ', no decoupling'}) on {trainer.cfg.task}: "
+          f"{trainer.cfg.steps} env steps, model_size={trainer.cfg.model_size}, {d.num_envs} env(s), horizon {d.horizon}, "
+          f"work_dir={trainer.work_dir}", flush=True)
+    trainer.train()
+    if trainer.stop_message:
+        sys.exit(128 + trainer._signal if trainer._signal else 1)
+    last = trainer.last_eval
+    print(f"final eval at step {last.get('step')}: return {last.get('episode_reward'):.1f}; curve: {trainer.eval_log.png_path}", flush=True)
 
 
 def _run_online(trainer) -> None:

@@ -27,7 +27,7 @@ from torchrl.envs import Transform
 
 from .task_sets import EPISODE_ROWS, PADDED_DIMS, TASK_SETS, task_dims
 
-__all__ = ["DOWNLOAD_URL", "NUM_CHUNKS", "DatasetError", "DatasetInfo", "ChunkRowsToTransitions", "validate_dataset",
+__all__ = ["DOWNLOAD_URL", "NUM_CHUNKS", "DatasetError", "DatasetInfo", "ChunkRowsToTransitions", "describe_dataset", "validate_dataset",
            "load_dataset", "write_chunk", "write_metadata", "tdmpc2_discount"]
 
 DOWNLOAD_URL = "https://huggingface.co/datasets/nicklashansen/tdmpc2/resolve/main/{task_set}/chunk_{index}.pt"
@@ -157,8 +157,13 @@ def _check_chunk(path: Path, chunk: TensorDictBase, info: DatasetInfo) -> tuple[
     return problems, episode_task.clamp(0, len(info.tasks) - 1)
 
 
-def _infer_info(folder: Path, files: list[Path]) -> DatasetInfo:
-    """The dataset's description: its ``metadata.json``, else the TD-MPC2 set whose padding the first chunk has."""
+def describe_dataset(data_dir) -> DatasetInfo:
+    """A dataset's task set and dimensions without reading its data: its ``metadata.json``, else the TD-MPC2
+    set whose padding the first chunk has (``episodes`` is then empty)."""
+    folder = Path(data_dir)
+    files = _chunk_files(folder) if folder.is_dir() else []
+    if not files:
+        raise DatasetError(f"{folder} has no chunk_<i>.pt files. {download_hint('mt30', folder)}")
     info = read_metadata(folder)
     if info is not None:
         return info
@@ -181,7 +186,7 @@ def validate_dataset(data_dir, task_set: str | None = None, progress: bool = Fal
     files = _chunk_files(folder)
     if not files:
         raise DatasetError(f"{folder} has no chunk_<i>.pt files. {download_hint(task_set or 'mt30', folder)}")
-    info = _infer_info(folder, files)
+    info = describe_dataset(folder)
     problems = []
     if task_set is not None and task_set != info.task_set:
         problems.append(f"{folder} holds {info.task_set} data (task list and padding), but task={task_set} was asked for.")
@@ -282,18 +287,19 @@ def _build_cache(folder: Path, info: DatasetInfo, tasks: list[str], cache: Path,
 
 
 def load_dataset(data_dir, horizon: int, batch_size: int, *, tasks: list[str] | None = None, task_set: str | None = None,
-                 cache_dir=None, progress: bool = True) -> tuple[ReplayBuffer, DatasetInfo]:
+                 cache_dir=None, progress: bool = True, info: DatasetInfo | None = None) -> tuple[ReplayBuffer, DatasetInfo]:
     """The episodes of ``tasks`` (default: every task in the data) as a replay buffer whose ``sample()``
     returns ``[batch_size, horizon]`` transitions, and the dataset's :class:`DatasetInfo`.
 
     The first call validates the folder and copies the selected episodes to memory-mapped storage in
     ``cache_dir`` (default ``<data_dir>/memmap``); later calls with the same files (names, sizes, times)
-    and tasks open that copy without reading the chunks again.
+    and tasks open that copy without reading the chunks again. ``info``: the result of a
+    :func:`validate_dataset` call already made on this folder (not repeated).
     """
     folder = Path(data_dir)
     cache = Path(cache_dir) if cache_dir is not None else folder / "memmap"
     done = cache / "complete.json"
-    info = None
+    checked, info = info, None
     if done.exists() and folder.is_dir():
         recorded = json.loads(done.read_text())
         cached = read_metadata(cache)
@@ -301,7 +307,7 @@ def load_dataset(data_dir, horizon: int, batch_size: int, *, tasks: list[str] | 
             info, tasks = cached, recorded["tasks"]
             storage = TensorDict.load_memmap(cache / "rows")
     if info is None:
-        info = validate_dataset(folder, task_set, progress=progress)
+        info = checked or validate_dataset(folder, task_set, progress=progress)
         tasks = list(tasks) if tasks else info.present_tasks
         absent = [t for t in tasks if not info.episodes.get(t)]
         if absent:

@@ -1,4 +1,5 @@
-"""MBDPO's training objective (TorchRL ``LossModule``) and its pure-tensor math."""
+"""MBDPO's training objective (TorchRL ``LossModule``) and its pure-tensor math; DMO-SAPO's ``DMOLoss``."""
+from .dmo import DMOLoss, sapo_objective, segment_discounts, soft_td_lambda_targets, temperature_loss, value_regression_loss
 from .mbdpo import MBDPOLoss, TDMPC2Loss, make_optimizers, update
 from .utils import (
     RunningScale,
@@ -20,6 +21,12 @@ from .utils import (
 )
 
 __all__ = [
+    "DMOLoss",
+    "sapo_objective",
+    "segment_discounts",
+    "soft_td_lambda_targets",
+    "temperature_loss",
+    "value_regression_loss",
     "MBDPOLoss",
     "TDMPC2Loss",
     "make_optimizers",

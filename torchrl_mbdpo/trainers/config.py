@@ -47,6 +47,42 @@ class LossConfig:
 
 
 @dataclass
+class DMOConfig:
+    """``algo=dmo``: DMO-SAPO, first-order policy optimisation through coupled global and local world models
+    (:class:`~torchrl_mbdpo.objectives.dmo.DMOLoss`, :mod:`torchrl_mbdpo.trainers.dmo`).
+
+    The top-level ``num_envs``, ``seed_steps``, ``pretrain_updates``, ``utd``, ``lr`` and ``tau`` of the
+    planner-based algorithms are not used by ``algo=dmo``: these fields are. ``batch_size`` (default 256) is
+    the replay batch of the local- and learned-model updates, ``grad_clip_norm`` clips their gradients."""
+
+    forward_model: str = "sim"  # sim: the real (batched) simulator is the global model | learned: a learned observation-space model
+    decoupled: bool = True  # false: the "no decoupling" ablation (the local latent model also makes the forward pass)
+    horizon: int = 16  # H: steps of each first-order rollout (SAPO/SHAC-like short horizon)
+    num_envs: int = 16  # parallel rollouts (the batched training env; also the learned global model's batch)
+    discount: Optional[float] = None  # default: the task's (TD-MPC2 heuristic from the episode length)
+    lmbda: float = 0.95  # lambda of the critic's soft TD(lambda) targets
+    alpha_init: float = 0.1  # initial entropy temperature
+    target_entropy: Optional[float] = None  # default: -action_dim
+    log_std_min: float = -5.0  # bounds of the actor's log-std (the initial policy's std is about exp(-1.5))
+    log_std_max: float = 2.0
+    actor_lr: float = 2e-3
+    critic_lr: float = 5e-4
+    alpha_lr: float = 5e-3
+    local_model_lr: float = 3e-4
+    tau: float = 0.2  # Polyak rate of the target critic, once per iteration
+    grad_clip_norm: float = 1.0  # actor and critic gradients (SHAC/SAPO's 1.0)
+    critic_updates: int = 8  # critic steps per iteration (full rollout batch)
+    local_model_updates: int = 8  # local-model steps per iteration on replay batches (fine-tuning near the current policy)
+    seed_steps: int = 4096  # random-action env steps at the start (data to pre-train the local model)
+    pretrain_updates: int = 1000  # local-model (and learned-model) steps after the seed phase
+    buffer_size: int = 1_000_000  # replay capacity (single transitions)
+    learned_hidden: int = 256  # forward_model=learned: width of the MLP (obs, action) -> (delta obs, reward)
+    learned_updates: int = 16  # forward_model=learned: model steps per iteration
+    learned_lr: float = 1e-3
+    learned_reset: str = "replay"  # forward_model=learned: episodes start from any replay observation | start: from real initial observations
+
+
+@dataclass
 class TrainConfig:
     # A task name. mode=offline: mt30 | mt80 (every task of that set) or a list of tasks of the dataset.
     task: Any = "cartpole-swingup"
@@ -66,7 +102,7 @@ class TrainConfig:
     resume: bool = False  # continue the run in work_dir from its last checkpoint
     max_nonfinite: int = 10  # stop (with a checkpoint) after this many non-finite updates in a row
     work_dir: Optional[str] = None  # default: runs/<algo>/<task>/seed<seed>
-    algo: str = "mbdpo"  # mbdpo (DiffusionActor + MBDPOLoss) | tdmpc2 (MPPIActor + TDMPC2Loss), same world model
+    algo: str = "mbdpo"  # mbdpo (DiffusionActor + MBDPOLoss) | tdmpc2 (MPPIActor + TDMPC2Loss), same world model | dmo (DMO-SAPO, dmo.*)
     batch_size: Optional[int] = None  # slices per update; default 256 online, 1024 offline (the paper's)
     buffer_size: int = 1_000_000
     seed_steps: Optional[int] = None  # default: max(1000, 5 * episode_length), random actions
@@ -85,6 +121,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     planner: PlannerConfig = field(default_factory=PlannerConfig)  # algo=mbdpo
     mppi: MPPIConfig = field(default_factory=MPPIConfig)  # algo=tdmpc2
+    dmo: DMOConfig = field(default_factory=DMOConfig)  # algo=dmo
 
     def resolved(self) -> "TrainConfig":
         """This config with its mode-dependent defaults filled in (what a checkpoint records)."""

@@ -37,14 +37,6 @@ class DistContext:
         if self.enabled:
             dist.barrier()
 
-    def broadcast_object(self, obj):
-        """The main process's ``obj`` (picklable), on every process."""
-        if not self.enabled:
-            return obj
-        holder = [obj]
-        dist.broadcast_object_list(holder, src=0)
-        return holder[0]
-
 
 def init_distributed(device: str = "cpu") -> DistContext:
     """A process group from torchrun's environment (gloo on CPU, nccl on CUDA); one process without it."""

@@ -22,28 +22,30 @@ from torchrl.record.loggers import get_logger
 from tqdm.auto import tqdm
 
 from ..data.task_sets import TASK_SETS
-from ..data.tdmpc2_dataset import DatasetError, DatasetInfo, load_dataset, transitions_in, validate_dataset
+from ..data.tdmpc2_dataset import DatasetError, DatasetInfo, describe_dataset, load_dataset, transitions_in
 from ..envs import make_multitask_env
 from ..modules import MBDPOWorldModel
 from ..objectives.mbdpo import make_optimizers
-from .checkpoint import CheckpointError, load_latest, save_checkpoint
+from .checkpoint import save_checkpoint
 from .config import TrainConfig, to_container
 from .distributed import DistContext, broadcast_state, init_distributed, make_gradient_averager, sync_running_stats
 from .evaluation import episode_success, evaluate
-from .trainer import MBDPOOptimizationStepper, _check_resumable, _rng_state, _set_rng_state, build_loss_and_actor, world_model_config
+from .trainer import MBDPOOptimizationStepper, _rng_state, _set_rng_state, build_loss_and_actor, run_to_resume, world_model_config
 
 __all__ = ["offline_tasks", "evaluate_tasks", "normalized_score", "OfflineTrainer", "make_offline_trainer"]
 
 
 def offline_tasks(task, info: DatasetInfo, exclude=()) -> list[str]:
     """The tasks a run trains on: a whole set (``mt30``/``mt80``), one task or a list, minus ``exclude``."""
+    if isinstance(task, str) and task in TASK_SETS and task != info.task_set:
+        raise DatasetError(f"task={task}, but the dataset holds {info.task_set} data (its task list and padding).")
     if isinstance(task, str):
         tasks = list(TASK_SETS[task]) if task in TASK_SETS else [task]
     else:
         tasks = list(task)
     unknown = [t for t in [*tasks, *exclude] if t not in info.tasks]
     if unknown:
-        raise DatasetError(f"{unknown} are not tasks of this {info.task_set} dataset; its tasks are {info.present_tasks}.")
+        raise DatasetError(f"{unknown} are not tasks of this {info.task_set} dataset; its tasks are {info.present_tasks or info.tasks}.")
     kept = [t for t in tasks if t not in set(exclude)]
     if not kept:
         raise ValueError(f"exclude_tasks={list(exclude)} leaves no task to train on.")
@@ -272,21 +274,12 @@ def make_offline_trainer(cfg: TrainConfig) -> OfflineTrainer:
         raise ValueError(f"batch_size={cfg.batch_size} does not split over {dist.world_size} processes; pass a multiple of {dist.world_size}.")
     name = cfg.task if isinstance(cfg.task, str) else f"{len(cfg.task)}tasks"
     work_dir = Path(cfg.work_dir or f"runs/offline/{cfg.algo}/{name}/size{cfg.model_size}/seed{cfg.seed}")
-    state = None
-    if cfg.resume:
-        try:
-            state, path = load_latest(work_dir / "checkpoints")
-        except CheckpointError as err:
-            raise CheckpointError(f"resume=true, but {err} (Drop resume=true to start a new run in {work_dir}.)") from err
-        _check_resumable(state["config"], cfg, path)
-    elif (work_dir / "checkpoints" / "latest.pt").exists():
-        raise ValueError(f"{work_dir} already holds a run. Pass resume=true to continue it, or another work_dir=.")
+    state = run_to_resume(cfg, work_dir)
     set_name = cfg.task if isinstance(cfg.task, str) and cfg.task in TASK_SETS else None
     horizon = cfg.active_planner().horizon
-    tasks = offline_tasks(cfg.task, validate_dataset(cfg.data_dir, set_name, progress=cfg.progress and dist.is_main), cfg.exclude_tasks) \
-        if dist.is_main else None
-    tasks = dist.broadcast_object(tasks)
-    # The main process builds the memory-mapped copy; the others open it once it is complete.
+    tasks = offline_tasks(cfg.task, describe_dataset(cfg.data_dir), cfg.exclude_tasks)
+    # The main process validates the data and builds the memory-mapped copy (once: later runs reuse it);
+    # the others open it when it is complete.
     load = partial(load_dataset, cfg.data_dir, horizon, cfg.batch_size // dist.world_size, tasks=tasks, task_set=set_name,
                    cache_dir=cfg.cache_dir)
     if dist.is_main:

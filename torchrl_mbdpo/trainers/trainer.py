@@ -41,7 +41,7 @@ from .diagnostics import action_drift, td_error
 from .evaluation import EvalLog, episode_success, evaluate, truncate_csv_logs
 
 __all__ = ["MBDPOOptimizationStepper", "MBDPOTrainer", "make_trainer", "build_agent", "build_loss_and_actor", "make_actor", "load_agent",
-           "checkpoint_env"]
+           "checkpoint_env", "run_to_resume"]
 
 
 class MBDPOOptimizationStepper(OptimizationStepper):
@@ -386,10 +386,21 @@ class MBDPOTrainer(Trainer):
         _set_rng_state(state["rng"])
 
 
-def _check_resumable(saved: dict, requested: TrainConfig, path) -> None:
-    requested = to_container(requested)
+def run_to_resume(cfg: TrainConfig, work_dir: Path) -> dict | None:
+    """The checkpoint ``resume=true`` continues (its config checked against ``cfg``), or None for a new run;
+    a new run never overwrites an existing one."""
+    if not cfg.resume:
+        if (work_dir / "checkpoints" / "latest.pt").exists():
+            raise ValueError(f"{work_dir} already holds a run. Pass resume=true to continue it, or another work_dir=.")
+        return None
+    try:
+        state, path = load_latest(work_dir / "checkpoints")
+    except CheckpointError as err:
+        raise CheckpointError(f"resume=true, but {err} (Drop resume=true to start a new run in {work_dir}.)") from err
+    saved, requested = state["config"], to_container(cfg)
     keep = [k for k in saved if k not in RESUMABLE_FIELDS]
     check_compatible({k: saved[k] for k in keep}, {k: requested.get(k) for k in keep}, "config", path)
+    return state
 
 
 def make_trainer(cfg: TrainConfig, *, env_maker=None, agent=None, task_names=None) -> MBDPOTrainer:
@@ -399,6 +410,9 @@ def make_trainer(cfg: TrainConfig, *, env_maker=None, agent=None, task_names=Non
     actor)`` triple replaces :func:`build_agent`; ``task_names`` lists a multi-task model's tasks in
     embedding order (for its checkpoints). ``mbdpo-finetune`` uses them."""
     cfg = cfg.resolved()
+    if cfg.algo == "dmo":  # DMO-SAPO has its own loop (no planner, no collector)
+        from .dmo import make_dmo_trainer
+        return make_dmo_trainer(cfg)
     if cfg.mode != "online":
         raise ValueError(f"make_trainer runs mode=online; mode={cfg.mode!r} runs through torchrl_mbdpo.trainers.offline.")
     if not isinstance(cfg.task, str):
@@ -406,15 +420,7 @@ def make_trainer(cfg: TrainConfig, *, env_maker=None, agent=None, task_names=Non
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     work_dir = Path(cfg.work_dir or default_work_dir(cfg.algo, cfg.task, cfg.seed))
-    state = None
-    if cfg.resume:
-        try:
-            state, path = load_latest(work_dir / "checkpoints")
-        except CheckpointError as err:
-            raise CheckpointError(f"resume=true, but {err} (Drop resume=true to start a new run in {work_dir}.)") from err
-        _check_resumable(state["config"], cfg, path)
-    elif (work_dir / "checkpoints" / "latest.pt").exists():
-        raise ValueError(f"{work_dir} already holds a run. Pass resume=true to continue it, or another work_dir=.")
+    state = run_to_resume(cfg, work_dir)
     torch.manual_seed(cfg.seed)
     env_maker = env_maker or partial(make_env, cfg.task, obs=cfg.obs)
     env = env_maker(seed=cfg.seed, num_envs=cfg.num_envs)

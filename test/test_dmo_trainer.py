@@ -1,0 +1,166 @@
+"""DMO-SAPO training (``algo=dmo``): tiny runs per global-model kind and the ablation, the learned global
+model as a TorchRL env, resume, and the command line."""
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torchrl.envs.utils import check_env_specs
+
+from torchrl_mbdpo.envs.learned_model_env import LearnedGlobalEnv, ObservationModel
+from torchrl_mbdpo.modules import EnvGlobalModel
+from torchrl_mbdpo.trainers.checkpoint import load_checkpoint
+from torchrl_mbdpo.trainers.config import DMOConfig, ModelOverrides, TrainConfig
+from torchrl_mbdpo.trainers.dmo import load_dmo_policy, make_dmo_trainer
+from torchrl_mbdpo.trainers.trainer import make_trainer
+
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # TorchRL raises torch's thread count when a batched env of an earlier test is garbage-collected.
+    torch.set_num_threads(1)
+    yield
+
+# 2 envs x horizon 4 = 8 env steps per iteration; 80 seed steps, then 20 iterations to 240.
+STEPS, SEED_STEPS, EVAL_FREQ = 240, 80, 80
+
+
+def tiny_config(tmp_path, forward_model="sim", decoupled=True, **overrides) -> TrainConfig:
+    cfg = TrainConfig(
+        task="gym:Pendulum-v1", algo="dmo", steps=STEPS, seed=3, model_size=1, eval_freq=EVAL_FREQ, eval_episodes=1,
+        checkpoint_freq=120, batch_size=16, progress=False, threads=1, work_dir=str(tmp_path / "run"),
+        model=ModelOverrides(latent_dim=16, mlp_dim=32, enc_dim=32),
+        dmo=DMOConfig(forward_model=forward_model, decoupled=decoupled, horizon=4, num_envs=2, seed_steps=SEED_STEPS,
+                      pretrain_updates=10, critic_updates=2, local_model_updates=2, learned_hidden=16, learned_updates=2),
+    )
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def eval_steps(work_dir):
+    return [int(r["step"]) for r in csv.DictReader(open(work_dir / "eval.csv"))]
+
+
+@pytest.mark.parametrize("forward_model, decoupled", [("sim", True), ("learned", True), ("sim", False)])
+def test_tiny_dmo_run(tmp_path, forward_model, decoupled):
+    trainer = make_dmo_trainer(tiny_config(tmp_path, forward_model, decoupled))
+    assert trainer.loss_module.decoupled is decoupled
+    groups = trainer.loss_module.parameter_groups()
+    actor_before = [p.detach().clone() for p in groups["actor"]]
+    local_before = [p.detach().clone() for p in groups["local_model"]]
+    trainer.train()
+    run = tmp_path / "run"
+
+    # Env steps: the budget counts real env steps only (seed phase + H * num_envs per iteration).
+    assert trainer.env_steps == STEPS and trainer.real.env_steps == STEPS
+    assert trainer.iterations == (STEPS - SEED_STEPS) // (2 * 4)
+    assert len(trainer.replay_buffer) == STEPS  # every real transition, none of the learned model's
+    if forward_model == "learned":
+        assert trainer.learned.env_steps == trainer.iterations * 2 * 4  # the rollouts ran on the learned model
+        assert isinstance(trainer.learned.env, LearnedGlobalEnv)
+    else:
+        assert trainer.learned is None
+
+    rows = list(csv.DictReader(open(run / "eval.csv")))
+    assert [int(r["step"]) for r in rows] == [0, 80, 160, 240]
+    assert all(float(r["episode_reward"]) < 0 for r in rows)  # Pendulum returns are negative
+    assert all(r["prior_episode_reward"] == "" and float(r["wall_time_s"]) >= 0 for r in rows)
+    assert (run / "eval.png").stat().st_size > 1000
+
+    assert any(not torch.equal(a, b) for a, b in zip(actor_before, groups["actor"]))
+    assert any(not torch.equal(a, b) for a, b in zip(local_before, groups["local_model"]))
+    state = load_checkpoint(run / "checkpoints" / "latest.pt")
+    assert state["algo"] == "dmo" and state["step"] == STEPS and state["config"]["dmo"]["forward_model"] == forward_model
+    assert set(state["optimizers"]) == {"actor", "critic", "alpha", "local_model"} | ({"learned_model"} if forward_model == "learned" else set())
+    for k, v in state["world_model"].items():
+        assert torch.equal(v, trainer.world_model.state_dict()[k])
+
+
+def test_resume_refusal_and_saved_policy(tmp_path):
+    cfg = tiny_config(tmp_path, steps=160)
+    make_dmo_trainer(cfg).train()
+    with pytest.raises(ValueError, match="already holds a run"):
+        make_dmo_trainer(cfg)
+    resumed = make_dmo_trainer(tiny_config(tmp_path, steps=240, resume=True))
+    assert resumed.env_steps == 160 and len(resumed.replay_buffer) == 160 and resumed.pretrained
+    resumed.train()
+    assert eval_steps(tmp_path / "run") == [0, 80, 160, 240] and resumed.env_steps == 240
+    assert len(resumed.replay_buffer) == 160  # capacity min(buffer_size, steps) of the run's first config
+    resumed = make_dmo_trainer(tiny_config(tmp_path, steps=320, resume=True))  # again: the buffer wraps around
+    assert resumed.capacity == 160
+    resumed.train()
+    assert eval_steps(tmp_path / "run") == [0, 80, 160, 240, 320] and len(resumed.replay_buffer) == 160
+    wall = [float(r["wall_time_s"]) for r in csv.DictReader(open(tmp_path / "run" / "eval.csv"))]
+    assert wall == sorted(wall)  # wall time goes on across resumes
+
+    state, saved_cfg, loss, policy = load_dmo_policy(tmp_path / "run" / "checkpoints" / "latest.pt")
+    assert saved_cfg.algo == "dmo" and state["step"] == 320
+    obs = torch.randn(5, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(policy.module(obs), resumed.eval_policy.module(obs))
+    # make_trainer dispatches algo=dmo too; bad settings get one clear error.
+    with pytest.raises(ValueError, match="dmo.forward_model"):
+        make_trainer(tiny_config(tmp_path, work_dir=str(tmp_path / "other"), dmo=DMOConfig(forward_model="magic")))
+
+
+def test_learned_global_env_specs_and_resets():
+    torch.manual_seed(0)
+    model = ObservationModel(3, 1, hidden=16)
+    data = torch.randn(64, 3)
+    model.fit_normalizer(data, data + 0.1 * torch.randn(64, 3), torch.randn(64))
+    starts = torch.arange(12.0).reshape(4, 3) / 12
+    sampler = lambda n: starts[torch.randint(len(starts), (n,))]  # noqa: E731
+    env = LearnedGlobalEnv(model, sampler, batch_size=2, action_dim=1, max_episode_steps=3)
+    check_env_specs(env)
+
+    # EnvGlobalModel drives it unchanged: episodes of max_episode_steps steps, restarting from the sampler's observations.
+    global_model = EnvGlobalModel(env, record=True)
+    for _ in range(5):
+        step = global_model(torch.rand(2, 1) * 2 - 1)
+    td = global_model.pop_transitions()
+    assert td.batch_size == (2, 5) and global_model.env_steps == 10
+    assert td["step_count"].squeeze(-1).tolist() == [[0, 1, 2, 0, 1]] * 2
+    done = td["next", "done"].squeeze(-1)
+    assert done[:, 2].all() and done.sum() == 2 and not td["next", "terminated"].any()
+    assert all(any(torch.equal(o, s) for s in starts) for o in td["observation"][:, 3])  # restarted from a start observation
+    with torch.no_grad():
+        next_obs, reward = model(td["observation"], td["action"])
+    torch.testing.assert_close(td["next", "observation"], next_obs)
+    torch.testing.assert_close(td["next", "reward"], reward)
+    assert not step.done.any()
+
+    # The model learns (o, a) -> (o' - o, r) by MSE.
+    obs, action = torch.randn(256, 3), torch.rand(256, 1) * 2 - 1
+    nxt, rew = 0.9 * obs + 0.1 * action, -obs.pow(2).sum(-1, keepdim=True)
+    model.fit_normalizer(obs, nxt, rew)
+    optim = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = model.loss(obs, action, nxt, rew).item()
+    for _ in range(100):
+        optim.zero_grad()
+        model.loss(obs, action, nxt, rew).backward()
+        optim.step()
+    assert model.loss(obs, action, nxt, rew).item() < 0.3 * first
+
+
+def _cli(*args, cwd):
+    env = {**os.environ, "MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", "from torchrl_mbdpo.cli import train_main; train_main()", *args],
+                          cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_command_line_dmo(tmp_path):
+    work = tmp_path / "cli"
+    out = _cli("algo=dmo", "task=gym:Pendulum-v1", "steps=48", "eval_freq=48", "eval_episodes=1", "checkpoint_freq=48",
+               "model_size=1", "model.latent_dim=16", "model.mlp_dim=32", "model.enc_dim=32", "batch_size=16", "threads=1",
+               "dmo.num_envs=2", "dmo.horizon=4", "dmo.seed_steps=16", "dmo.pretrain_updates=2", "dmo.critic_updates=1",
+               "dmo.local_model_updates=1", f"work_dir={work}", "progress=false", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "final eval at step 48" in out.stdout
+    assert eval_steps(work) == [0, 48]
+    assert (work / "checkpoints" / "latest.pt").exists()
+    out = _cli("algo=dmo", "task=gym:Pendulum-v1", "dmo.forward_model=magic", f"work_dir={tmp_path / 'bad'}", cwd=tmp_path)
+    assert out.returncode == 2 and "dmo.forward_model must be one of" in out.stderr and "Traceback" not in out.stderr

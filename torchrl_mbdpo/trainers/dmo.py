@@ -1,0 +1,536 @@
+"""Online DMO-SAPO training (``algo=dmo``): first-order policy optimisation through coupled global and
+local world models (:class:`~torchrl_mbdpo.objectives.dmo.DMOLoss`).
+
+Protocol (all counts in agent steps of the REAL env, ``steps`` included, as for the other algorithms; the
+last iteration may overshoot ``steps`` by less than ``H * num_envs``):
+
+1. seed phase: ``dmo.seed_steps`` random actions on the batched env (``dmo.num_envs`` copies); the transitions
+   fill a replay buffer of single transitions (``TensorDictReplayBuffer`` + ``RandomSampler``), then the
+   local model (encoder, latent dynamics, reward head) is pre-trained for ``dmo.pretrain_updates`` steps of
+   :meth:`DMOLoss.local_model_loss` (and, with ``forward_model=learned``, the learned global model too);
+2. each iteration:
+
+   - ``forward_model=sim``: one ``H = dmo.horizon`` step rollout of the current (stochastic) policy on the
+     global model, an :class:`~torchrl_mbdpo.modules.decoupled.EnvGlobalModel` over the batched real env
+     (its episodes carry on across iterations and restart when they end); the rollout's real transitions
+     enter the replay buffer: ``H * num_envs`` env steps per iteration;
+   - ``forward_model=learned``: the global model is :class:`~torchrl_mbdpo.envs.learned_model_env.LearnedGlobalEnv`
+     (an MLP ``(o, a) -> (o' - o, r)`` trained by MSE on the replay data, ``dmo.learned_updates`` steps per
+     iteration), wrapped by the same ``EnvGlobalModel``; the real env only collects data: the current
+     policy runs ``H`` steps on it per iteration (``H * num_envs`` REAL env steps, the only ones counted in
+     ``steps``; the model's rollouts are free);
+   - actor step on the rollout (backpropagation through time, decoupled gradients), ``dmo.critic_updates``
+     critic steps and one temperature step on the detached rollout, a Polyak update of the target critic
+     (``dmo.tau``), then ``dmo.local_model_updates`` local-model steps on replay batches (``batch_size``
+     transitions): the local model is fine-tuned on the data of the current policy.
+     ``dmo.decoupled=false`` (ablation): the rollout's forward pass is the local model's imagination
+     from the real start state; the real env is still stepped with the imagined actions, for the data.
+
+Evaluation at step 0, every ``eval_freq`` steps and at the end on a separate env with the deterministic
+policy (``tanh`` of the actor's mean), ``eval_episodes`` episodes; rows in ``<work_dir>/eval.csv`` (+ eval.png;
+the planner-only columns stay empty). Checkpoints (``checkpoints/latest.pt``) every ``checkpoint_freq``
+steps and at the end hold the models, optimisers, replay buffer and counters; ``resume=true`` continues from
+one (the envs restart fresh episodes, so a resumed run is not bit-identical to an uninterrupted one).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import signal
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModule
+from torch import nn
+from torchrl.data import LazyTensorStorage, RandomSampler, TensorDictReplayBuffer
+from torchrl.objectives import SoftUpdate
+from torchrl.record.loggers import get_logger
+from tqdm.auto import tqdm
+
+from ..envs import make_env, observation_size
+from ..envs.learned_model_env import LearnedGlobalEnv, ObservationModel
+from ..modules import MBDPOWorldModel, WorldModelConfig
+from ..modules.decoupled import EnvGlobalModel
+from ..objectives.dmo import DMOLoss
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import TrainConfig, default_work_dir, from_container, to_container
+from .evaluation import EvalLog, episode_success, evaluate, truncate_csv_logs
+from .trainer import _rng_state, _set_rng_state, run_to_resume, world_model_config
+
+__all__ = ["FORWARD_MODELS", "DMOPolicy", "DMOTrainer", "make_dmo_trainer", "make_dmo_loss", "load_dmo_policy"]
+
+FORWARD_MODELS = ("sim", "learned")
+LEARNED_RESETS = ("replay", "start")
+# What the replay buffer keeps of each transition.
+REPLAY_KEYS = ["observation", "action", ("next", "observation"), ("next", "reward"), ("next", "done"), ("next", "terminated")]
+
+
+class DMOPolicy(nn.Module):
+    """``observation -> action`` of a :class:`DMOLoss`'s actor (encode, then the policy); ``deterministic``:
+    ``tanh`` of the mean. Wrapped as ``TensorDictModule(DMOPolicy(loss), ["observation"], ["action"])`` it is
+    a TorchRL policy (``env.rollout(n, policy)``)."""
+
+    def __init__(self, loss: DMOLoss, deterministic: bool = True):
+        super().__init__()
+        self.loss = loss
+        self.deterministic = deterministic
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        z = self.loss.world_model.encode_obs(observation)
+        return self.loss.policy(z, deterministic=self.deterministic)[0]
+
+
+def _policy_module(loss: DMOLoss, deterministic: bool = True) -> TensorDictModule:
+    return TensorDictModule(DMOPolicy(loss, deterministic), in_keys=["observation"], out_keys=["action"])
+
+
+def make_dmo_loss(cfg: TrainConfig, world_model: MBDPOWorldModel, discount: float) -> DMOLoss:
+    d = cfg.dmo
+    return DMOLoss(world_model, discount=d.discount if d.discount is not None else discount, lmbda=d.lmbda,
+                   alpha_init=d.alpha_init, target_entropy=d.target_entropy, decoupled=d.decoupled,
+                   log_std_min=d.log_std_min, log_std_max=d.log_std_max,
+                   consistency_coef=cfg.loss.consistency_coef, reward_coef=cfg.loss.reward_coef).to(cfg.device)
+
+
+def _check_config(cfg: TrainConfig) -> None:
+    d = cfg.dmo
+    if cfg.mode != "online":
+        raise ValueError(f"algo=dmo trains online (mode=online), got mode={cfg.mode!r}.")
+    if not isinstance(cfg.task, str):
+        raise ValueError(f"algo=dmo trains one task; got task={list(cfg.task)}.")
+    if cfg.obs != "state":
+        raise ValueError(f"algo=dmo needs state observations (obs=state), got obs={cfg.obs!r}.")
+    if d.forward_model not in FORWARD_MODELS:
+        raise ValueError(f"dmo.forward_model must be one of {FORWARD_MODELS}, got {d.forward_model!r}.")
+    if d.learned_reset not in LEARNED_RESETS:
+        raise ValueError(f"dmo.learned_reset must be one of {LEARNED_RESETS}, got {d.learned_reset!r}.")
+    for name in ("horizon", "num_envs", "learned_hidden"):
+        if getattr(d, name) < 1:
+            raise ValueError(f"dmo.{name} must be >= 1, got {getattr(d, name)}.")
+    for name in ("critic_updates", "local_model_updates", "seed_steps", "pretrain_updates", "learned_updates"):
+        if getattr(d, name) < 0:
+            raise ValueError(f"dmo.{name} must be >= 0, got {getattr(d, name)}.")
+    if cfg.eval_freq < 1 or cfg.checkpoint_freq < 1:
+        raise ValueError(f"eval_freq and checkpoint_freq must be >= 1, got {cfg.eval_freq} and {cfg.checkpoint_freq}.")
+
+
+def _replay_buffer(capacity: int) -> TensorDictReplayBuffer:
+    """Single transitions, sampled uniformly (``rb.sample(n)``)."""
+    return TensorDictReplayBuffer(storage=LazyTensorStorage(max(1, capacity)), sampler=RandomSampler())
+
+
+class DMOTrainer:
+    """Runs the protocol of the module docstring; build it with :func:`make_dmo_trainer`."""
+
+    def __init__(self, cfg: TrainConfig, *, env, eval_env, world_model: MBDPOWorldModel, loss: DMOLoss, work_dir,
+                 learned_model: ObservationModel | None = None, capacity: int | None = None):
+        self.cfg, d = cfg, cfg.dmo
+        self.env, self.eval_env, self.world_model, self.loss_module = env, eval_env, world_model, loss
+        self.task_spec = env.task_spec
+        self.work_dir = Path(work_dir)
+        self.device = torch.device(cfg.device)
+        groups = loss.parameter_groups()
+        lrs = {"actor": d.actor_lr, "critic": d.critic_lr, "alpha": d.alpha_lr, "local_model": d.local_model_lr}
+        self.optimizers = {name: torch.optim.Adam(groups[name], lr=lr) for name, lr in lrs.items()}
+        self.param_groups = groups
+        self.target_updater = SoftUpdate(loss, tau=d.tau)  # also copies the critic into its target
+        # Capacity min(buffer_size, steps), fixed by the run's first config (a resumed run keeps its buffer).
+        capacity = min(d.buffer_size, max(cfg.steps, 1)) if capacity is None else capacity
+        self.capacity = int(capacity)
+        self.replay_buffer = _replay_buffer(capacity)
+        self.start_buffer = _replay_buffer(min(capacity, 100_000))  # observations that started an episode
+        self.learned_model = learned_model
+        if learned_model is not None:
+            self.optimizers["learned_model"] = torch.optim.Adam(learned_model.parameters(), lr=d.learned_lr)
+        self.eval_policy = _policy_module(loss, deterministic=True)
+        self.eval_log = EvalLog(self.work_dir, title=f"dmo ({d.forward_model}{'' if d.decoupled else ', no decoupling'}) "
+                                                     f"{cfg.task} (seed {cfg.seed})")
+        self.logger = get_logger(cfg.logger, logger_name=str(self.work_dir / "logs"), experiment_name="dmo")
+        self.env_steps = 0
+        self.iterations = 0
+        self.pretrained = False
+        self._next_eval = cfg.eval_freq
+        self._next_ckpt = cfg.checkpoint_freq
+        self._normalizer_size = 0
+        self.skipped_in_a_row = 0
+        self.skipped_total = 0
+        self.last_eval: dict = {}
+        self.stop_message = ""
+        self._signal = None
+        self._stop = False
+        self._train_returns: list[float] = []
+        self._t0 = time.time()
+        self._start_envs()
+
+    # ----------------------------------------------------------------- envs and data
+    def _start_envs(self) -> None:
+        """(Re)start the training envs: the real env's global-model wrapper (and the learned model's env)."""
+        self.env.set_seed(self.cfg.seed + 7919 * self.env_steps)
+        self.real = EnvGlobalModel(self.env, record=True)
+        self.learned_env = self.learned = None
+        if self.learned_model is not None:
+            self.learned_env = LearnedGlobalEnv(
+                self.learned_model, self._sample_start_observations, batch_size=self.cfg.dmo.num_envs,
+                action_dim=self.world_model.cfg.action_dim, max_episode_steps=self.task_spec.episode_length,
+                device=self.device)
+            self.learned = None  # created once the buffer holds data (its reset samples from it)
+
+    @property
+    def global_model(self) -> EnvGlobalModel:
+        """The global model of the rollouts: the real env (sim) or the learned model's env (learned)."""
+        if self.learned_model is None:
+            return self.real
+        if self.learned is None:
+            self.learned = EnvGlobalModel(self.learned_env)
+        return self.learned
+
+    def _sample_start_observations(self, n: int) -> torch.Tensor:
+        buffer = self.start_buffer if self.cfg.dmo.learned_reset == "start" and len(self.start_buffer) else self.replay_buffer
+        if not len(buffer):
+            raise RuntimeError("LearnedGlobalEnv reset before any real data was collected.")
+        return buffer.sample(n)["observation"].to(self.device)
+
+    def _store(self, transitions: TensorDictBase | None) -> None:
+        """Real transitions (``[B, T]`` or ``[T]``) -> the replay buffer (non-finite ones are dropped)."""
+        if transitions is None:
+            return
+        flat = transitions.reshape(-1)
+        done = flat.get(("next", "done")).reshape(-1)
+        if done.any() and ("next", "episode_reward") in flat.keys(True):
+            self._train_returns.extend(flat.get(("next", "episode_reward")).reshape(-1)[done].tolist())
+        if "is_init" in flat.keys():
+            starts = flat.get("is_init").reshape(-1)
+            if starts.any():
+                self.start_buffer.extend(flat[starts].select("observation").clone())
+        data = flat.select(*REPLAY_KEYS).clone()
+        finite = torch.ones(data.shape[0], dtype=torch.bool)
+        for key in ("observation", ("next", "observation"), ("next", "reward")):
+            finite &= torch.isfinite(data.get(key).reshape(data.shape[0], -1)).all(-1)
+        if not finite.all():
+            warnings.warn(f"Dropped {int((~finite).sum())} transition(s) with a non-finite observation or reward.", stacklevel=2)
+            data = data[finite]
+        if data.shape[0]:
+            self.replay_buffer.extend(data)
+
+    def _sample(self) -> TensorDictBase:
+        return self.replay_buffer.sample(self.cfg.batch_size).to(self.device)
+
+    # ----------------------------------------------------------------- optimisation
+    def _optim_step(self, name: str, loss: torch.Tensor, clip: float | None) -> bool:
+        """One step of optimiser ``name``; a non-finite loss or gradient is skipped (returns False)."""
+        optim = self.optimizers[name]
+        optim.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            return False
+        loss.backward()
+        params = [p for group in optim.param_groups for p in group["params"]]
+        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip is not None else math.inf)
+        if not torch.isfinite(norm):
+            optim.zero_grad(set_to_none=True)
+            return False
+        optim.step()
+        return True
+
+    def local_model_step(self) -> dict:
+        batch = self._sample()
+        loss, consistency, reward_ce = self.loss_module.local_model_loss(
+            batch["observation"], batch["action"], batch["next", "observation"], batch["next", "reward"])
+        self._optim_step("local_model", loss, self.cfg.grad_clip_norm)
+        return {"loss_local_model": loss.item(), "local_consistency": consistency.item(), "local_reward_ce": reward_ce.item()}
+
+    def learned_model_step(self) -> dict:
+        batch = self._sample()
+        loss = self.learned_model.loss(batch["observation"], batch["action"], batch["next", "observation"], batch["next", "reward"])
+        self._optim_step("learned_model", loss, self.cfg.grad_clip_norm)
+        return {"loss_learned_model": loss.item()}
+
+    def _fit_learned_normalizer(self, force: bool = False) -> None:
+        """Refit the learned model's normalisation whenever the data has doubled (on up to 100k transitions)."""
+        size = len(self.replay_buffer)
+        if self.learned_model is None or not size or not (force or size >= 2 * self._normalizer_size):
+            return
+        data = self.replay_buffer.sample(min(size, 100_000)).to(self.device)
+        self.learned_model.fit_normalizer(data["observation"], data["next", "observation"], data["next", "reward"])
+        self._normalizer_size = size
+
+    def policy_update(self, rollout: TensorDictBase) -> dict:
+        """Actor step (BPTT through the rollout), ``critic_updates`` critic steps, one temperature step and
+        the target critic's Polyak update."""
+        loss, d = self.loss_module, self.cfg.dmo
+        actor_loss = loss.actor_loss(rollout)
+        actor_ok = self._optim_step("actor", actor_loss, d.grad_clip_norm)
+        rollout = rollout.detach()
+        critic_loss = torch.zeros(())
+        for _ in range(d.critic_updates):
+            critic_loss = loss.critic_loss(rollout)
+            self._optim_step("critic", critic_loss, d.grad_clip_norm)
+        alpha_loss = loss.alpha_loss(rollout)
+        self._optim_step("alpha", alpha_loss, None)
+        self.target_updater.step()
+        if actor_ok:
+            self.skipped_in_a_row = 0
+        else:
+            self.skipped_in_a_row += 1
+            self.skipped_total += 1
+        return {"loss_actor": actor_loss.item(), "loss_critic": critic_loss.item(), "loss_alpha": alpha_loss.item(),
+                "alpha": loss.alpha.item(), "entropy": (-rollout["action_log_prob"]).mean().item(),
+                "rollout_reward": rollout["next", "reward"].mean().item()}
+
+    # ----------------------------------------------------------------- phases
+    def seed_phase(self) -> None:
+        """Random actions for ``dmo.seed_steps`` env steps (rounded up to whole batched steps, at most ``steps``)."""
+        B = self.real.batch_size
+        target = min(self.cfg.dmo.seed_steps, self.cfg.steps)
+        with torch.no_grad():
+            while self.env_steps < target and not self._stop:
+                self.real(self.env.action_spec.rand().reshape(B, -1).to(self.device))
+                self.env_steps += B
+                self._pbar_update(B)
+        self._store(self.real.pop_transitions())
+
+    def pretrain(self) -> None:
+        d = self.cfg.dmo
+        self._fit_learned_normalizer(force=True)
+        metrics = {}
+        updates = d.pretrain_updates if len(self.replay_buffer) else 0  # dmo.seed_steps=0: nothing to pretrain on
+        bar = tqdm(range(updates), desc="pretraining on seed data", disable=not self.cfg.progress, leave=False)
+        for _ in bar:
+            metrics = self.local_model_step()
+            if self.learned_model is not None:
+                metrics.update(self.learned_model_step())
+        self.pretrained = True
+        self._log(metrics)
+
+    def collect_real(self) -> None:
+        """``forward_model=learned``: ``H`` steps of the current stochastic policy on the real env, into the buffer."""
+        B, wm = self.real.batch_size, self.world_model
+        with torch.no_grad():
+            for _ in range(self.cfg.dmo.horizon):
+                z = wm.encode_obs(self.real.observation.to(self.device))
+                self.real(self.loss_module.policy(z)[0])
+                self.env_steps += B
+        self._store(self.real.pop_transitions())
+
+    def iteration(self) -> dict:
+        """One DMO iteration (see the module docstring); returns its metrics."""
+        d, metrics = self.cfg.dmo, {}
+        self._pin_threads()
+        before = self.env_steps
+        if self.learned_model is not None:
+            self.collect_real()
+            self._fit_learned_normalizer()
+            for _ in range(d.learned_updates):
+                metrics.update(self.learned_model_step())
+            rollout = self.loss_module.rollout(self.global_model, d.horizon)
+        else:
+            rollout = self.loss_module.rollout(self.real, d.horizon)
+            self.env_steps += self.real.batch_size * d.horizon
+            self._store(self.real.pop_transitions())
+        metrics.update(self.policy_update(rollout))
+        for _ in range(d.local_model_updates):
+            metrics.update(self.local_model_step())
+        self.iterations += 1
+        self._pbar_update(self.env_steps - before)
+        return metrics
+
+    # ----------------------------------------------------------------- bookkeeping
+    def _pin_threads(self) -> None:
+        """Keep ``threads``: TorchRL raises torch's thread count when a batched env is closed (e.g. a previous
+        trainer's env being garbage-collected), which oversubscribes a busy CPU."""
+        if self.cfg.threads and torch.get_num_threads() != self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
+
+    def _pbar_update(self, n: int) -> None:
+        if self._pbar is not None:
+            self._pbar.update(n)
+
+    def _log(self, metrics: dict) -> None:
+        if self.logger is not None:
+            for k, v in metrics.items():
+                self.logger.log_scalar(f"train/{k}", v, step=self.env_steps)
+
+    def _evaluate_if_due(self) -> None:
+        if self.env_steps >= self._next_eval:
+            self._next_eval = (self.env_steps // self.cfg.eval_freq + 1) * self.cfg.eval_freq
+            self.run_evaluation()
+
+    def _checkpoint_if_due(self) -> None:
+        if self.env_steps >= self._next_ckpt:
+            self._next_ckpt = (self.env_steps // self.cfg.checkpoint_freq + 1) * self.cfg.checkpoint_freq
+            self.save_checkpoint()
+
+    def _too_many_nonfinite(self) -> bool:
+        if self.skipped_in_a_row >= self.cfg.max_nonfinite:
+            self.stop_message = (
+                f"Stopped at step {self.env_steps}: {self.skipped_in_a_row} actor updates in a row had a non-finite loss or "
+                "gradient (they were skipped; the checkpoint holds the last finite parameters). Lower dmo.actor_lr or "
+                "dmo.horizon, or check the rewards/observations for NaN or huge values.")
+            return True
+        return False
+
+    # ----------------------------------------------------------------- public
+    def train(self) -> None:
+        """Seed phase, pretraining and DMO iterations until ``steps`` env steps; stops cleanly (with a
+        checkpoint) on SIGTERM/SIGINT."""
+
+        def request_stop(signum, _frame):
+            self._signal = signum
+            self._stop = True
+
+        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        self._pin_threads()
+        self._pbar = tqdm(total=self.cfg.steps, initial=self.env_steps, desc="dmo", disable=not self.cfg.progress)
+        try:
+            if self.env_steps == 0 and not self.last_eval:
+                self.run_evaluation()
+            if not self.pretrained:
+                self.seed_phase()
+                self._evaluate_if_due()
+                if not self._stop:
+                    self.pretrain()
+            while self.env_steps < self.cfg.steps and not self._stop:
+                metrics = self.iteration()
+                if self._train_returns:
+                    metrics["train_return"] = sum(self._train_returns) / len(self._train_returns)
+                    self._train_returns.clear()
+                self._log(metrics)
+                self._pbar.set_postfix(actor=f"{metrics['loss_actor']:.3g}", eval=f"{float(self.last_eval.get('episode_reward', math.nan)):.1f}",
+                                       refresh=False)
+                if self._too_many_nonfinite():
+                    self._stop = True
+                    break
+                self._evaluate_if_due()
+                if not self._stop:
+                    self._checkpoint_if_due()
+            if self._signal is not None:
+                self.stop_message = self.stop_message or f"Received signal {self._signal}: checkpoint written, stopping."
+            if not self._stop and int(float(self.last_eval.get("step", -1))) != self.env_steps:  # (csv rows after a resume)
+                self.run_evaluation()
+            self.save_checkpoint()
+        finally:
+            self._pbar.close()
+            self._pbar = None
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        if self.stop_message:
+            print(self.stop_message, flush=True)
+
+    _pbar = None
+
+    def run_evaluation(self) -> dict:
+        """Deterministic-policy returns on the eval env, seeded by ``(seed, step)`` and isolated from training RNGs."""
+        step, n = self.env_steps, self.cfg.eval_episodes
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.seed * 1_000_003 + step)
+            self.eval_env.set_seed(self.cfg.seed + 10_000 + step)
+            played = []
+            returns = torch.tensor(evaluate(self.eval_env, self.eval_policy, n, self.task_spec.episode_length, transitions=played))
+        played = torch.cat([td.reshape(-1) for td in played])
+        row = {
+            "step": step,
+            "episode_reward": returns.mean().item(),
+            "episode_reward_std": returns.std(unbiased=False).item(),
+            "episode_success": episode_success(played),
+            "env_steps": step * self.task_spec.action_repeat,
+            "wall_time_s": round(time.time() - self._t0, 1),
+        }
+        self.eval_log.append(row)
+        self.last_eval = row
+        if self.logger is not None:
+            self.logger.log_scalar("eval/episode_reward", row["episode_reward"], step=step)
+        return row
+
+    def checkpoint_state(self) -> dict:
+        return {
+            "algo": "dmo",
+            "config": to_container(self.cfg),
+            "task": {**dataclasses.asdict(self.task_spec), "discount": self.task_spec.discount},
+            "world_model_config": self.world_model.cfg.to_dict(),
+            "step": self.env_steps,
+            "world_model": self.world_model.state_dict(),
+            "loss": self.loss_module.state_dict(),
+            "learned_model": self.learned_model.state_dict() if self.learned_model is not None else None,
+            "optimizers": {name: optim.state_dict() for name, optim in self.optimizers.items()},
+            "replay_buffer": self.replay_buffer.state_dict(),
+            "buffer_capacity": self.capacity,
+            "start_buffer": self.start_buffer.state_dict(),
+            "trainer": {"next_eval": self._next_eval, "next_ckpt": self._next_ckpt, "pretrained": self.pretrained,
+                        "iterations": self.iterations, "normalizer_size": self._normalizer_size,
+                        "skipped_total": self.skipped_total, "wall_time_s": time.time() - self._t0},
+            "rng": _rng_state(),
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        """Write the run state to ``<work_dir>/checkpoints/latest.pt`` (a failed write warns, training goes on)."""
+        try:
+            return save_checkpoint(self.checkpoint_state(), self.work_dir / "checkpoints" / "latest.pt")
+        except OSError as err:
+            warnings.warn(f"Checkpoint at step {self.env_steps} not written ({err}); the previous one is intact.", stacklevel=2)
+            return None
+
+    def load_state(self, state: dict) -> None:
+        """Continue from a checkpoint of :meth:`save_checkpoint` (fresh env episodes, see the module docstring)."""
+        self.world_model.load_state_dict(state["world_model"])
+        self.loss_module.load_state_dict(state["loss"])
+        if self.learned_model is not None:
+            self.learned_model.load_state_dict(state["learned_model"])
+        for name, optim in self.optimizers.items():
+            optim.load_state_dict(state["optimizers"][name])
+        self.replay_buffer.load_state_dict(state["replay_buffer"])
+        self.start_buffer.load_state_dict(state["start_buffer"])
+        t = state["trainer"]
+        self.env_steps = state["step"]
+        self._next_eval, self._next_ckpt, self.pretrained = t["next_eval"], t["next_ckpt"], t["pretrained"]
+        self.iterations, self._normalizer_size, self.skipped_total = t["iterations"], t["normalizer_size"], t["skipped_total"]
+        self._t0 = time.time() - t.get("wall_time_s", 0.0)  # wall_time_s of eval.csv goes on from the checkpoint's
+        truncate_csv_logs(self.work_dir, self.env_steps)
+        rows = self.eval_log.rows()
+        self.last_eval = rows[-1] if rows else {}
+        _set_rng_state(state["rng"])
+        self._start_envs()
+
+
+def make_dmo_trainer(cfg: TrainConfig) -> DMOTrainer:
+    """Envs, world model, :class:`DMOLoss` (and learned global model) from a config with ``algo=dmo``;
+    with ``resume=true``, restored from ``<work_dir>/checkpoints``."""
+    cfg = cfg.resolved()
+    if cfg.algo != "dmo":
+        raise ValueError(f"make_dmo_trainer needs algo=dmo, got algo={cfg.algo!r}.")
+    _check_config(cfg)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    work_dir = Path(cfg.work_dir or default_work_dir(cfg.algo, cfg.task, cfg.seed))
+    state = run_to_resume(cfg, work_dir)
+    torch.manual_seed(cfg.seed)
+    d = cfg.dmo
+    env = make_env(cfg.task, seed=cfg.seed, num_envs=d.num_envs)
+    spec = env.task_spec
+    eval_env = make_env(cfg.task, seed=cfg.seed + 10_000, num_envs=max(1, min(d.num_envs, cfg.eval_episodes)))
+    obs_dim, action_dim = observation_size(env), env.action_spec.shape[-1]
+    episodic = spec.episodic if cfg.episodic is None else cfg.episodic
+    world_model = MBDPOWorldModel(world_model_config(cfg, obs_dim, action_dim, episodic)).to(cfg.device)
+    loss = make_dmo_loss(cfg, world_model, spec.discount)
+    learned_model = ObservationModel(obs_dim, action_dim, hidden=d.learned_hidden).to(cfg.device) if d.forward_model == "learned" else None
+    # The replay capacity is fixed by the run's first config: a resumed run keeps the buffer it had.
+    capacity = state["buffer_capacity"] if state is not None else min(d.buffer_size, max(cfg.steps, 1))
+    trainer = DMOTrainer(cfg, env=env, eval_env=eval_env, world_model=world_model, loss=loss, work_dir=work_dir,
+                         learned_model=learned_model, capacity=capacity)
+    if state is not None:
+        trainer.load_state(state)
+    return trainer
+
+
+def load_dmo_policy(checkpoint_path, deterministic: bool = True):
+    """``(state, cfg, loss, policy)`` of a DMO checkpoint; ``policy`` is a TorchRL policy module
+    (``observation -> action``) for ``evaluate(env, policy, ...)`` / ``env.rollout``."""
+    state = load_checkpoint(checkpoint_path)
+    if state.get("algo") != "dmo":
+        raise CheckpointError(f"{checkpoint_path} is not a DMO checkpoint (algo={state['config'].get('algo')!r}).")
+    cfg = from_container(state["config"])
+    world_model = MBDPOWorldModel(WorldModelConfig.from_dict(state["world_model_config"]))
+    loss = make_dmo_loss(cfg, world_model, state["task"]["discount"])
+    loss.load_state_dict(state["loss"])
+    return state, cfg, loss, _policy_module(loss, deterministic)
