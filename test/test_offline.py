@@ -286,3 +286,26 @@ def test_dataset_cli_check_and_generate(dataset, tmp_path):
     assert bad.returncode == 2 and "no chunk_<i>.pt files" in bad.stderr
     refused = _cli("dataset_main", "generate", f"out={dataset}", "tasks=[cartpole-balance]", "episodes_per_task=1", cwd=tmp_path)
     assert refused.returncode == 2 and "already holds chunk files" in refused.stderr
+
+
+def test_export_replay_of_an_online_run(tmp_path):
+    """``mbdpo-dataset export``: the complete episodes of an online run's replay buffer, in chunk format."""
+    from torchrl_mbdpo.trainers.generate_data import export_replay
+    from torchrl_mbdpo.trainers.trainer import make_trainer
+
+    cfg = TrainConfig(task="cartpole-balance", steps=1100, seed=2, model_size=1, eval_freq=10_000, eval_episodes=1, checkpoint_freq=10_000,
+                      batch_size=16, seed_steps=1100, pretrain_updates=0, progress=False, work_dir=str(tmp_path / "online"), threads=1,
+                      model=ModelOverrides(latent_dim=16, mlp_dim=32, enc_dim=32), planner=TINY_PLANNER)
+    make_trainer(cfg).train()
+    checkpoint = tmp_path / "online" / "checkpoints" / "latest.pt"
+    info = export_replay([checkpoint], tmp_path / "exported")
+    assert info.episodes == {"cartpole-balance": 2}  # 1,100 steps: two complete 500-step episodes, the rest dropped
+    chunk = torch.load(tmp_path / "exported" / "chunk_0.pt", weights_only=False)
+    storage = load_checkpoint(checkpoint)["replay_buffer"]["_storage"]
+    replay = {key: value[: storage["_len"]] for key, value in storage["_storage"].items()}  # rows past _len were never written
+    first = replay["episode"] == replay["episode"][0]
+    stored = [e for e in range(2) if torch.equal(chunk["obs"][e, 1, :5], replay["next.observation"][first][0])][0]
+    assert torch.equal(chunk["obs"][stored, 0, :5], replay["observation"][first][0])
+    assert torch.equal(chunk["obs"][stored, 1:, :5], replay["next.observation"][first])
+    assert torch.equal(chunk["action"][stored, 1:, :1], replay["action"][first])
+    validate_dataset(tmp_path / "exported", "mt30")

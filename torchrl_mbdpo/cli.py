@@ -28,12 +28,13 @@ class EvalConfig:
 
 @dataclass
 class DatasetConfig:
-    action: str = "check"  # check: validate data_dir | generate: write a dataset from real rollouts to out
+    action: str = "check"  # check: validate data_dir | generate: random-action rollouts to out | export: online runs' replay to out
     data_dir: Optional[str] = None  # check: the folder of chunk_<i>.pt files
     task_set: Optional[str] = None  # check: also require mt30 or mt80; generate: the layout (default mt30)
     out: str = "data/dmc-small"  # generate: a new folder
     tasks: List[str] = field(default_factory=lambda: ["cartpole-balance", "cartpole-swingup", "pendulum-swingup", "reacher-easy"])
     episodes_per_task: int = 20
+    checkpoints: List[str] = field(default_factory=list)  # export: online runs' <work_dir>/checkpoints/latest.pt
     seed: int = 0
 
 
@@ -137,8 +138,15 @@ def _dataset(cfg: DictConfig) -> None:
 
             info = generate_dataset(cfg.out, list(cfg.tasks), cfg.episodes_per_task, task_set=cfg.task_set or "mt30", seed=cfg.seed)
             verb = f"written to {cfg.out}:"
+        elif cfg.action == "export":
+            from .trainers.generate_data import export_replay
+
+            if not cfg.checkpoints:
+                raise ValueError("mbdpo-dataset export needs checkpoints=[<work_dir>/checkpoints/latest.pt,...] of online runs")
+            info = export_replay(list(cfg.checkpoints), cfg.out, task_set=cfg.task_set or "mt30", seed=cfg.seed)
+            verb = f"written to {cfg.out}:"
         else:
-            raise ValueError(f"action must be check or generate, got {cfg.action!r}")
+            raise ValueError(f"action must be check, generate or export, got {cfg.action!r}")
     except (ValueError, DatasetError) as err:
         _fail(err)
     total = sum(info.episodes.values())
@@ -240,8 +248,8 @@ def finetune_main():
 
 
 def dataset_main():
-    """``mbdpo-dataset check data_dir=<dir>`` / ``mbdpo-dataset generate out=<dir> tasks=[...]``."""
-    if len(sys.argv) > 1 and sys.argv[1] in ("check", "generate"):
+    """``mbdpo-dataset check data_dir=<dir>`` / ``generate out=<dir> tasks=[...]`` / ``export out=<dir> checkpoints=[...]``."""
+    if len(sys.argv) > 1 and sys.argv[1] in ("check", "generate", "export"):
         sys.argv[1] = f"action={sys.argv[1]}"
     _register()
     hydra.main(config_path="config", config_name="dataset", version_base="1.3")(_dataset)()
