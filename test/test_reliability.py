@@ -81,7 +81,7 @@ def test_disk_full_during_training_warns_and_keeps_training(tmp_path, monkeypatc
     def no_space(*_a, **_k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("torchrl_mbdpo.trainers.trainer.save_checkpoint", no_space)
+    monkeypatch.setattr(ckpt, "save_checkpoint", no_space)  # every trainer writes through save_run_checkpoint
     with pytest.warns(UserWarning, match="previous one is intact"):
         assert trainer.save_checkpoint() is None
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["step"] == 0

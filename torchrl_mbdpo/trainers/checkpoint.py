@@ -18,7 +18,8 @@ import torch
 
 FORMAT_VERSION = 2
 
-__all__ = ["FORMAT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "load_latest", "check_compatible"]
+__all__ = ["FORMAT_VERSION", "CheckpointError", "save_checkpoint", "save_run_checkpoint", "load_checkpoint", "load_latest",
+           "check_compatible"]
 
 
 class CheckpointError(RuntimeError):
@@ -64,6 +65,16 @@ def save_checkpoint(state: dict, path: str | Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_run_checkpoint(state: dict, work_dir: str | Path, step: int) -> Path | None:
+    """:func:`save_checkpoint` to ``<work_dir>/checkpoints/latest.pt`` for a training run: a failed write (a
+    full disk, ...) warns and returns None, so training goes on and the previous checkpoints stay intact."""
+    try:
+        return save_checkpoint(state, Path(work_dir) / "checkpoints" / "latest.pt")
+    except OSError as err:
+        warnings.warn(f"Checkpoint at step {step} not written ({err}); the previous one is intact.", stacklevel=3)
+        return None
 
 
 def _migrate(state: dict, version: int, path) -> dict:

@@ -55,7 +55,7 @@ from ..envs.learned_model_env import LearnedGlobalEnv, ObservationModel
 from ..modules import MBDPOWorldModel, WorldModelConfig
 from ..modules.decoupled import EnvGlobalModel
 from ..objectives.dmo import DMOLoss
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_run_checkpoint
 from .config import TrainConfig, default_work_dir, from_container, to_container
 from .evaluation import EvalLog, episode_success, evaluate, truncate_csv_logs
 from .trainer import _rng_state, _set_rng_state, run_to_resume, world_model_config
@@ -465,11 +465,7 @@ class DMOTrainer:
 
     def save_checkpoint(self) -> Path | None:
         """Write the run state to ``<work_dir>/checkpoints/latest.pt`` (a failed write warns, training goes on)."""
-        try:
-            return save_checkpoint(self.checkpoint_state(), self.work_dir / "checkpoints" / "latest.pt")
-        except OSError as err:
-            warnings.warn(f"Checkpoint at step {self.env_steps} not written ({err}); the previous one is intact.", stacklevel=2)
-            return None
+        return save_run_checkpoint(self.checkpoint_state(), self.work_dir, self.env_steps)
 
     def load_state(self, state: dict) -> None:
         """Continue from a checkpoint of :meth:`save_checkpoint` (fresh env episodes, see the module docstring)."""

@@ -26,7 +26,7 @@ from ..data.tdmpc2_dataset import DatasetError, DatasetInfo, describe_dataset, l
 from ..envs import make_multitask_env
 from ..modules import MBDPOWorldModel
 from ..objectives.mbdpo import make_optimizers
-from .checkpoint import save_checkpoint
+from .checkpoint import save_run_checkpoint
 from .config import TrainConfig, to_container
 from .distributed import DistContext, broadcast_state, init_distributed, make_gradient_averager, sync_running_stats
 from .evaluation import episode_success, evaluate
@@ -246,7 +246,7 @@ class OfflineTrainer:
 
     def save_checkpoint(self):
         if self.dist.is_main:
-            save_checkpoint(self.checkpoint_state(), self.work_dir / "checkpoints" / "latest.pt")
+            save_run_checkpoint(self.checkpoint_state(), self.work_dir, self.step)
         self.dist.barrier()
 
     def load_state(self, state: dict) -> None:

@@ -19,7 +19,6 @@ from functools import partial
 import random
 import signal
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,7 @@ from ..envs import make_env, make_multitask_env, observation_size
 from ..modules import DiffusionActor, MBDPOWorldModel, MPPIActor, PolicyPriorActor, WorldModelConfig
 from ..objectives import MBDPOLoss, TDMPC2Loss
 from ..objectives.mbdpo import make_optimizers, update
-from .checkpoint import CheckpointError, check_compatible, load_checkpoint, load_latest, save_checkpoint
+from .checkpoint import CheckpointError, check_compatible, load_checkpoint, load_latest, save_run_checkpoint
 from .config import RESUMABLE_FIELDS, TrainConfig, default_work_dir, from_container, to_container
 from .diagnostics import action_drift, td_error
 from .evaluation import EvalLog, episode_success, evaluate, truncate_csv_logs
@@ -361,11 +360,7 @@ class MBDPOTrainer(Trainer):
         """Re-seed the training envs, then write the whole run state (see the module docstring). A failed
         write (e.g. a full disk) keeps the previous checkpoints and training goes on, with a warning."""
         self._reseed_training_envs()
-        try:
-            return save_checkpoint(self.checkpoint_state(), self.work_dir / "checkpoints" / "latest.pt")
-        except OSError as err:
-            warnings.warn(f"Checkpoint at step {self.collected_frames} not written ({err}); the previous one is intact.", stacklevel=2)
-            return None
+        return save_run_checkpoint(self.checkpoint_state(), self.work_dir, self.collected_frames)
 
     def load_state(self, state: dict) -> None:
         """Continue from a checkpoint written by :meth:`save_checkpoint`."""
