@@ -9,11 +9,13 @@ import pytest
 import torch
 from torchrl.envs.utils import check_env_specs
 
+from torchrl_mbdpo.envs import make_env
 from torchrl_mbdpo.envs.learned_model_env import LearnedGlobalEnv, ObservationModel
 from torchrl_mbdpo.modules import EnvGlobalModel
 from torchrl_mbdpo.trainers.checkpoint import load_checkpoint
 from torchrl_mbdpo.trainers.config import DMOConfig, ModelOverrides, TrainConfig
 from torchrl_mbdpo.trainers.dmo import load_dmo_policy, make_dmo_trainer
+from torchrl_mbdpo.trainers.evaluation import evaluate
 from torchrl_mbdpo.trainers.trainer import make_trainer
 
 
@@ -146,9 +148,9 @@ def test_learned_global_env_specs_and_resets():
     assert model.loss(obs, action, nxt, rew).item() < 0.3 * first
 
 
-def _cli(*args, cwd):
+def _cli(*args, cwd, main="train_main"):
     env = {**os.environ, "MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-c", "from torchrl_mbdpo.cli import train_main; train_main()", *args],
+    return subprocess.run([sys.executable, "-c", f"from torchrl_mbdpo.cli import {main}; {main}()", *args],
                           cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -161,6 +163,19 @@ def test_command_line_dmo(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "final eval at step 48" in out.stdout
     assert eval_steps(work) == [0, 48]
-    assert (work / "checkpoints" / "latest.pt").exists()
+    checkpoint = work / "checkpoints" / "latest.pt"
+    assert checkpoint.exists()
+
+    # mbdpo-eval plays the checkpoint's deterministic DMO actor (not a planner on its world model).
+    out = _cli(f"checkpoint={checkpoint}", "eval_episodes=2", "seed=4", cwd=tmp_path, main="eval_main")
+    assert out.returncode == 0, out.stderr[-2000:]
+    cli_mean = float(out.stdout.split("mean_return=")[1].split()[0])
+    _, _, _, policy = load_dmo_policy(checkpoint)
+    env = make_env("gym:Pendulum-v1", seed=4)
+    expected = sum(evaluate(env, policy, 2, env.task_spec.episode_length)) / 2
+    assert abs(cli_mean - expected) < 1e-2
+    out = _cli(f"checkpoint={checkpoint}", "+planner.steps=3", cwd=tmp_path, main="eval_main")
+    assert out.returncode == 2 and "planner.* overrides do not apply" in out.stderr
+
     out = _cli("algo=dmo", "task=gym:Pendulum-v1", "dmo.forward_model=magic", f"work_dir={tmp_path / 'bad'}", cwd=tmp_path)
     assert out.returncode == 2 and "dmo.forward_model must be one of" in out.stderr and "Traceback" not in out.stderr

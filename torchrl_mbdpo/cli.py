@@ -167,16 +167,24 @@ def _find_latest_checkpoint() -> Path:
 def _eval(cfg: DictConfig) -> None:
     import torch
 
-    from .envs import observation_size
-    from .trainers.checkpoint import CheckpointError
+    from .envs import make_env, observation_size
+    from .trainers.checkpoint import CheckpointError, load_checkpoint
+    from .trainers.dmo import load_dmo_policy
     from .trainers.evaluation import evaluate
     from .trainers.offline import evaluate_tasks, normalized_score
     from .trainers.trainer import checkpoint_env, load_agent
 
     try:
         path = Path(cfg.checkpoint) if cfg.checkpoint else _find_latest_checkpoint()
-        state, train_cfg, world_model, actor = load_agent(path)
-        actor.planner = type(actor.planner)(**{**vars(actor.planner), **cfg.planner})
+        state = load_checkpoint(path)
+        if state.get("algo") == "dmo":  # a DMO-SAPO run: its deterministic actor, no planner
+            if cfg.planner:
+                raise ValueError(f"{path} is a DMO checkpoint (algo=dmo): it acts without a planner, so planner.* overrides do not apply.")
+            _, train_cfg, loss, actor = load_dmo_policy(path, state=state)
+            world_model = loss.world_model
+        else:
+            _, train_cfg, world_model, actor = load_agent(path, state=state)
+            actor.planner = type(actor.planner)(**{**vars(actor.planner), **cfg.planner})
         if state.get("trained_tasks") and cfg.task is None:  # an offline multi-task checkpoint: all its tasks
             tasks = state["trained_tasks"]
             rows = evaluate_tasks(actor.to(cfg.device), state["task_names"], tasks, world_model.cfg.obs_dim, world_model.cfg.action_dim,
@@ -187,14 +195,14 @@ def _eval(cfg: DictConfig) -> None:
             print(f"normalized_score={normalized_score(rows):.3f}")
             return
         task = cfg.task or train_cfg.task
-        env = checkpoint_env(state, task, seed=cfg.seed, obs=train_cfg.obs)
+        env = make_env(task, seed=cfg.seed) if state.get("algo") == "dmo" else checkpoint_env(state, task, seed=cfg.seed, obs=train_cfg.obs)
         if env.action_spec.shape[-1] != world_model.cfg.action_dim or observation_size(env) != world_model.cfg.obs_dim:
             raise CheckpointError(f"{path} was trained on {train_cfg.task}; task={task} has other observation/action sizes.")
     except (ValueError, CheckpointError) as err:
         _fail(err)
-    env.append_transform(actor.make_tensordict_primer())
+    if hasattr(actor, "make_tensordict_primer"):  # the planners keep their warm start in the TensorDict
+        env.append_transform(actor.make_tensordict_primer())
     torch.manual_seed(cfg.seed)
-    world_model.to(cfg.device)
     actor.to(cfg.device)
     returns = evaluate(env, actor, cfg.eval_episodes, env.task_spec.episode_length)
     mean = sum(returns) / len(returns)

@@ -519,10 +519,10 @@ def make_dmo_trainer(cfg: TrainConfig) -> DMOTrainer:
     return trainer
 
 
-def load_dmo_policy(checkpoint_path, deterministic: bool = True):
-    """``(state, cfg, loss, policy)`` of a DMO checkpoint; ``policy`` is a TorchRL policy module
-    (``observation -> action``) for ``evaluate(env, policy, ...)`` / ``env.rollout``."""
-    state = load_checkpoint(checkpoint_path)
+def load_dmo_policy(checkpoint_path, deterministic: bool = True, *, state: dict | None = None):
+    """``(state, cfg, loss, policy)`` of a DMO checkpoint (``state``: its content, if already loaded); ``policy``
+    is a TorchRL policy module (``observation -> action``) for ``evaluate(env, policy, ...)`` / ``env.rollout``."""
+    state = load_checkpoint(checkpoint_path) if state is None else state
     if state.get("algo") != "dmo":
         raise CheckpointError(f"{checkpoint_path} is not a DMO checkpoint (algo={state['config'].get('algo')!r}).")
     cfg = from_container(state["config"])

@@ -442,9 +442,10 @@ def make_trainer(cfg: TrainConfig, *, env_maker=None, agent=None, task_names=Non
     return trainer
 
 
-def load_agent(checkpoint_path, cfg: TrainConfig | None = None):
-    """World model + actor from a checkpoint; with ``cfg``, refuse a checkpoint of another architecture."""
-    state = load_checkpoint(checkpoint_path)
+def load_agent(checkpoint_path, cfg: TrainConfig | None = None, *, state: dict | None = None):
+    """World model + actor from a checkpoint (``state``: its content, if already loaded); with ``cfg``,
+    refuse a checkpoint of another architecture."""
+    state = load_checkpoint(checkpoint_path) if state is None else state
     saved_cfg = from_container(state["config"])
     cfg = cfg or saved_cfg
     wm_cfg = WorldModelConfig.from_dict(state["world_model_config"])
