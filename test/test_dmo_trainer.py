@@ -82,6 +82,19 @@ def test_tiny_dmo_run(tmp_path, forward_model, decoupled):
         assert torch.equal(v, trainer.world_model.state_dict()[k])
 
 
+def test_learned_global_model_with_fewer_real_steps_per_iteration(tmp_path):
+    cfg = tiny_config(tmp_path, "learned")
+    cfg.dmo.collect_steps = 1  # 2 real steps per iteration; the H = 4 step rollouts run on the learned model
+    trainer = make_dmo_trainer(cfg)
+    trainer.train()
+    assert trainer.env_steps == STEPS and trainer.real.env_steps == STEPS
+    assert trainer.iterations == (STEPS - SEED_STEPS) // 2
+    assert trainer.learned.env_steps == trainer.iterations * 2 * 4
+    assert len(trainer.replay_buffer) == STEPS
+    with pytest.raises(ValueError, match="dmo.collect_steps applies to dmo.forward_model=learned"):
+        make_dmo_trainer(tiny_config(tmp_path, work_dir=str(tmp_path / "sim"), dmo=DMOConfig(collect_steps=1)))
+
+
 def test_resume_refusal_and_saved_policy(tmp_path):
     cfg = tiny_config(tmp_path, steps=160)
     make_dmo_trainer(cfg).train()

@@ -78,6 +78,7 @@ class DMOConfig:
     buffer_size: int = 1_000_000  # replay capacity (single transitions)
     learned_hidden: int = 256  # forward_model=learned: width of the MLP (obs, action) -> (delta obs, reward)
     learned_updates: int = 16  # forward_model=learned: model steps per iteration
+    collect_steps: Optional[int] = None  # forward_model=learned: real steps per env and iteration (default: horizon)
     learned_lr: float = 1e-3
     learned_reset: str = "replay"  # forward_model=learned: episodes start from any replay observation | start: from real initial observations
 

@@ -17,8 +17,9 @@ last iteration may overshoot ``steps`` by less than ``H * num_envs``):
    - ``forward_model=learned``: the global model is :class:`~torchrl_mbdpo.envs.learned_model_env.LearnedGlobalEnv`
      (an MLP ``(o, a) -> (o' - o, r)`` trained by MSE on the replay data, ``dmo.learned_updates`` steps per
      iteration), wrapped by the same ``EnvGlobalModel``; the real env only collects data: the current
-     policy runs ``H`` steps on it per iteration (``H * num_envs`` REAL env steps, the only ones counted in
-     ``steps``; the model's rollouts are free);
+     policy runs ``dmo.collect_steps`` steps on it per iteration (default ``H``; ``collect_steps * num_envs``
+     REAL env steps, the only ones counted in ``steps``; the model's rollouts are free, so fewer real steps
+     per iteration mean more policy updates per real step);
    - actor step on the rollout (backpropagation through time, decoupled gradients), ``dmo.critic_updates``
      critic steps and one temperature step on the detached rollout, a Polyak update of the target critic
      (``dmo.tau``), then ``dmo.local_model_updates`` local-model steps on replay batches (``batch_size``
@@ -110,6 +111,12 @@ def _check_config(cfg: TrainConfig) -> None:
     for name in ("horizon", "num_envs", "learned_hidden"):
         if getattr(d, name) < 1:
             raise ValueError(f"dmo.{name} must be >= 1, got {getattr(d, name)}.")
+    if d.collect_steps is not None:
+        if d.forward_model != "learned":
+            raise ValueError("dmo.collect_steps applies to dmo.forward_model=learned: with the simulator as the global model, "
+                             "every rollout step is a real env step (set dmo.horizon instead).")
+        if d.collect_steps < 1:
+            raise ValueError(f"dmo.collect_steps must be >= 1, got {d.collect_steps}.")
     for name in ("critic_updates", "local_model_updates", "seed_steps", "pretrain_updates", "learned_updates"):
         if getattr(d, name) < 0:
             raise ValueError(f"dmo.{name} must be >= 0, got {getattr(d, name)}.")
@@ -305,10 +312,11 @@ class DMOTrainer:
         self._log(metrics)
 
     def collect_real(self) -> None:
-        """``forward_model=learned``: ``H`` steps of the current stochastic policy on the real env, into the buffer."""
-        B, wm = self.real.batch_size, self.world_model
+        """``forward_model=learned``: ``dmo.collect_steps`` (default ``H``) steps of the current stochastic policy on
+        the real env, into the buffer."""
+        B, wm, d = self.real.batch_size, self.world_model, self.cfg.dmo
         with torch.no_grad():
-            for _ in range(self.cfg.dmo.horizon):
+            for _ in range(d.collect_steps or d.horizon):
                 z = wm.encode_obs(self.real.observation.to(self.device))
                 self.real(self.loss_module.policy(z)[0])
                 self.env_steps += B
