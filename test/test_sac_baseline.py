@@ -1,4 +1,5 @@
-"""The SAC baseline script (sota-implementations/sac/sac.py) runs end to end and writes eval.csv."""
+"""The SAC baseline script (sota-implementations/sac/sac.py) runs end to end, writes eval.csv, and
+``mbdpo-compare run=false`` collects its runs beside the library's."""
 import csv
 import math
 import os
@@ -6,11 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from torchrl_mbdpo.trainers.compare import compare, markdown_table
+
 SCRIPT = Path(__file__).resolve().parents[1] / "sota-implementations" / "sac" / "sac.py"
 
 
 def test_sac_baseline_writes_eval_csv(tmp_path):
-    work = tmp_path / "sac"
+    work = tmp_path / "runs" / "sac" / "pendulum-swingup" / "seed1"  # the script's default layout, under runs/
     cmd = [sys.executable, str(SCRIPT), "--task", "pendulum-swingup", "--steps", "300", "--eval-freq", "150",
            "--eval-episodes", "1", "--init-random-frames", "100", "--threads", "1", "--work-dir", str(work)]
     out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120,
@@ -23,3 +26,11 @@ def test_sac_baseline_writes_eval_csv(tmp_path):
     assert [int(r["env_steps"]) for r in rows] == [0, 300, 600]  # DMControl: action repeat 2
     assert all(math.isfinite(float(r["episode_reward"])) for r in rows)
     assert out.stdout.count("eval step") == 3
+
+    # Collected like the library's own runs (root/<algo>/<task>/seed<seed>): curve, tables with wall time.
+    final = compare(["pendulum-swingup"], ["sac"], [1], 300, root=tmp_path / "runs", out_dir=tmp_path / "cmp")
+    assert [(r["algo"], r["step"], r["n_seeds"]) for r in final] == [("sac", 300, 1)]
+    assert final[0]["episode_reward_mean"] == float(rows[-1]["episode_reward"])
+    assert final[0]["wall_time_s_mean"] == float(rows[-1]["wall_time_s"]) > 0
+    assert (tmp_path / "cmp" / "pendulum-swingup.png").stat().st_size > 1000
+    assert "| pendulum-swingup | sac | 300 | 1 |" in markdown_table(final)

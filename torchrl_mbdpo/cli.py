@@ -217,9 +217,11 @@ def _compare(cfg: DictConfig) -> None:
     from .trainers.trainer import ALGOS
 
     base = OmegaConf.to_object(cfg.train)
-    unknown = sorted(set(cfg.algos) - set(ALGOS))
-    if unknown:
-        _fail(ValueError(f"algos: unknown {unknown}; choose from {list(ALGOS)}"))
+    trainable = (*ALGOS, "dmo")
+    unknown = sorted(set(cfg.algos) - set(trainable))
+    if unknown and cfg.run:  # run=false collects any <root>/<name>/<task>/seed<seed>/eval.csv (e.g. the SAC script's)
+        _fail(ValueError(f"algos: {unknown} cannot be trained here; choose from {list(trainable)}, "
+                         f"or pass run=false to only collect existing runs under {cfg.root}/<algo>/<task>/seed<seed>"))
 
     def make_config(task, algo, seed):
         run_cfg = copy.deepcopy(base)

@@ -2,7 +2,8 @@
 
 Runs live in ``<root>/<algo>/<task>/seed<seed>`` (the trainer's default work dir). A finished run
 (its ``eval.csv`` reaches ``steps``) is collected as it is, an interrupted one is resumed, a missing
-one is trained. Outputs in ``out_dir``: ``<task>.png`` (mean +- sd over seeds per algorithm, the
+one is trained (``algos``: mbdpo, tdmpc2, dmo; with ``run=false`` any folder name, e.g. ``sac`` for the runs of
+``sota-implementations/sac/sac.py``). Outputs in ``out_dir``: ``<task>.png`` (mean +- sd over seeds per algorithm, the
 published curves of the official release overlaid when the task is there), ``summary.csv`` (each
 eval step) and ``final.csv`` (the last common step), and a Markdown table on stdout.
 """
@@ -20,7 +21,7 @@ __all__ = ["run_dir", "ensure_run", "collect", "summarize", "plot_task", "load_p
 
 PUBLISHED_CURVES = Path(__file__).resolve().parent.parent / "data" / "official_curves.csv"
 METRICS = ("episode_reward", "prior_episode_reward", "episode_success", "td_error_replay", "td_error_planner",
-           "action_drift_logratio")
+           "action_drift_logratio", "wall_time_s")
 
 
 def run_dir(root, algo: str, task: str, seed: int) -> Path:
@@ -162,11 +163,11 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def markdown_table(final_rows: list[dict]) -> str:
-    lines = ["| task | algo | step | seeds | return (mean ± sd) | policy prior | TD err replay / planner | drift log-ratio |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| task | algo | step | seeds | return (mean ± sd) | policy prior | TD err replay / planner | drift log-ratio | wall time (s) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in final_rows:
         lines.append(
             f"| {r['task']} | {r['algo']} | {r['step']} | {r['n_seeds']} | {r['episode_reward_mean']:.1f} ± "
             f"{r['episode_reward_sd']:.1f} | {r['prior_episode_reward_mean']:.1f} | {r['td_error_replay_mean']:.2f} / "
-            f"{r['td_error_planner_mean']:.2f} | {r['action_drift_logratio_mean']:.2f} |")
+            f"{r['td_error_planner_mean']:.2f} | {r['action_drift_logratio_mean']:.2f} | {r['wall_time_s_mean']:.0f} |")
     return "\n".join(lines)

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from functools import partial
 import random
 import signal
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
