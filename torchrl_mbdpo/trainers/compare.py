@@ -115,7 +115,7 @@ def plot_task(task: str, summaries: dict, published: dict, png_path, max_step: i
             ax.errorbar([p[0] for p in curve], [p[1] for p in curve], yerr=[p[2] for p in curve], fmt="s--",
                         color=f"C{i}", alpha=0.6, capsize=3, label=f"{algo} (published)")
     ax.set_xlabel("agent steps")
-    ax.set_ylabel("success rate, % (planner)" if success else "episode return (planner)")
+    ax.set_ylabel("success rate, % (evaluation policy)" if success else "episode return (evaluation policy)")
     ax.set_title(task)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
