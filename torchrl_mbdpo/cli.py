@@ -167,7 +167,7 @@ def _find_latest_checkpoint() -> Path:
 def _eval(cfg: DictConfig) -> None:
     import torch
 
-    from .envs import make_env, observation_size
+    from .envs import observation_size
     from .trainers.checkpoint import CheckpointError, load_checkpoint
     from .trainers.dmo import load_dmo_policy
     from .trainers.evaluation import evaluate
@@ -195,7 +195,7 @@ def _eval(cfg: DictConfig) -> None:
             print(f"normalized_score={normalized_score(rows):.3f}")
             return
         task = cfg.task or train_cfg.task
-        env = make_env(task, seed=cfg.seed) if state.get("algo") == "dmo" else checkpoint_env(state, task, seed=cfg.seed, obs=train_cfg.obs)
+        env = checkpoint_env(state, task, seed=cfg.seed, obs=train_cfg.obs)
         if env.action_spec.shape[-1] != world_model.cfg.action_dim or observation_size(env) != world_model.cfg.obs_dim:
             raise CheckpointError(f"{path} was trained on {train_cfg.task}; task={task} has other observation/action sizes.")
     except (ValueError, CheckpointError) as err:
