@@ -12,11 +12,14 @@ from torchrl_mbdpo.objectives.mbdpo import make_optimizers, update
 
 
 def test_mish_matches_torch():
-    x = torch.linspace(-30, 30, 2001)
+    x = torch.linspace(-30, 30, 2 * Mish.FAST_MIN_NUMEL + 1)
     with torch.no_grad():
         fast = Mish()(x)
         with reference_kernels():
             ref = Mish()(x)
+        small = x[: Mish.FAST_MIN_NUMEL - 1]  # below the threshold: F.mish itself
+        assert torch.equal(Mish()(small), F.mish(small))
+    assert not torch.equal(fast, ref)  # the composite formulation really ran
     torch.testing.assert_close(fast, F.mish(x), atol=2e-6, rtol=1e-5)
     assert torch.equal(ref, F.mish(x))
     assert torch.isfinite(fast).all()
@@ -25,12 +28,13 @@ def test_mish_matches_torch():
     torch.testing.assert_close(w.grad, torch.autograd.grad(F.mish(w).sum(), w)[0])
 
 
-def test_simnorm_matches_groupwise_softmax():
-    x = torch.randn(4, 5, 64, requires_grad=True)
+@pytest.mark.parametrize("shape", [(4, 5, 64), (2, 64)])  # above and below SimNorm.FAST_MIN_NUMEL
+def test_simnorm_matches_groupwise_softmax(shape):
+    x = torch.randn(*shape, requires_grad=True)
     fast = SimNorm(8)(x)
     with reference_kernels():
         ref = SimNorm(8)(x)
-    torch.testing.assert_close(fast, torch.softmax(x.view(4, 5, 8, 8), -1).view(4, 5, 64))
+    torch.testing.assert_close(fast, torch.softmax(x.view(*shape[:-1], 8, 8), -1).view(shape))
     torch.testing.assert_close(fast, ref)
     g = torch.randn_like(fast)
     (grad_fast,) = torch.autograd.grad(fast, x, g)
@@ -67,7 +71,7 @@ def _perturbed_world_model(size=1, obs_dim=5, action_dim=2, **kw):
 
 @pytest.mark.parametrize("multitask", [False, True])
 def test_planner_value_and_plan_equal_reference(multitask):
-    kw = dict(num_tasks=3, action_dims=[2, 1, 2], episodic=True) if multitask else {}
+    kw = dict(num_tasks=3, task_dim=4, action_dims=[2, 1, 2], episodic=True) if multitask else {}
     wm = _perturbed_world_model(**kw)
     z0 = wm.encode_obs(torch.randn(3, 5), torch.arange(3) if multitask else None).detach()
     candidates = torch.rand(3, 16, 3, 2) * 2 - 1
@@ -90,6 +94,28 @@ def test_planner_value_and_plan_equal_reference(multitask):
         ref_action, ref_plan = actor.plan(obs, prev, init, task)
     torch.testing.assert_close(fast_plan, ref_plan, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(fast_action, ref_action, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("multitask", [False, True])
+def test_score_fn_with_precomputed_first_layer_equals_score(multitask):
+    kw = dict(num_tasks=3, task_dim=4, action_dims=[2, 1, 2]) if multitask else {}
+    wm = _perturbed_world_model(**kw)
+    task = torch.tensor([0, 2, 1, 2]) if multitask else None
+    with torch.no_grad():
+        z = wm.encode_obs(torch.randn(4, 5), task)
+        x = torch.randn(4, 3, 2)
+        score_fn = wm.score_fn(z, 6, task)
+        for tau in (5, 1):
+            expected = wm.score(z, x, torch.full((), tau), task)
+            torch.testing.assert_close(score_fn(x, tau), expected, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(score_fn(x, 5), score_fn(x, 1))  # the step enters the result
+
+    actor = DiffusionActor(wm, PlannerConfig(steps=6, score_source="network"))
+    obs, prev, init = torch.randn(4, 5), torch.randn(4, 3, 2).clamp(-1, 1), torch.zeros(4, dtype=torch.bool)
+    _, fast_plan = actor.plan(obs, prev, init, task, explore=False)
+    with reference_kernels():
+        _, ref_plan = actor.plan(obs, prev, init, task, explore=False)
+    torch.testing.assert_close(fast_plan, ref_plan, atol=1e-5, rtol=1e-5)
 
 
 def _one_update(wm, batch, reference: bool, precision="fp32"):

@@ -142,7 +142,7 @@ class DiffusionActor(_LatentPlanningActor):
     def _plan_latents(self, z0, mean0, task, mask, explore):
         wm, cfg = self.world_model, self.planner
         if cfg.score_source == "network":
-            plan = score_network_sample(mean0, lambda x, t: wm.score(z0, x, torch.full((), t, device=z0.device), task), cfg, mask)
+            plan = score_network_sample(mean0, wm.score_fn(z0, cfg.steps, task), cfg, mask)
         else:
             discount = self._discount_of(task)
 

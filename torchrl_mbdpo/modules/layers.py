@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from tensordict import TensorDict
 from torch import nn
 
-__all__ = ["eval_mode", "reference_kernels", "autocast_precision", "SimNorm", "Mish", "NormedLinear", "mlp", "ShiftAug",
+__all__ = ["eval_mode", "reference_kernels", "using_reference_kernels", "autocast_precision", "SimNorm", "Mish", "NormedLinear", "mlp", "ShiftAug",
            "PixelEncoder", "Ensemble", "TaskConditioned", "weight_init", "zero_last_layer"]
 
 _REFERENCE = False
@@ -26,6 +26,11 @@ def reference_kernels(enabled: bool = True):
         yield
     finally:
         _REFERENCE = previous
+
+
+def using_reference_kernels() -> bool:
+    """Whether :func:`reference_kernels` is active (for fast paths outside this module)."""
+    return _REFERENCE
 
 
 @contextlib.contextmanager
@@ -56,14 +61,17 @@ class SimNorm(nn.Module):
 
     Same result as ``softmax(x.unflatten(-1, (-1, dim)), -1)``; the softmax runs over a transposed view
     because PyTorch's CPU softmax over a last dim of 8 does not vectorise (8x slower at 512 x 512).
+    Below ``FAST_MIN_NUMEL`` elements the plain softmax wins (the two extra copies cost more there).
     """
+
+    FAST_MIN_NUMEL = 1024
 
     def __init__(self, dim: int = 8):
         super().__init__()
         self.dim = dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _REFERENCE:
+        if _REFERENCE or x.numel() < self.FAST_MIN_NUMEL:
             return torch.softmax(x.unflatten(-1, (-1, self.dim)), dim=-1).view(x.shape)
         groups = x.unflatten(-1, (-1, self.dim)).transpose(-1, -2)
         return torch.softmax(groups, dim=-2).transpose(-1, -2).reshape(x.shape)
@@ -76,14 +84,18 @@ class Mish(nn.Module):
     """``x * tanh(softplus(x))``, as ``nn.Mish``. Without autograd (planning) it is computed as
     ``x - 2x / ((1 + e^x)^2 + 1)``: one exponential instead of three transcendental functions, 2-3x
     faster on CPU, equal within 2e-6. With autograd it is ``F.mish``, whose fused backward beats the
-    composite one. No parameters, so checkpoints are unchanged."""
+    composite one, and so it is below ``FAST_MIN_NUMEL`` elements, where the five calls of the composite
+    cost more than they save (one environment's score-network step). No parameters, so checkpoints are
+    unchanged."""
+
+    FAST_MIN_NUMEL = 4096
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _REFERENCE or torch.is_grad_enabled():
+        if _REFERENCE or torch.is_grad_enabled() or x.numel() < self.FAST_MIN_NUMEL:
             return F.mish(x)
         # Clamping at 20 changes nothing in float32: there the result is already x.
-        q = torch.exp(x.clamp(max=20.0)).add_(1.0)
-        return torch.addcdiv(x, x, q.mul_(q).add_(1.0), value=-2.0)
+        q = x.clamp(max=20.0).exp_().add_(1.0)
+        return torch.addcdiv(x, x, q.mul_(q).add_(1.0), value=-2.0)  # mul_, not square_: vmap has no rule for it
 
 
 class NormedLinear(nn.Sequential):
