@@ -54,5 +54,5 @@ class PointMassModel(torch.nn.Module):
     def score(self, z, x, tau, task=None):
         return torch.zeros_like(x)
 
-    def score_fn(self, z, steps, task=None):
+    def score_fn(self, z, num_taus, task=None):
         return lambda x, tau: self.score(z, x, torch.full((), tau), task)

@@ -110,12 +110,13 @@ def test_score_fn_with_precomputed_first_layer_equals_score(multitask):
             torch.testing.assert_close(score_fn(x, tau), expected, atol=1e-5, rtol=1e-5)
         assert not torch.allclose(score_fn(x, 5), score_fn(x, 1))  # the step enters the result
 
-    actor = DiffusionActor(wm, PlannerConfig(steps=6, score_source="network"))
     obs, prev, init = torch.randn(4, 5), torch.randn(4, 3, 2).clamp(-1, 1), torch.zeros(4, dtype=torch.bool)
-    _, fast_plan = actor.plan(obs, prev, init, task, explore=False)
-    with reference_kernels():
-        _, ref_plan = actor.plan(obs, prev, init, task, explore=False)
-    torch.testing.assert_close(fast_plan, ref_plan, atol=1e-5, rtol=1e-5)
+    for steps in (6, 1):  # steps=1: the schedule still has two entries (one reverse step at tau=1)
+        actor = DiffusionActor(wm, PlannerConfig(steps=steps, score_source="network"))
+        _, fast_plan = actor.plan(obs, prev, init, task, explore=False)
+        with reference_kernels():
+            _, ref_plan = actor.plan(obs, prev, init, task, explore=False)
+        torch.testing.assert_close(fast_plan, ref_plan, atol=1e-5, rtol=1e-5)
 
 
 def _one_update(wm, batch, reference: bool, precision="fp32"):

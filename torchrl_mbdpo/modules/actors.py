@@ -142,7 +142,8 @@ class DiffusionActor(_LatentPlanningActor):
     def _plan_latents(self, z0, mean0, task, mask, explore):
         wm, cfg = self.world_model, self.planner
         if cfg.score_source == "network":
-            plan = score_network_sample(mean0, wm.score_fn(z0, cfg.steps, task), cfg, mask)
+            num_taus = len(cfg.schedule()[1])  # the schedule's length: steps, and at least 2
+            plan = score_network_sample(mean0, wm.score_fn(z0, num_taus, task), cfg, mask)
         else:
             discount = self._discount_of(task)
 

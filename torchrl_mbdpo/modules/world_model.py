@@ -228,9 +228,9 @@ class MBDPOWorldModel(WorldModel):
         out = self.score_net.module(z, noisy_plan.flatten(-2), t_emb, *self.task_args(task))
         return out.unflatten(-1, noisy_plan.shape[-2:])
 
-    def score_fn(self, z, steps: int, task=None):
-        """:meth:`score` of the fixed latents ``z`` ``(B, L)`` as ``(x (B, H, A), tau: int) -> s``, for the
-        ``steps``-step sampler (:func:`~torchrl_mbdpo.modules.planning.score_network_sample`).
+    def score_fn(self, z, num_taus: int, task=None):
+        """:meth:`score` of the fixed latents ``z`` ``(B, L)`` as ``(x (B, H, A), tau: int) -> s`` for
+        ``0 <= tau < num_taus`` (the sampler's schedule length, :func:`~torchrl_mbdpo.modules.planning.score_network_sample`).
 
         The first layer is linear in ``cat(z, x, emb(tau), task)``: the latent's and the task's terms
         are computed once per plan and the time embedding's once per step value, so a step multiplies
@@ -245,7 +245,7 @@ class MBDPOWorldModel(WorldModel):
         fixed = F.linear(z, w_z, first.bias)
         if cfg.multitask:
             fixed = fixed + F.linear(self.task_emb(self.task_args(task)[0].reshape(z.shape[:-1]).long()), w_task)
-        tau_terms = F.linear(timestep_embedding(torch.arange(steps, device=z.device), cfg.time_embed_dim), w_tau)
+        tau_terms = F.linear(timestep_embedding(torch.arange(num_taus, device=z.device), cfg.time_embed_dim), w_tau)
         rest = nn.Sequential(*list(net[0])[1:], *list(net)[1:])
 
         def score_fn(x, tau: int):
