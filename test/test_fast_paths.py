@@ -145,7 +145,7 @@ def test_update_equals_reference():
     # bf16 autocast: the same losses to bf16 accuracy, finite gradients, float32 weights.
     bf16, bf16_loss = _one_update(_perturbed_world_model(), batch, reference=False, precision="bf16")
     assert all(p.dtype == torch.float32 for p in bf16_loss.world_model.parameters())
-    for key in ("loss_consistency", "loss_reward", "loss_value", "loss_pi"):
+    for key in ("loss_consistency", "loss_reward", "loss_value", "loss_actor"):
         torch.testing.assert_close(bf16[key], ref[key], atol=0.05, rtol=0.05, msg=lambda m: f"{key}: {m}")
     assert torch.isfinite(bf16["model_grad_norm"]) and bf16["nonfinite_skipped"] == 0
 

@@ -17,11 +17,11 @@ def test_actor_and_loss_keys_match_env_specs_and_buffer_samples():
 
     provided = set(env.observation_spec.keys(True, True)) | set(env.full_done_spec.keys(True, True))
     assert set(actor.in_keys) <= provided
-    assert set(actor.out_keys) == {"action", ("next", "plan")}
+    assert set(actor.out_keys) == {"action", ("next", actor.plan_key)}
 
     rollout = env.rollout(20, actor)
     assert rollout["action"].shape == (2, 20, action_dim) and rollout["action"].abs().max() <= 1  # in the Bounded spec
-    assert torch.equal(rollout["plan"][:, 1:], rollout["next", "plan"][:, :-1])
+    assert torch.equal(rollout[actor.plan_key][:, 1:], rollout["next", actor.plan_key][:, :-1])
 
     rb = make_replay_buffer(horizon=3, batch_size=4, capacity=100)
     rollout["next", "done"][:, -1] = True  # close the episodes so the writer stores them

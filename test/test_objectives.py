@@ -69,7 +69,7 @@ def seeded_losses(loss: MBDPOLoss, td: TensorDict, seeds=(0, 1, 2, 3)) -> dict:
     for seed in seeds:
         torch.manual_seed(seed)
         with torch.no_grad():
-            out = loss.model_loss(td)
+            _, out = loss.model_loss(td)
         for key in LOSS_TERMS:
             if key in out.keys():
                 totals[key] = totals.get(key, 0.0) + out[key].item() / len(seeds)
@@ -82,12 +82,12 @@ def seeded_losses(loss: MBDPOLoss, td: TensorDict, seeds=(0, 1, 2, 3)) -> dict:
 def test_forward_keys_and_finite(episodic, use_score, pairing):
     loss, _ = make_loss(wm_kwargs=dict(episodic=episodic), use_score_network=use_score, contrastive_pairing=pairing)
     out = loss(make_batch())
-    expected = {"loss_consistency", "loss_reward", "loss_value", "loss_energy", "loss_pi"}
+    expected = {"loss_consistency", "loss_reward", "loss_value", "loss_energy", "loss_actor"}
     expected |= {"loss_termination"} if episodic else set()
     expected |= {"loss_score"} if use_score else set()
     assert {k for k in out.keys() if k.startswith("loss_")} == expected
     assert set(loss.out_keys) == expected
-    assert "latents" not in out.keys()
+    assert "actor_latents" not in out.keys()
     for key, value in out.items():
         assert value.shape == torch.Size([]), key
         assert torch.isfinite(value), key
@@ -97,17 +97,19 @@ def test_forward_keys_and_finite(episodic, use_score, pairing):
 def test_model_loss_aux_latents_and_flat_batch():
     loss, _ = make_loss()
     td = make_batch()
-    out = loss.model_loss(td)
-    assert out["latents"].shape == (B, H + 1, 32) and not out["latents"].requires_grad
+    total, out = loss.model_loss(td)
+    assert out["actor_latents"].shape == (B, H + 1, 32) and not out["actor_latents"].requires_grad
+    # The total is the coefficient-weighted sum of the unweighted terms of the metadata.
+    weighted = sum(getattr(loss, coef) * out[key] for key, coef in loss._COEFS.items() if key in out.keys())
+    torch.testing.assert_close(total, weighted)
     # A flat [B*H] sample (as SliceSampler returns it) is reshaped with the model's horizon.
     torch.manual_seed(0)
-    flat = loss.model_loss(td.reshape(-1))
+    _, flat = loss.model_loss(td.reshape(-1))
     torch.manual_seed(0)
-    shaped = loss.model_loss(td)
+    _, shaped = loss.model_loss(td)
     torch.testing.assert_close(flat["loss_consistency"], shaped["loss_consistency"])
-    # pi_loss accepts the model-loss output, raw latents, or the batch itself.
-    for source in (out, out["latents"], td):
-        assert torch.isfinite(loss.pi_loss(source)["loss_pi"])
+    actor_loss, actor_metadata = loss.actor_loss_from_latents(out["actor_latents"])
+    assert torch.isfinite(actor_loss) and {"pi_entropy", "pi_scaled_entropy", "pi_scale"} <= set(actor_metadata.keys())
 
 
 def test_invalid_flags_raise():
@@ -162,7 +164,7 @@ def test_score_term_decreases_when_training_the_score_network():
     before = seeded_losses(loss, td, seeds)["loss_score"]
     for step in range(200):
         torch.manual_seed(seeds[step % len(seeds)])
-        loss.model_loss(td)["loss_score"].backward()
+        loss.model_loss(td)[1]["loss_score"].backward()
         optim.step()
         optim.zero_grad(set_to_none=True)
     after = seeded_losses(loss, td, seeds)["loss_score"]
@@ -175,7 +177,7 @@ def test_pi_loss_increases_q_of_the_policy():
     # At init the last Q layer is zero, so Q ignores the action; give it a slope to climb.
     with torch.no_grad():
         wm.qs.module.net.params["2", "weight"].normal_(0, 0.3)
-    latents = loss.model_loss(make_batch())["latents"]
+    latents = loss.model_loss(make_batch())[1]["actor_latents"]
     zs = latents.transpose(0, 1)
     _, pi_optim = make_optimizers(loss, lr=3e-3)
 
@@ -190,11 +192,11 @@ def test_pi_loss_increases_q_of_the_policy():
     wm.train()
     losses = []
     for _ in range(100):
-        out = loss.pi_loss(latents)
-        out["loss_pi"].backward()
+        actor_loss, _ = loss.actor_loss_from_latents(latents)
+        actor_loss.backward()
         pi_optim.step()
         pi_optim.zero_grad(set_to_none=True)
-        losses.append(out["loss_pi"].item())
+        losses.append(actor_loss.item())
     assert q_of_mean_action() > q_before + 0.1
     assert sum(losses[-10:]) < sum(losses[:10])
 
@@ -209,7 +211,7 @@ def test_pi_loss_gradients_reach_only_the_policy():
     with torch.no_grad():  # a non-constant Q, so the gradient through the action is non-zero
         loss.world_model.qs.module.net.params["2", "weight"].normal_()
     loss.world_model.train()
-    loss.pi_loss(loss.model_loss(make_batch()))["loss_pi"].backward()
+    loss.actor_loss_from_latents(loss.model_loss(make_batch())[1]["actor_latents"])[0].backward()
     assert _grad_owners(loss) == {"policy"}
 
 
@@ -217,8 +219,7 @@ def test_model_loss_gradients_skip_the_policy():
     loss, _ = make_loss(wm_kwargs=dict(episodic=True), use_score_network=True)
     with torch.no_grad():  # non-zero heads, so every module's gradient is non-zero
         loss.world_model.qs.module.net.params["2", "weight"].normal_()
-    out = loss.model_loss(make_batch())
-    sum(v for k, v in out.items() if k.startswith("loss_")).backward()
+    loss.model_loss(make_batch())[0].backward()
     owners = _grad_owners(loss)
     assert "policy" not in owners
     assert {"encoder", "dynamics", "reward_head", "done_head", "energy", "score_net", "qs"} <= owners
@@ -341,7 +342,7 @@ def test_energy_stats_update_and_are_checkpointed():
     assert mean0 == 0 and std0 == 1
     with torch.no_grad():  # a non-zero F, so its logits have a spread
         loss.world_model.energy.module.net[-1].weight.normal_()
-    out = loss.model_loss(make_batch())
+    _, out = loss.model_loss(make_batch())
     assert stats.mean != mean0 and stats.std != std0
     assert out["energy_mean"] == stats.mean and out["energy_std"] == stats.std
     state = loss.state_dict()
@@ -391,7 +392,7 @@ def test_set_keys():
     loss.set_keys(**custom)
     assert loss.tensor_keys.observation == "obs" and loss.tensor_keys.terminated == ("next", "term")
     assert set(loss.in_keys) == set(custom.values())
-    out = loss.model_loss(make_batch(keys=custom))
+    _, out = loss.model_loss(make_batch(keys=custom))
     assert torch.isfinite(out["loss_value"])
     with pytest.raises(KeyError):
         loss.model_loss(make_batch())
@@ -413,9 +414,9 @@ def test_multitask_losses(pairing):
     model_optim, pi_optim = make_optimizers(loss)
     info = update(loss, td, model_optim, pi_optim, updater)
     assert all(torch.isfinite(v) for v in info.values())
-    out = loss.model_loss(td)
+    _, out = loss.model_loss(td)
     assert out["task"].shape == (B,)
-    assert torch.isfinite(loss.pi_loss(out)["loss_pi"])
+    assert torch.isfinite(loss.actor_loss_from_latents(out["actor_latents"], out["task"])[0])
 
 
 if __name__ == "__main__":

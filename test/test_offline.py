@@ -177,7 +177,7 @@ def pretrained(dataset, tmp_path_factory):
 
     def fixed_loss():
         with torch.no_grad():
-            out = trainer.loss.model_loss(fixed)
+            _, out = trainer.loss.model_loss(fixed)
         return {k: v.item() for k, v in out.items() if k in ("loss_consistency", "loss_reward", "loss_value")}
 
     before = fixed_loss()

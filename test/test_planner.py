@@ -12,6 +12,8 @@ from torchrl_mbdpo import DiffusionActor
 from torchrl_mbdpo.modules import MBDPOWorldModel, PlannerConfig, WorldModelConfig
 from torchrl_mbdpo.modules.planning import elite_weighted_mean, mc_diffusion_sample, warm_start_mean
 
+PLAN = "_mbdpo_plan"  # DiffusionActor's private warm-start key
+
 SMALL = dict(num_samples=256, num_elites=32, num_pi_trajs=0, steps=10)
 
 
@@ -59,12 +61,12 @@ def _point_mass_actor(goal, **planner):
 def test_actor_finds_best_first_action_for_each_env():
     actor = _point_mass_actor([0.3, -0.4])
     obs = torch.tensor([[0.0, 0.0], [0.5, -0.5], [-0.2, 0.3]])
-    td = TensorDict(observation=obs, is_init=torch.ones(3, 1, dtype=torch.bool), plan=torch.zeros(3, 3, 2), batch_size=[3])
+    td = TensorDict({"observation": obs, "is_init": torch.ones(3, 1, dtype=torch.bool), PLAN: torch.zeros(3, 3, 2)}, batch_size=[3])
     with set_interaction_type(InteractionType.DETERMINISTIC):
         out = actor(td)
     best = torch.tensor([0.3, -0.4]) - obs
     assert (out["action"] - best).abs().max() < 0.1
-    assert out["next", "plan"][:, 1:].abs().max() < 0.15  # then stay on the goal
+    assert out["next", PLAN][:, 1:].abs().max() < 0.15  # then stay on the goal
 
 
 def test_exploration_noise_only_in_random_mode():
@@ -74,18 +76,18 @@ def test_exploration_noise_only_in_random_mode():
         det = actor(td.clone())
     with set_interaction_type(InteractionType.RANDOM):
         rnd = actor(td.clone())
-    assert (det["action"] - det["next", "plan"][:, 0]).abs().max() == 0
-    assert (rnd["action"] - rnd["next", "plan"][:, 0]).abs().mean() > 0.1
+    assert (det["action"] - det["next", PLAN][:, 0]).abs().max() == 0
+    assert (rnd["action"] - rnd["next", PLAN][:, 0]).abs().mean() > 0.1
 
 
 def test_warm_start_is_used_unless_episode_starts():
     # One denoising step (proposal std 0.1): the plan moves only a little from its initial mean.
     actor = _point_mass_actor([0.0, 0.0], steps=2, num_pi_trajs=0)
     prev = torch.full((1, 3, 2), 0.8)
-    make = lambda init: TensorDict(observation=torch.zeros(1, 2), plan=prev, is_init=torch.tensor([[init]]), batch_size=[1])
+    make = lambda init: TensorDict({"observation": torch.zeros(1, 2), PLAN: prev, "is_init": torch.tensor([[init]])}, batch_size=[1])
     with set_interaction_type(InteractionType.DETERMINISTIC):
-        warm = actor(make(False))["next", "plan"]
-        cold = actor(make(True))["next", "plan"]
+        warm = actor(make(False))["next", PLAN]
+        cold = actor(make(True))["next", PLAN]
     assert (warm[0, :2] - 0.8).abs().max() < 0.15 and warm[0, 2].abs().max() < 0.15
     assert cold.abs().max() < 0.15
 
@@ -100,14 +102,19 @@ def test_plan_is_carried_in_tensordict_through_collector_and_reset():
     env = SerialEnv(2, make_env)
     check_env_specs(env)
     collector = Collector(env, actor, frames_per_batch=24, total_frames=24)
+    # The warm start is private: carried between steps, never in the collector's output (nor in a buffer).
+    assert PLAN not in next(iter(collector)).keys(True, is_leaf=lambda *_: True)
+    collector.shutdown()
+    collector = Collector(env, actor, frames_per_batch=24, total_frames=24)
+    collector._exclude_private_keys = False  # to look at it here
     data = next(iter(collector))
     collector.shutdown()
     data = data.reshape(2, -1)
     init = data["is_init"].squeeze(-1)
     assert init[:, 0].all() and init.sum() == 6  # episodes of 4 steps in 12-step trajectories
-    assert (data["plan"][init] == 0).all()  # reset at each episode start
-    carried = data["plan"][:, 1:][~init[:, 1:]]
-    assert torch.equal(carried, data["next", "plan"][:, :-1][~init[:, 1:]])  # warm start carried forward
+    assert (data[PLAN][init] == 0).all()  # reset at each episode start
+    carried = data[PLAN][:, 1:][~init[:, 1:]]
+    assert torch.equal(carried, data["next", PLAN][:, :-1][~init[:, 1:]])  # warm start carried forward
     assert data["action"].abs().max() <= 1
 
 
@@ -124,7 +131,7 @@ def test_real_world_model_default_shapes_with_batch_dims():
     actor = DiffusionActor(wm, PlannerConfig(num_samples=16, num_elites=4, num_pi_trajs=2, steps=3))
     td = TensorDict(observation=torch.randn(2, 3, 5), batch_size=[2, 3])
     out = actor(td)
-    assert out["action"].shape == (2, 3, 2) and out["next", "plan"].shape == (2, 3, 3, 2)
+    assert out["action"].shape == (2, 3, 2) and out["next", PLAN].shape == (2, 3, 3, 2)
     assert torch.isfinite(out["action"]).all() and out["action"].abs().max() <= 1
 
 

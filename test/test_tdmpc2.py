@@ -35,7 +35,7 @@ def test_mppi_lands_on_optimum_per_env_and_fits_std():
 def test_mppi_actor_on_analytic_model_finds_best_first_action_and_explores_with_elite_std():
     actor = MPPIActor(PointMassModel([0.3, -0.4]), MPPIConfig(**{**SMALL_MPPI, "num_pi_trajs": 8}), discount=0.99)
     obs = torch.tensor([[0.0, 0.0], [0.5, -0.5], [-0.2, 0.3]])
-    td = TensorDict(observation=obs, is_init=torch.ones(3, 1, dtype=torch.bool), plan=torch.zeros(3, 3, 2), batch_size=[3])
+    td = TensorDict({"observation": obs, "is_init": torch.ones(3, 1, dtype=torch.bool), "_tdmpc2_prev_mean": torch.zeros(3, 3, 2)}, batch_size=[3])
     with set_interaction_type(InteractionType.DETERMINISTIC):
         out = actor(td.clone())
     assert (out["action"] - (torch.tensor([0.3, -0.4]) - obs)).abs().max() < 0.1
@@ -62,7 +62,7 @@ def test_tdmpc2_loss_has_no_energy_terms_and_trains_the_rest():
     assert loss.target_q_pair == "random"
     out = loss(_batch())
     assert "loss_energy" not in out.keys() and "loss_score" not in out.keys()
-    assert {"loss_consistency", "loss_reward", "loss_value", "loss_pi"} <= set(out.keys())
+    assert {"loss_consistency", "loss_reward", "loss_value", "loss_actor"} <= set(out.keys())
     assert set(loss.out_keys) == {k for k in out.keys() if k.startswith("loss_")}
     energy_before = [p.clone() for p in wm.energy.parameters()]
     dynamics_before = [p.clone() for p in wm.dynamics.parameters()]
@@ -79,10 +79,10 @@ def test_switching_algorithms_is_one_line_on_the_same_world_model():
     for actor_cls, loss_cls in ((DiffusionActor, MBDPOLoss), (MPPIActor, TDMPC2Loss)):
         actor, loss = actor_cls(wm), loss_cls(wm)
         out = actor(td.clone())
-        assert out["action"].shape == (4, 2) and out["next", "plan"].shape == (4, 3, 2)
+        assert out["action"].shape == (4, 2) and out["next", actor.plan_key].shape == (4, 3, 2)
         assert out["action"].abs().max() <= 1
         assert torch.isfinite(loss(_batch())["loss_value"])
-        assert actor.in_keys == ["observation", "plan", "is_init"]
+        assert actor.in_keys == ["observation", actor.plan_key, "is_init"] and actor.plan_key.startswith("_")
 
 
 def test_diagnostics_measure_what_they_claim():

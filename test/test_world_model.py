@@ -59,9 +59,8 @@ def test_q_ensemble_is_vectorised_and_equals_each_member():
     z, a = torch.randn(4, 16), torch.rand(4, 2)
     all_heads = wm.q_logits(z, a)
     assert all_heads.shape == (3, 4, 101)
-    params = wm.qs.module.net.params
     for i in range(3):
-        assert torch.allclose(wm.q_logits(z, a, params=params[i : i + 1])[0], all_heads[i], atol=1e-6)
+        assert torch.allclose(wm.q_logits(z, a, heads=torch.tensor([i]))[0], all_heads[i], atol=1e-6)
     assert not torch.allclose(all_heads[0], all_heads[1])  # independent initialisation
 
 

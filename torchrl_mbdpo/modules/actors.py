@@ -1,10 +1,15 @@
 """Planning actors as TorchRL TensorDict policies: ``DiffusionActor`` (MBDPO's model-based diffusion
-sampler) and ``MPPIActor`` (TD-MPC2's MPPI), interchangeable on the same world model."""
+sampler) and ``MPPIActor`` (TD-MPC2's MPPI), interchangeable on the same world model, and
+``MBDPOPlanner``: the diffusion sampler with the constructor of TorchRL's ``TdMpc2Planner``, on TorchRL's
+TD-MPC2 components."""
 from __future__ import annotations
 
 import torch
+import warnings
+
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
+from tensordict.utils import NestedKey
 from tensordict.nn.probabilistic import InteractionType, interaction_type
 from torchrl.data import Unbounded
 from torchrl.envs import TensorDictPrimer
@@ -13,43 +18,55 @@ from .energy import EnergyNormalizer
 from .layers import autocast_precision, eval_mode
 from .mppi import MPPIConfig, mppi_sample
 from .planning import PlannerConfig, mc_diffusion_sample, policy_rollout, score_network_sample, warm_start_mean, world_model_value
+from .torchrl_components import TorchRLComponents, next_key
 
-__all__ = ["DiffusionActor", "MPPIActor"]
+__all__ = ["DiffusionActor", "MPPIActor", "MBDPOPlanner"]
 
 
 class _LatentPlanningActor(TensorDictModuleBase):
     """What both planners share: TensorDict plumbing, the warm start carried in the TensorDict, env
     grouping on CPU, precision and exploration. Subclasses implement :meth:`_plan_latents`.
 
-    The warm start lives in the TensorDict, not in the module: the actor reads ``plan`` (its previous
-    ``(H, A)`` plan per env) and ``is_init`` (episode start, from ``InitTracker``) and writes ``action``
-    and ``("next", "plan")``, so it survives collector resets and works with ``SerialEnv``/``ParallelEnv``.
-    Build envs with ``make_env(..., policy=actor)`` or append :meth:`make_tensordict_primer` and
-    ``InitTracker``. Exploration follows TorchRL's interaction type: ``RANDOM`` (collectors' default)
-    explores, ``DETERMINISTIC`` (evaluation) does not.
+    The warm start lives in the TensorDict, not in the module: the actor reads ``plan_key`` (its previous
+    ``(H, A)`` plan per env; a private key, ``_`` first, as TorchRL's ``TdMpc2Planner``) and ``is_init_key``
+    (episode start, from ``InitTracker``) and writes ``action_key`` and ``("next", plan_key)``, so it survives
+    collector resets and works with ``SerialEnv``/``ParallelEnv``. Build envs with
+    ``make_env(..., policy=actor)`` or append :meth:`make_tensordict_primer` and ``InitTracker``.
+    Exploration follows TorchRL's interaction type: ``RANDOM`` (collectors' default) explores,
+    ``DETERMINISTIC`` (evaluation) does not.
     """
 
-    def __init__(self, world_model, planner, discount, observation_key, max_batch_rows, precision):
+    def __init__(self, world_model, planner, discount, observation_key, max_batch_rows, precision, *, action_key: NestedKey = "action",
+                 is_init_key: NestedKey = "is_init", plan_key: NestedKey = "_mbdpo_plan"):
         super().__init__()
         autocast_precision(precision, "cpu")  # validates
+        leaf = plan_key[-1] if isinstance(plan_key, tuple) else plan_key
+        if not isinstance(leaf, str) or not leaf.startswith("_"):
+            raise ValueError(f"The warm-start key must be private (its last part starts with '_'), got {plan_key!r}: "
+                             "a public key would be stored in replay buffers with every step.")
         self.precision = precision
         self.max_batch_rows = max_batch_rows
-        self.world_model = world_model
+        # The tensor-level model planned with (an MBDPOWorldModel, or TorchRLComponents in MBDPOPlanner).
+        self.latent_model = world_model
         self.planner = planner
         self.register_buffer("discount", torch.as_tensor(discount, dtype=torch.float32))
-        self.observation_key = observation_key
+        self.observation_key, self.action_key, self.is_init_key, self.plan_key = observation_key, action_key, is_init_key, plan_key
         self.multitask = world_model.cfg.multitask
-        self.in_keys = [observation_key, "plan", "is_init"] + (["task"] if self.multitask else [])
-        self.out_keys = ["action", ("next", "plan")]
+        self.in_keys = [observation_key, plan_key, is_init_key] + (["task"] if self.multitask else [])
+        self.out_keys = [action_key, next_key(plan_key)]
+
+    @property
+    def world_model(self):
+        return self.latent_model
 
     @property
     def plan_shape(self) -> tuple[int, int]:
-        return (self.planner.horizon, self.world_model.cfg.action_dim)
+        return (self.planner.horizon, self.latent_model.cfg.action_dim)
 
     def make_tensordict_primer(self) -> TensorDictPrimer:
-        """Primer adding the zero-initialised ``plan`` entry to an env (found by TorchRL's
+        """Primer adding the zero-initialised warm-start entry to an env (found by TorchRL's
         ``get_primers_from_module`` / ``auto_register_policy_transforms``)."""
-        return TensorDictPrimer(plan=Unbounded(self.plan_shape), default_value=0.0, expand_specs=True)
+        return TensorDictPrimer({self.plan_key: Unbounded(self.plan_shape)}, default_value=0.0, expand_specs=True)
 
     def _rows_per_env(self) -> int:
         return self.planner.num_samples
@@ -72,7 +89,7 @@ class _LatentPlanningActor(TensorDictModuleBase):
                 for i in range(0, obs.shape[0], group)
             ]
             return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-        wm = self.world_model
+        wm = self.latent_model
         with autocast_precision(self.precision, obs.device):
             z0 = wm.encode_obs(obs, task)
             task = None if task is None else task.reshape(-1)
@@ -88,18 +105,18 @@ class _LatentPlanningActor(TensorDictModuleBase):
         flat = tensordict.reshape(-1) if len(batch_shape) != 1 else tensordict
         obs = flat.get(self.observation_key)
         B = obs.shape[0]
-        prev_plan = flat.get("plan", None)
+        prev_plan = flat.get(self.plan_key, None)
         if prev_plan is None:
             prev_plan = torch.zeros(B, *self.plan_shape, device=obs.device)
-        is_init = flat.get("is_init", None)
+        is_init = flat.get(self.is_init_key, None)
         if is_init is None:
             is_init = torch.zeros(B, dtype=torch.bool, device=obs.device)
         task = flat.get("task") if self.multitask else None
         explore = interaction_type() not in (InteractionType.DETERMINISTIC, InteractionType.MODE, InteractionType.MEAN)
-        with eval_mode(self.world_model):
+        with eval_mode(self.latent_model):
             action, plan = self.plan(obs, prev_plan, is_init, task, explore=explore)
-        tensordict.set("action", action.reshape(*batch_shape, -1))
-        tensordict.set(("next", "plan"), plan.reshape(*batch_shape, *self.plan_shape))
+        tensordict.set(self.action_key, action.reshape(*batch_shape, -1))
+        tensordict.set(next_key(self.plan_key), plan.reshape(*batch_shape, *self.plan_shape))
         return tensordict
 
 
@@ -116,7 +133,9 @@ class DiffusionActor(_LatentPlanningActor):
         energy_norm: the running energy normaliser (by default the world model's own).
         max_batch_rows: candidates rolled out at once on CPU (see :meth:`plan`).
         precision: ``"fp32"`` or ``"bf16"`` (planning under ``torch.autocast``; plans are returned in
-            the dtype of the ``plan`` entry, float32).
+            the dtype of the warm-start entry, float32).
+        action_key, is_init_key, plan_key: TensorDict keys (defaults ``"action"``, ``"is_init"``,
+            ``"_mbdpo_plan"``).
     """
 
     def __init__(
@@ -128,19 +147,20 @@ class DiffusionActor(_LatentPlanningActor):
         observation_key="observation",
         max_batch_rows: int | None = None,
         precision: str = "fp32",
+        **keys,
     ):
         planner = planner or PlannerConfig()
         if planner.horizon != world_model.cfg.horizon and planner.score_source == "network":
             raise ValueError("The score network was built for horizon "
                              f"{world_model.cfg.horizon}; planner.horizon={planner.horizon} does not match.")
-        super().__init__(world_model, planner, discount, observation_key, max_batch_rows, precision)
+        super().__init__(world_model, planner, discount, observation_key, max_batch_rows, precision, **keys)
         self.energy_norm = energy_norm if energy_norm is not None else world_model.energy_norm
 
     def _rows_per_env(self) -> int:
         return self.planner.num_samples if self.planner.score_source == "mc" else 1
 
     def _plan_latents(self, z0, mean0, task, mask, explore):
-        wm, cfg = self.world_model, self.planner
+        wm, cfg = self.latent_model, self.planner
         if cfg.score_source == "network":
             num_taus = len(cfg.schedule()[1])  # the schedule's length: steps, and at least 2
             plan = score_network_sample(mean0, wm.score_fn(z0, num_taus, task), cfg, mask)
@@ -165,7 +185,7 @@ class MPPIActor(_LatentPlanningActor):
     """TD-MPC2's MPPI planner on the same world model (the baseline MBDPO is compared with).
 
     Same keys and warm start as :class:`DiffusionActor`, so the two are swapped by changing the class;
-    ``plan`` carries the previous MPPI *mean*, as TD-MPC2. The return has no energy term. Exploration
+    the warm-start entry (``_tdmpc2_prev_mean``, TorchRL's name) carries the previous MPPI *mean*, as TD-MPC2. The return has no energy term. Exploration
     (``RANDOM``) adds noise with the std of the elites at the first step.
 
     Args:
@@ -175,11 +195,12 @@ class MPPIActor(_LatentPlanningActor):
     """
 
     def __init__(self, world_model, planner: MPPIConfig | None = None, discount: float | torch.Tensor = 0.99,
-                 observation_key="observation", max_batch_rows: int | None = None, precision: str = "fp32"):
-        super().__init__(world_model, planner or MPPIConfig(), discount, observation_key, max_batch_rows, precision)
+                 observation_key="observation", max_batch_rows: int | None = None, precision: str = "fp32", *,
+                 plan_key: NestedKey = "_tdmpc2_prev_mean", **keys):
+        super().__init__(world_model, planner or MPPIConfig(), discount, observation_key, max_batch_rows, precision, plan_key=plan_key, **keys)
 
     def _plan_latents(self, z0, mean0, task, mask, explore):
-        wm, cfg = self.world_model, self.planner
+        wm, cfg = self.latent_model, self.planner
         discount = self._discount_of(task)
 
         def value_fn(candidates):
@@ -191,3 +212,86 @@ class MPPIActor(_LatentPlanningActor):
         if explore:
             action = action + std[:, 0] * torch.randn_like(action)  # std is already zero on masked dims
         return action, mean
+
+
+# TdMpc2Planner's MPPI-only options: accepted so its configs and call sites carry over, not used by the
+# diffusion sampler (whose proposal noise follows the diffusion schedule and which runs ``steps - 1``
+# denoising iterations).
+_MPPI_ONLY_DEFAULTS = {"iterations": 6, "min_std": 0.05, "max_std": 2.0}
+
+
+class MBDPOPlanner(DiffusionActor):
+    """MBDPO's diffusion planner with the constructor of TorchRL's ``TdMpc2Planner``, on TorchRL's TD-MPC2
+    components: replace the class name and a TorchRL TD-MPC2 pipeline plans with MBDPO.
+
+    ``MBDPOPlanner(world_model, policy_prior, q_ensemble, *, horizon=3, discount=0.99, num_samples=512,
+    num_elites=64, num_pi_trajs=24, temperature=0.5, observation_key=None, action_key=None,
+    is_init_key="is_init", prev_mean_key="_mbdpo_prev_plan", action_dim=None)`` as ``TdMpc2Planner``
+    (``iterations``, ``min_std`` and ``max_std`` are MPPI's: accepted, unused, and a warning says so when
+    they differ from TorchRL's defaults), plus MBDPO's:
+
+    Keyword Args:
+        steps, beta0, betaT: the diffusion schedule (``steps - 1`` denoising iterations).
+        energy, energy_eta: the energy network (:func:`~torchrl_mbdpo.modules.make_energy_network`) and its
+            weight in the return; ``energy=None`` needs ``energy_eta=0``.
+        score_source, score_network: ``"mc"`` (Monte-Carlo score) or ``"network"`` (the amortised score
+            network only, :func:`~torchrl_mbdpo.modules.make_score_network`).
+        termination: a termination head for episodic tasks (default: the world model's ``done_head``).
+        action_noise: exploration noise on the executed action.
+        precision, max_batch_rows: as :class:`DiffusionActor`.
+
+    The warm start (the previous clean plan) is carried under ``prev_mean_key`` (private, as TorchRL's).
+    ``world_model``, ``policy_prior`` and ``q_ensemble`` return the live components, as ``TdMpc2Planner``'s.
+    """
+
+    def __init__(self, world_model, policy_prior, q_ensemble, *, horizon: int = 3, discount: float = 0.99, num_samples: int = 512,
+                 num_elites: int = 64, num_pi_trajs: int = 24, temperature: float = 0.5, observation_key: NestedKey | None = None,
+                 action_key: NestedKey | None = None, is_init_key: NestedKey = "is_init", prev_mean_key: NestedKey = "_mbdpo_prev_plan",
+                 action_dim: int | None = None, iterations: int = 6, min_std: float = 0.05, max_std: float = 2.0, steps: int = 20,
+                 beta0: float = 1e-4, betaT: float = 1e-2, energy=None, energy_eta: float = 0.01, score_source: str = "mc",
+                 score_network=None, termination=None, action_noise: float = 0.05, precision: str = "fp32",
+                 max_batch_rows: int | None = None):
+        unused = {k: v for k, v in dict(iterations=iterations, min_std=min_std, max_std=max_std).items() if v != _MPPI_ONLY_DEFAULTS[k]}
+        if unused:
+            warnings.warn(f"MBDPOPlanner ignores TdMpc2Planner's MPPI options {unused}: the diffusion sampler's noise follows its "
+                          f"schedule (steps={steps}).", stacklevel=2)
+        if energy is None and energy_eta:
+            raise TypeError("MBDPOPlanner shapes returns with the energy network: pass energy= "
+                            "(torchrl_mbdpo.modules.make_energy_network(...), shared with the loss), or energy_eta=0.")
+        if score_source == "network" and score_network is None:
+            raise TypeError("score_source='network' needs score_network= (torchrl_mbdpo.modules.make_score_network(...)).")
+        model = TorchRLComponents(world_model, policy_prior, q_ensemble, horizon=horizon, energy=energy, score_network=score_network,
+                                  termination=termination)
+        if action_dim is not None and action_dim != model.cfg.action_dim:
+            raise ValueError(f"action_dim={action_dim}, but the policy prior acts in {model.cfg.action_dim} dims.")
+        encoder_key = world_model.encoder.in_keys[0]
+        if observation_key is not None and observation_key != encoder_key:
+            raise ValueError(f"observation_key must match the world-model encoder input key, got {observation_key!r} and {encoder_key!r}.")
+        planner = PlannerConfig(horizon=horizon, steps=steps, beta0=beta0, betaT=betaT, num_samples=num_samples, num_elites=num_elites,
+                                num_pi_trajs=num_pi_trajs, temperature=temperature, action_noise=action_noise, energy_eta=energy_eta,
+                                score_source=score_source)
+        super().__init__(model, planner, discount, energy_norm=model.energy_norm, observation_key=encoder_key,
+                         max_batch_rows=max_batch_rows, precision=precision, action_key=action_key or policy_prior.out_keys[0],
+                         is_init_key=is_init_key, plan_key=prev_mean_key)
+        self.horizon, self.num_samples, self.num_elites, self.num_pi_trajs = horizon, num_samples, num_elites, num_pi_trajs
+        self.temperature, self.action_dim, self.prev_mean_key = temperature, model.cfg.action_dim, prev_mean_key
+
+    @property
+    def world_model(self):
+        return self.latent_model.world_model
+
+    @property
+    def policy_prior(self):
+        return self.latent_model.policy_prior
+
+    @property
+    def q_ensemble(self):
+        return self.latent_model.q_ensemble
+
+    @property
+    def energy(self):
+        return self.latent_model.energy
+
+    @property
+    def score_network(self):
+        return self.latent_model.score_net

@@ -10,13 +10,14 @@ from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
+from tensordict import TensorDictParams
 from tensordict.nn import TensorDictModule
 from torch import nn
 from torchrl.modules import WorldModel
 
 from .energy import EnergyNormalizer
 from .functional import PolicySample, gaussian_tanh_policy, make_bins, timestep_embedding, two_hot_inv
-from .layers import Ensemble, PixelEncoder, SimNorm, TaskConditioned, mlp, using_reference_kernels, weight_init, zero_last_layer
+from .layers import Ensemble, PixelEncoder, SimNorm, TaskConditioned, eval_mode, mlp, using_reference_kernels, weight_init, zero_last_layer
 
 __all__ = ["MODEL_SIZES", "resolve_model_size", "WorldModelConfig", "MBDPOWorldModel"]
 
@@ -145,6 +146,9 @@ class MBDPOWorldModel(WorldModel):
         self.energy = wrap(mlp(L + A + T, [M, M], 1), ["latent", "action"], ["energy"])
         self.score_net = wrap(mlp(L + T + HA + cfg.time_embed_dim, [M, M], HA), ["latent", "noisy_plan_flat", "tau_embedding"], ["score_flat"])
         self.qs = wrap(Ensemble(q_members), ["latent", "action"], ["q_logits"])
+        # Polyak-averaged copy of the Q heads (buffers), kept beside them as in TD-MPC2 and TorchRL's
+        # TdMpc2QEnsemble: ``q_logits(..., source="target")`` reads it, ``SoftUpdate`` on a loss updates it.
+        self.target_q_params = TensorDictParams(self.q_params.data.clone(), no_convert=True)
 
         self.energy_norm = EnergyNormalizer()
         self.register_buffer("bins", make_bins(K, cfg.vmin, cfg.vmax))
@@ -164,7 +168,8 @@ class MBDPOWorldModel(WorldModel):
         zero_last_layer(self.reward_head.module.net)
         zero_last_layer(self.energy.module.net)
         last = str(len(self.qs.module.net._skeleton) - 1)
-        self.qs.module.net.params[last, "weight"].data.zero_()
+        self.q_params[last, "weight"].data.zero_()
+        self.target_q_params.data.update_(self.q_params.data)
 
     # ----------------------------------------------------------------- tensor-level calls
     def task_args(self, task: torch.Tensor | None) -> tuple:
@@ -208,18 +213,38 @@ class MBDPOWorldModel(WorldModel):
         mask = mask.expand_as(mu) if mask is not None else None
         return gaussian_tanh_policy(mu, raw_log_std, eps, self.cfg.log_std_min, self.cfg.log_std_max, mask)
 
-    def q_logits(self, z, a, task=None, params=None):
-        """Logits of every Q head, ``(num_q, *batch, num_bins)``; ``params`` selects target/detached weights."""
+    @property
+    def q_params(self) -> TensorDictParams:
+        """The online weights of every Q head, stacked (``num_q`` leading dim)."""
+        return self.qs.module.net.params
+
+    Q_SOURCES = ("online", "detached", "target")
+
+    def q_logits(self, z, a, task=None, source: str = "online", heads: torch.Tensor | None = None):
+        """Logits of the Q heads, ``(num_heads, *batch, num_bins)``, from the weights of ``source`` (as TorchRL's
+        ``TdMpc2QEnsemble``): ``"online"``, ``"detached"`` (online values, no gradient to them) or ``"target"``
+        (the Polyak copy, always without dropout). ``heads`` selects heads (all by default)."""
+        if source == "online":
+            params = self.q_params
+        elif source == "detached":
+            params = self.q_params.detach()
+        elif source == "target":
+            params = self.target_q_params
+        else:
+            raise ValueError(f"source must be one of {self.Q_SOURCES}, got {source!r}")
+        params = params if heads is None else params[heads]
+        if source == "target":
+            with eval_mode(self.qs):
+                return self.qs.module(z, a, *self.task_args(task), params=params)
         return self.qs.module(z, a, *self.task_args(task), params=params)
 
-    def q_value(self, z, a, task=None, reduce: str = "avg", pair: torch.Tensor | None = None, params=None):
+    def q_value(self, z, a, task=None, reduce: str = "avg", pair: torch.Tensor | None = None, source: str = "online"):
         """Scalar Q from two heads (a random pair unless ``pair`` is given), reduced by ``min`` or ``avg``.
 
         Only the two selected heads are evaluated."""
         if pair is None:
             pair = torch.randperm(self.cfg.num_q, device=z.device)[:2]
-        params = self.qs.module.net.params if params is None else params
-        q = two_hot_inv(self.q_logits(z, a, task, params=params[pair]), self.bins)
+        q = two_hot_inv(self.q_logits(z, a, task, source=source, heads=pair), self.bins)
         return q.min(0).values if reduce == "min" else q.mean(0)
 
     def score(self, z, noisy_plan, tau, task=None):

@@ -4,10 +4,13 @@ Two optimisers train two disjoint parameter sets, as in the official agent (TD3 
 
 - :meth:`MBDPOLoss.model_loss` trains the world model: latent consistency, reward, value (TD(0)
   targets from a Polyak-averaged Q ensemble), termination (episodic tasks), the contrastive energy
-  net F and, optionally, the amortised score network. It also returns the detached rollout latents
-  under ``"latents"``;
-- :meth:`MBDPOLoss.pi_loss` trains the policy prior on those latents.
+  net F and, optionally, the amortised score network. It returns ``(loss, metadata)``, the metadata
+  holding each term (unweighted) and the detached rollout latents under ``"actor_latents"``;
+- :meth:`MBDPOLoss.actor_loss_from_latents` trains the policy prior on those latents.
 
+This is the protocol of TorchRL's ``TdMpc2Loss`` (torchrl >= 0.15), whose constructor
+``MBDPOLoss(world_model, policy_prior, q_ensemble, *, horizon=..., ...)`` also accepts: TorchRL's own
+TD-MPC2 components then carry the model (see :class:`~torchrl_mbdpo.modules.TorchRLComponents`).
 :func:`update` runs one official update step with the optimisers of :func:`make_optimizers`.
 The math lives in :mod:`torchrl_mbdpo.objectives.utils` as pure tensor functions; this module maps
 TorchRL's batch-first ``[B, H]`` slices onto them and owns the state (target Qs, running statistics).
@@ -24,8 +27,9 @@ from torchrl.objectives import LossModule
 
 from ..modules.energy import EnergyNormalizer
 from ..modules.functional import diffusion_schedule
-from ..modules.layers import autocast_precision, eval_mode
+from ..modules.layers import autocast_precision
 from ..modules.planning import world_model_value
+from ..modules.torchrl_components import TorchRLComponents, next_key
 from .utils import (
     RunningScale,
     binary_contrastive_loss,
@@ -63,24 +67,36 @@ class _Batch(NamedTuple):
 
 
 class MBDPOLoss(LossModule):
-    """MBDPO / TD-MPC2 objective over an :class:`~torchrl_mbdpo.modules.MBDPOWorldModel`.
+    """MBDPO / TD-MPC2 objective over an :class:`~torchrl_mbdpo.modules.MBDPOWorldModel`, or over
+    TorchRL's TD-MPC2 components.
 
     Input: a TensorDict of ``[B, H]`` slices of consecutive transitions (time is the last batch dim;
-    a flat ``[B*H]`` sample from ``SliceSampler`` is reshaped with ``H = world_model.cfg.horizon``) with
+    a flat ``[B*H]`` sample from ``SliceSampler`` is reshaped with the model's horizon) with
     ``observation``, ``action``, ``("next", "observation")``, ``("next", "reward")``,
     ``("next", "terminated")`` and, multi-task, ``task``. An optional per-sample ``discount`` entry
     overrides the constructor's ``discount`` (multi-task: one gamma per task). ``truncated``/``done``
     are ignored: only ``terminated`` stops the bootstrap.
 
+    Two ways to build it, one class:
+
+    - ``MBDPOLoss(world_model)`` with an :class:`~torchrl_mbdpo.modules.MBDPOWorldModel` (which holds the
+      policy prior, the Q ensemble, F, the score network and, episodic, the termination head);
+    - ``MBDPOLoss(world_model, policy_prior, q_ensemble, *, horizon=3, ...)`` with TorchRL's TD-MPC2
+      components, as ``torchrl.objectives.TdMpc2Loss`` takes them, plus MBDPO's ``energy`` (required
+      unless ``energy_coef=0``), ``score_network`` (with ``use_score_network``) and ``termination``
+      (or the world model's ``done_head``).
+
     Args:
         world_model: the world model; its parameters are registered on the loss.
+        policy_prior, q_ensemble: TorchRL's TD-MPC2 policy prior and ``TdMpc2QEnsemble`` (second form).
 
     Keyword Args:
+        horizon: slice length (second form; the first reads ``world_model.cfg.horizon``).
         discount: gamma of the TD target and of the score target's planner return (a buffer); a tensor
             gives one gamma per task index (multi-task).
         rho: temporal weight ``rho^t`` of the rollout losses.
         consistency_coef, reward_coef, value_coef, termination_coef, energy_coef, score_coef: loss
-            coefficients; the ``loss_*`` entries are already multiplied by them.
+            coefficients. ``model_loss``'s metadata holds the unweighted terms, ``forward`` the weighted ones.
         entropy_coef: weight of the policy's scaled entropy.
         contrastive_pairing: ``"official"`` reproduces the released code's mis-paired positives,
             ``"aligned"`` pairs each latent with its own action (spec §2.2).
@@ -91,13 +107,15 @@ class MBDPOLoss(LossModule):
         score_num_samples, score_temperature, diffusion_steps, beta0, betaT: the MC score target.
         target_q_pair: ``"official"``: min over target heads 0 and 1; ``"random"``: a random pair (TD-MPC2).
         scale_tau: step size of the policy's :class:`RunningScale`.
+        observation_key, action_key, reward_key, terminated_key: TorchRL's key options (``reward`` and
+            ``terminated`` are read under ``"next"``); :meth:`set_keys` renames any key later.
 
-    Target Qs: ``target_qvalue_params`` is paired with ``qvalue_params`` (the world model's ensemble
-    weights), so ``torchrl.objectives.SoftUpdate(loss, tau=0.01)`` Polyak-averages them.
+    Target Qs: ``target_qvalue_params`` is the model's Polyak copy of the Q heads (``target_q_params``),
+    paired with ``qvalue_params`` (the online heads), so ``torchrl.objectives.SoftUpdate(loss, tau=0.01)``
+    averages them (and TorchRL's ``q_ensemble.soft_update_target`` updates the same tensors).
 
-    Energy statistics: ``energy_norm`` is the world model's ``EnergyNormalizer`` (its ``mean``/``std``
-    buffers), which the planner reads; this loss updates it with ``contrastive_momentum``. Its buffers
-    are in both the world model's and this loss's ``state_dict``.
+    Energy statistics: ``energy_norm`` is the model's ``EnergyNormalizer`` (its ``mean``/``std``
+    buffers), which the planner reads; this loss updates it with ``contrastive_momentum``.
     """
 
     @dataclass
@@ -131,7 +149,10 @@ class MBDPOLoss(LossModule):
     def __init__(
         self,
         world_model,
+        policy_prior=None,
+        q_ensemble=None,
         *,
+        horizon: int | None = None,
         discount: float | torch.Tensor = 0.99,
         rho: float = 0.5,
         consistency_coef: float = 20.0,
@@ -153,13 +174,18 @@ class MBDPOLoss(LossModule):
         betaT: float = 1e-2,
         target_q_pair: str = "official",
         scale_tau: float = 0.01,
+        energy=None,
+        score_network=None,
+        termination=None,
+        observation_key: NestedKey = "observation",
+        action_key: NestedKey = "action",
+        reward_key: NestedKey = "reward",
+        terminated_key: NestedKey = "terminated",
     ):
         if contrastive_pairing not in CONTRASTIVE_PAIRINGS:
             raise ValueError(f"contrastive_pairing must be one of {CONTRASTIVE_PAIRINGS}, got {contrastive_pairing!r}")
         if target_q_pair not in TARGET_Q_PAIRS:
             raise ValueError(f"target_q_pair must be one of {TARGET_Q_PAIRS}, got {target_q_pair!r}")
-        if world_model.cfg.num_q < 2:
-            raise ValueError(f"The TD target takes the min of two Q heads: num_q must be >= 2, got {world_model.cfg.num_q}")
         if not 0.0 <= contrastive_momentum < 1.0:
             raise ValueError(f"contrastive_momentum must lie in [0, 1), got {contrastive_momentum}")
         if not 0.0 < rho <= 1.0:
@@ -167,7 +193,33 @@ class MBDPOLoss(LossModule):
         if use_score_network and score_num_samples < 2:
             raise ValueError(f"score_num_samples must be >= 2 (the returns are z-scored), got {score_num_samples}")
         super().__init__()
-        self.world_model = world_model
+        if (policy_prior is None) != (q_ensemble is None):
+            raise TypeError("Pass both policy_prior and q_ensemble (TorchRL's TD-MPC2 components), or neither (an MBDPOWorldModel).")
+        if policy_prior is None:
+            extras = [name for name, v in (("energy", energy), ("score_network", score_network), ("termination", termination)) if v is not None]
+            if extras:
+                raise TypeError(f"{extras}: an MBDPOWorldModel holds its own; these options go with TorchRL's components.")
+            if horizon is not None and horizon != world_model.cfg.horizon:
+                raise ValueError(f"horizon={horizon}, but the world model was built for horizon {world_model.cfg.horizon}.")
+            self.world_model = world_model
+            latent_model = world_model
+        else:
+            if energy is None and self.trains_energy and energy_coef:
+                raise TypeError("MBDPOLoss on TorchRL's components needs energy= (an MBDPO energy network, "
+                                "torchrl_mbdpo.modules.make_energy_network(latent_dim, action_dim)), or energy_coef=0.")
+            if use_score_network and score_network is None:
+                raise TypeError("use_score_network=True needs score_network= (torchrl_mbdpo.modules.make_score_network(...)).")
+            self.world_model, self.policy_prior, self.q_ensemble = world_model, policy_prior, q_ensemble
+            self.energy, self.score_network = energy, score_network
+            if termination is not None:
+                self.termination = termination
+            latent_model = TorchRLComponents(world_model, policy_prior, q_ensemble, horizon=horizon or 3, energy=energy,
+                                             score_network=score_network, termination=termination)
+        # The tensor-level model the math runs on (the world model itself, or the view of TorchRL's
+        # components); kept out of the module tree, whose entries are the components above.
+        self.__dict__["latent_model"] = latent_model
+        if latent_model.cfg.num_q < 2:
+            raise ValueError(f"The TD target takes the min of two Q heads: num_q must be >= 2, got {latent_model.cfg.num_q}")
         self.rho = float(rho)
         self.consistency_coef = float(consistency_coef)
         self.reward_coef = float(reward_coef)
@@ -188,18 +240,24 @@ class MBDPOLoss(LossModule):
         _, abar = diffusion_schedule(diffusion_steps, beta0, betaT)
         self.register_buffer("score_alphas_cumprod", abar, persistent=False)
 
-        # The online Q weights are the world model's own; the target copy is a buffer-only clone whose
-        # name pairs with them for TorchRL's TargetNetUpdater (``target_X_params`` <- ``X_params``).
-        self.qvalue_params = world_model.qs.module.net.params
-        self.target_qvalue_params = TensorDictParams(self.qvalue_params.data.clone(), no_convert=True)
+        # The model's own online and target Q weights, under the names TorchRL's TargetNetUpdater pairs
+        # (``target_X_params`` <- ``X_params``).
+        self.qvalue_params = latent_model.q_params
+        self.target_qvalue_params = latent_model.target_q_params
         self._has_update_associated["qvalue"] = False
 
         # The planner's normaliser, shared so that it reads the statistics this loss updates.
-        energy_norm = getattr(world_model, "energy_norm", None)
+        energy_norm = getattr(latent_model, "energy_norm", None)
         self.energy_norm = energy_norm if energy_norm is not None else EnergyNormalizer()
         self.scale = RunningScale(tau=scale_tau)
+        self.set_keys(observation=observation_key, action=action_key, reward=next_key(reward_key),
+                      terminated=next_key(terminated_key), next_observation=next_key(observation_key))
         self._in_keys = None
         self._out_keys = None
+
+    @property
+    def horizon(self) -> int:
+        return self.latent_model.cfg.horizon
 
     # ------------------------------------------------------------------ TorchRL plumbing
     def _forward_value_estimator_keys(self, **kwargs) -> None:
@@ -215,7 +273,7 @@ class MBDPOLoss(LossModule):
     def _set_in_keys(self):
         keys = self.tensor_keys
         in_keys = [keys.observation, keys.action, keys.reward, keys.terminated, keys.next_observation]
-        if self.world_model.cfg.multitask:
+        if self.latent_model.cfg.multitask:
             in_keys.append(keys.task)
         self._in_keys = in_keys
 
@@ -233,13 +291,13 @@ class MBDPOLoss(LossModule):
     def out_keys(self):
         if self._out_keys is None:
             keys = ["loss_consistency", "loss_reward", "loss_value"]
-            if self.world_model.cfg.episodic:
+            if self.latent_model.cfg.episodic:
                 keys.append("loss_termination")
             if self.trains_energy:
                 keys.append("loss_energy")
             if self.use_score_network:
                 keys.append("loss_score")
-            self._out_keys = keys + ["loss_pi"]
+            self._out_keys = keys + ["loss_actor"]
         return self._out_keys
 
     @out_keys.setter
@@ -250,7 +308,7 @@ class MBDPOLoss(LossModule):
     def _time_first(self, tensordict: TensorDictBase) -> _Batch:
         """Read a ``[B, H]`` slice batch into the spec's time-first tensors."""
         if tensordict.batch_dims == 1:
-            tensordict = tensordict.reshape(-1, self.world_model.cfg.horizon)
+            tensordict = tensordict.reshape(-1, self.horizon)
         if tensordict.batch_dims != 2:
             raise ValueError(
                 f"MBDPOLoss expects a [B, H] batch of slices (time last), got batch_size={tuple(tensordict.batch_size)}"
@@ -275,7 +333,7 @@ class MBDPOLoss(LossModule):
         # every true termination.
         terminated = per_step(keys.terminated).to(reward.dtype)
         task = None
-        if self.world_model.cfg.multitask:
+        if self.latent_model.cfg.multitask:
             task = require(keys.task)[:, 0].reshape(-1).long()
         discount = tensordict.get(keys.discount, None)
         if discount is None:  # the constructor's: one gamma, or one per task index
@@ -296,7 +354,7 @@ class MBDPOLoss(LossModule):
     def _target_pair(self, device) -> torch.Tensor:
         if self.target_q_pair == "official":
             return torch.arange(2, device=device)
-        return torch.randperm(self.world_model.cfg.num_q, device=device)[:2]
+        return torch.randperm(self.latent_model.cfg.num_q, device=device)[:2]
 
     @torch.no_grad()
     def _td_targets(self, batch: _Batch, next_z: torch.Tensor) -> torch.Tensor:
@@ -304,25 +362,21 @@ class MBDPOLoss(LossModule):
 
         ``next_z`` are the next observations encoded by the *online* encoder (TD-MPC2 has no target encoder).
         """
-        wm = self.world_model
+        wm = self.latent_model
         next_action = wm.pi(next_z, batch.task).action
-        with eval_mode(wm.qs):  # the target Qs never use dropout
-            next_q = wm.q_value(
-                next_z, next_action, batch.task, reduce="min",
-                pair=self._target_pair(next_z.device), params=self.target_qvalue_params,
-            )
+        next_q = wm.q_value(next_z, next_action, batch.task, reduce="min", pair=self._target_pair(next_z.device), source="target")
         return td_target(batch.reward, batch.terminated, next_q, batch.discount)
 
     def td_targets(self, tensordict: TensorDictBase) -> torch.Tensor:
         """TD targets of a ``[B, H]`` batch, batch-first ``(B, H, 1)`` (for inspection and tests)."""
         batch = self._time_first(tensordict)
         with torch.no_grad():
-            next_z = self.world_model.encode_obs(batch.next_obs, batch.task)
+            next_z = self.latent_model.encode_obs(batch.next_obs, batch.task)
         return self._td_targets(batch, next_z).transpose(0, 1)
 
     def _latent_rollout(self, batch: _Batch) -> torch.Tensor:
         """``z_0 = enc(o_0)``, ``z_{t+1} = d(z_t, a_t)``: the ``(H+1, B, L)`` imagined latents, with gradient."""
-        wm = self.world_model
+        wm = self.latent_model
         z = wm.encode_obs(batch.obs0, batch.task)
         zs = [z]
         for action in batch.action:
@@ -339,7 +393,7 @@ class MBDPOLoss(LossModule):
     def _energy_loss(self, zs: torch.Tensor, actions: torch.Tensor, task) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Binary contrastive loss of F on ``z_0..z_{H-1}`` (detached) and the buffer actions; updates the
         running statistics. Returns ``(loss, pos_logits, neg_logits)``."""
-        wm = self.world_model
+        wm = self.latent_model
         z, a_pos, task_flat = contrastive_pairs(zs.detach(), actions, task, self.contrastive_pairing)
         pos_logits = wm.energy_logit(z, a_pos, task_flat)
         with torch.no_grad():
@@ -369,7 +423,7 @@ class MBDPOLoss(LossModule):
 
         ``z0``: ``(1, L)``, **not** detached (as the official code: the gradient reaches the encoder).
         """
-        wm = self.world_model
+        wm = self.latent_model
         horizon, action_dim = wm.cfg.horizon, wm.cfg.action_dim
         num_steps = self.score_alphas_cumprod.shape[0]
         with torch.no_grad():
@@ -389,10 +443,9 @@ class MBDPOLoss(LossModule):
         return (prediction.float() - target.float()).pow(2).mean()
 
     # ------------------------------------------------------------------ entry points
-    def model_loss(self, tensordict: TensorDictBase) -> TensorDictBase:
-        """World-model losses of spec §2.1 (``loss_*``, already weighted), metrics, and the aux entries
-        ``"latents"`` (detached ``(B, H+1, L)``) and, multi-task, ``"task"`` that :meth:`pi_loss` reads."""
-        wm = self.world_model
+    def _model_terms(self, tensordict: TensorDictBase) -> tuple[dict, dict, _Batch]:
+        """The world-model terms of spec §2.1 (unweighted, with their coefficients) and the metadata."""
+        wm = self.latent_model
         batch = self._time_first(tensordict)
         horizon = batch.action.shape[0]
         with torch.no_grad():
@@ -404,76 +457,89 @@ class MBDPOLoss(LossModule):
         z_pred = zs[:-1]
         reward_logits = wm.reward(z_pred, batch.action, batch.task)
         q_logits = wm.q_logits(z_pred, batch.action, batch.task)  # all heads, dropout as the model's mode
-        out = {
-            "loss_consistency": self.consistency_coef * consistency_loss(zs[1:], next_z, rho),
-            "loss_reward": self.reward_coef * rho_weighted_ce(reward_logits, batch.reward, wm.bins, rho),
-            "loss_value": self.value_coef * value_loss(q_logits, td_targets, wm.bins, rho),
+        terms = {
+            "loss_consistency": (consistency_loss(zs[1:], next_z, rho), self.consistency_coef),
+            "loss_reward": (rho_weighted_ce(reward_logits, batch.reward, wm.bins, rho), self.reward_coef),
+            "loss_value": (value_loss(q_logits, td_targets, wm.bins, rho), self.value_coef),
         }
+        metrics = {}
         if wm.cfg.episodic:
             termination_logits = wm.termination(zs[1:], batch.task)
-            out["loss_termination"] = self.termination_coef * termination_loss(termination_logits, batch.terminated)
-        if self.trains_energy:
+            terms["loss_termination"] = (termination_loss(termination_logits, batch.terminated), self.termination_coef)
+        if self.trains_energy and wm.energy is not None:
             energy, pos_logits, neg_logits = self._energy_loss(z_pred, batch.action, batch.task)
-            out["loss_energy"] = self.energy_coef * energy
-            out.update(energy_pos_logit=pos_logits.mean(), energy_neg_logit=neg_logits.mean(),
-                       energy_mean=self.energy_norm.mean.detach().clone(), energy_std=self.energy_norm.std.detach().clone())
+            terms["loss_energy"] = (energy, self.energy_coef)
+            metrics.update(energy_pos_logit=pos_logits.mean(), energy_neg_logit=neg_logits.mean(),
+                           energy_mean=self.energy_norm.mean.detach().clone(), energy_std=self.energy_norm.std.detach().clone())
         if self.use_score_network:
             # After the energy loss on purpose: the score target reads the statistics it just updated.
             discount0 = batch.discount if batch.discount.ndim == 0 else batch.discount[:1]
             task0 = None if batch.task is None else batch.task[:1]
-            out["loss_score"] = self.score_coef * self._score_loss(zs[0, :1], task0, discount0)
-
-        out.update(td_target=td_targets.mean(), latents=zs.detach().transpose(0, 1))
+            terms["loss_score"] = (self._score_loss(zs[0, :1], task0, discount0), self.score_coef)
+        metrics.update(td_target=td_targets.mean(), actor_latents=zs.detach().transpose(0, 1))
         if batch.task is not None:
-            out["task"] = batch.task
-        return TensorDict(out, batch_size=[])
+            metrics["task"] = batch.task
+        return terms, metrics, batch
 
-    def pi_loss(self, tensordict_or_latents: TensorDictBase | torch.Tensor, task: torch.Tensor | None = None) -> TensorDictBase:
-        """Policy-prior loss of spec §2.4 (``loss_pi``) plus ``pi_entropy``, ``pi_scaled_entropy``, ``pi_scale``.
+    def model_loss(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, TensorDictBase]:
+        """World-model objective of spec §2.1, TorchRL's ``TdMpc2Loss.model_loss`` protocol.
 
-        Accepts the output of :meth:`model_loss` (reads ``"latents"`` and ``"task"``), detached latents
-        ``(B, H+1, L)`` directly (pass ``task`` when multi-task), or a raw ``[B, H]`` batch (the latents
-        are then rolled out without gradient). Q uses the online weights, detached, in the model's
-        current mode (train mode in :func:`update`: dropout on), averaged over a random pair of heads.
-        Updates the running scale. Multi-task, the shared task embedding also gets a gradient (through
-        the policy's and the Qs' inputs), as in TD-MPC2 (spec §2.4).
+        Returns ``(loss, metadata)``: ``loss`` is the weighted sum of the terms; ``metadata`` holds each term
+        unweighted (``loss_consistency``, ``loss_reward``, ``loss_value`` and, where they apply,
+        ``loss_termination``, ``loss_energy``, ``loss_score``), metrics (``td_target``, the energy
+        statistics), the detached rollout latents ``actor_latents`` ``(B, H+1, L)`` that
+        :meth:`actor_loss_from_latents` reads and, multi-task, ``task``."""
+        terms, metrics, _ = self._model_terms(tensordict)
+        total = sum(coef * value for value, coef in terms.values())
+        metadata = TensorDict({**{k: value for k, (value, _) in terms.items()}, **metrics}, batch_size=[])
+        return total, metadata
+
+    def weighted_terms(self, metadata: TensorDictBase) -> TensorDictBase:
+        """The ``loss_*`` terms of a :meth:`model_loss` metadata, multiplied by their coefficients."""
+        return TensorDict({key: getattr(self, self._COEFS[key]) * metadata[key] for key in self._COEFS if key in metadata.keys()},
+                          batch_size=[])
+
+    _COEFS = {"loss_consistency": "consistency_coef", "loss_reward": "reward_coef", "loss_value": "value_coef",
+              "loss_termination": "termination_coef", "loss_energy": "energy_coef", "loss_score": "score_coef"}
+
+    def actor_loss_from_latents(self, latents: torch.Tensor, task: torch.Tensor | None = None) -> tuple[torch.Tensor, TensorDictBase]:
+        """Policy-prior objective of spec §2.4 on detached latents ``(B, H+1, L)`` (``actor_latents`` of
+        :meth:`model_loss`), TorchRL's ``TdMpc2Loss.actor_loss_from_latents`` protocol; multi-task models
+        also need the ``task`` of each row.
+
+        Returns ``(loss, metadata)`` with ``pi_entropy``, ``pi_scaled_entropy``, ``pi_scale``. Q uses the
+        online weights, detached, in the model's current mode (train mode in :func:`update`: dropout on),
+        averaged over a random pair of heads. Updates the running scale. Multi-task, the shared task
+        embedding also gets a gradient (through the policy's and the Qs' inputs), as in TD-MPC2 (spec §2.4).
         """
-        wm = self.world_model
-        if isinstance(tensordict_or_latents, torch.Tensor):
-            latents = tensordict_or_latents
-        elif "latents" in tensordict_or_latents.keys():
-            latents = tensordict_or_latents.get("latents")
-            task = tensordict_or_latents.get("task", task)
-        else:
-            batch = self._time_first(tensordict_or_latents)
-            with torch.no_grad():
-                latents = self._latent_rollout(batch).transpose(0, 1)
-            task = batch.task
+        wm = self.latent_model
         zs = latents.detach().transpose(0, 1)
         sample = wm.pi(zs, task)
-        q = wm.q_value(zs, sample.action, task, reduce="avg", params=self.qvalue_params.detach())
+        q = wm.q_value(zs, sample.action, task, reduce="avg", source="detached")
         self.scale.update(q[0])
         rho = rho_weights(self.rho, zs.shape[0], device=zs.device, dtype=zs.dtype)
         loss = policy_loss(self.scale(q), sample.scaled_entropy, rho, self.entropy_coef)
-        return TensorDict(
+        metadata = TensorDict(
             {
-                "loss_pi": loss,
                 "pi_entropy": -sample.log_prob.detach().mean(),
                 "pi_scaled_entropy": sample.scaled_entropy.detach().mean(),
                 "pi_scale": self.scale.value.detach().clone().squeeze(),
             },
             batch_size=[],
         )
+        return loss, metadata
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        """All ``loss_*`` terms (model and policy) and metrics, scalars only, for logging or a single optimiser.
+        """All ``loss_*`` terms, weighted (model and ``loss_actor``), and metrics, scalars only, for logging
+        or a single optimiser.
 
         Summing the ``loss_*`` entries is safe: the model losses give the policy no gradient, and the
         policy loss reaches only the policy (its latents and Q weights are detached).
         """
-        model = self.model_loss(tensordict)
-        pi = self.pi_loss(model)
-        return model.exclude("latents", "task").update(pi)
+        _, metadata = self.model_loss(tensordict)
+        actor_loss, actor_metadata = self.actor_loss_from_latents(metadata["actor_latents"], metadata.get("task", None))
+        out = metadata.exclude("actor_latents", "task", *self._COEFS).update(self.weighted_terms(metadata))
+        return out.update(actor_metadata).set("loss_actor", actor_loss)
 
 
 class TDMPC2Loss(MBDPOLoss):
@@ -490,29 +556,30 @@ class TDMPC2Loss(MBDPOLoss):
     trains_energy = False
     _MBDPO_ONLY = ("energy_coef", "score_coef", "contrastive_pairing", "contrastive_neg_noise", "contrastive_momentum",
                    "contrastive_eta", "use_score_network", "score_num_samples", "score_temperature", "diffusion_steps",
-                   "beta0", "betaT")
+                   "beta0", "betaT", "energy", "score_network")
 
-    def __init__(self, world_model, *, target_q_pair: str = "random", **kwargs):
+    def __init__(self, world_model, policy_prior=None, q_ensemble=None, *, target_q_pair: str = "random", **kwargs):
         mbdpo_only = sorted(set(kwargs) & set(self._MBDPO_ONLY))
         if mbdpo_only:
             raise TypeError(f"TDMPC2Loss has no energy or score terms; drop {mbdpo_only} (MBDPOLoss options)")
-        super().__init__(world_model, target_q_pair=target_q_pair, **kwargs)
+        super().__init__(world_model, policy_prior, q_ensemble, target_q_pair=target_q_pair, energy_coef=0.0, **kwargs)
 
 
-def make_optimizers(loss: MBDPOLoss, lr: float = 3e-4, enc_lr_scale: float = 0.3) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+def make_optimizers(loss: MBDPOLoss, lr: float = 3e-4, enc_lr_scale: float = 0.3, capturable: bool = False
+                    ) -> tuple[torch.optim.Adam, torch.optim.Adam]:
     """The official optimisers (spec §2.5).
 
-    ``model_optim``: Adam over every world-model parameter except the policy prior's: the encoder at
+    ``model_optim``: Adam over every model parameter except the policy prior's: the encoder at
     ``lr * enc_lr_scale``, the rest (dynamics, reward, termination, F, score net, Qs, task embedding)
     at ``lr``. ``pi_optim``: ``Adam(eps=1e-5)`` over the policy prior.
     """
-    wm = loss.world_model
-    encoder = list(wm.encoder.parameters())
-    policy = list(wm.policy.parameters())
+    model = loss.latent_model
+    encoder = list(model.encoder.parameters())
+    policy = list(model.policy.parameters())
     excluded = {id(p) for p in encoder + policy}
-    rest = [p for p in wm.parameters() if id(p) not in excluded]
-    model_optim = torch.optim.Adam([{"params": encoder, "lr": lr * enc_lr_scale}, {"params": rest}], lr=lr)
-    pi_optim = torch.optim.Adam(policy, lr=lr, eps=1e-5)
+    rest = [p for p in model.parameters() if id(p) not in excluded]
+    model_optim = torch.optim.Adam([{"params": encoder, "lr": lr * enc_lr_scale}, {"params": rest}], lr=lr, capturable=capturable)
+    pi_optim = torch.optim.Adam(policy, lr=lr, eps=1e-5, capturable=capturable)
     return model_optim, pi_optim
 
 
@@ -532,53 +599,63 @@ def update(
 ) -> TensorDictBase:
     """One official update step (spec §2.1 end, §2.4): model step, policy step on the detached latents,
     Polyak update of the target Qs (by ``target_updater``, a ``SoftUpdate``; pass ``None`` where a
-    trainer hook steps it). The world model is in train mode throughout and left in eval mode.
+    trainer hook steps it). The model is in train mode throughout and left in eval mode.
     ``precision="bf16"`` computes the losses under ``torch.autocast`` (bfloat16 matmuls, float32 weights).
     ``grad_sync(params)``, if given, runs after each backward pass, before clipping (data-parallel training
     averages the gradients over processes there).
 
-    Returns detached scalars: every ``loss_*`` term, the metrics, ``total_model_loss``,
-    ``model_grad_norm``, ``pi_grad_norm`` and ``nonfinite_skipped`` (1 when a non-finite loss or gradient
-    made it skip a step).
+    Returns detached scalars, under TorchRL's ``TdMpc2OptimizationStepper`` names where it has them: every
+    weighted ``loss_*`` term, ``loss_model`` (their sum), ``loss_actor``, the metrics, ``model_grad_norm``,
+    ``actor_grad_norm`` and ``nonfinite_skipped`` (1 when a non-finite loss or gradient made it skip a step).
     """
-    wm = loss.world_model
-    wm.train()
+    model = loss.latent_model
+    model.train()
+    device = _device_of(batch, model)
     try:
         # Guards (one host sync per optimiser): a non-finite loss or gradient skips the update, so the
         # parameters, optimiser moments, running statistics and target network keep their last values.
         running_stats = [loss.energy_norm.mean, loss.energy_norm.std, loss.scale.value]
         saved_stats = [b.clone() for b in running_stats]
-        with autocast_precision(precision, batch.device or "cpu"):
-            model_out = loss.model_loss(batch)
-        total = sum(value for key, value in model_out.items() if key.startswith("loss_"))
-        total.backward()
+        with autocast_precision(precision, device):
+            model_loss, model_metadata = loss.model_loss(batch)
+        model_loss.backward()
         if grad_sync is not None:
             grad_sync(_optimizer_params(model_optim))
         model_grad_norm = torch.nn.utils.clip_grad_norm_(_optimizer_params(model_optim), grad_clip_norm)
-        model_finite = bool(torch.isfinite(total.detach()) & torch.isfinite(model_grad_norm))
+        model_finite = bool(torch.isfinite(model_loss.detach()) & torch.isfinite(model_grad_norm))
         if model_finite:
             model_optim.step()
         model_optim.zero_grad(set_to_none=True)
 
-        with autocast_precision(precision, batch.device or "cpu"):
-            pi_out = loss.pi_loss(model_out)  # after the model step, as the official code: Q is the updated one
-        pi_out["loss_pi"].backward()
+        with autocast_precision(precision, device):
+            # After the model step, as the official code: Q is the updated one.
+            actor_loss, actor_metadata = loss.actor_loss_from_latents(model_metadata["actor_latents"], model_metadata.get("task", None))
+        actor_loss.backward()
         if grad_sync is not None:
             grad_sync(_optimizer_params(pi_optim))
-        pi_grad_norm = torch.nn.utils.clip_grad_norm_(_optimizer_params(pi_optim), grad_clip_norm)
-        pi_finite = model_finite and bool(torch.isfinite(pi_out["loss_pi"].detach()) & torch.isfinite(pi_grad_norm))
-        if pi_finite:
+        actor_grad_norm = torch.nn.utils.clip_grad_norm_(_optimizer_params(pi_optim), grad_clip_norm)
+        actor_finite = model_finite and bool(torch.isfinite(actor_loss.detach()) & torch.isfinite(actor_grad_norm))
+        if actor_finite:
             pi_optim.step()
         pi_optim.zero_grad(set_to_none=True)
 
         if model_finite and target_updater is not None:
             target_updater.step()
-        if not (model_finite and pi_finite):
+        if not (model_finite and actor_finite):
             for buffer, saved in zip(running_stats, saved_stats):
                 buffer.copy_(saved)
     finally:
-        wm.eval()
-    info = model_out.exclude("latents", "task").update(pi_out)
-    info.update(total_model_loss=total, model_grad_norm=model_grad_norm, pi_grad_norm=pi_grad_norm,
-                nonfinite_skipped=torch.tensor(float(not (model_finite and pi_finite))))
+        model.eval()
+    info = model_metadata.exclude("actor_latents", "task", *MBDPOLoss._COEFS).update(loss.weighted_terms(model_metadata))
+    info.update(actor_metadata)
+    info.update(loss_model=model_loss, loss_actor=actor_loss, model_grad_norm=model_grad_norm, actor_grad_norm=actor_grad_norm,
+                nonfinite_skipped=torch.tensor(float(not (model_finite and actor_finite))))
     return info.detach()
+
+
+def _device_of(batch: TensorDictBase, model) -> torch.device:
+    """The device the update runs on: the batch's, or, for a TensorDict built without ``device=``, the model's
+    (``batch.device`` is then None, and autocast must not fall back to CPU on a GPU run)."""
+    if batch.device is not None:
+        return batch.device
+    return next(model.parameters()).device

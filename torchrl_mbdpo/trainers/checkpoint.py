@@ -1,8 +1,10 @@
 """Self-describing checkpoints: atomic writes, a checksum, the previous good file kept, migrations.
 
-File layout (format 2): ``torch.save({"format_version", "sha256", "payload"})`` where ``payload`` is the
-``torch.save`` bytes of the state and ``sha256`` its digest, so truncation and bit rot are detected
-before anything is unpickled. ``latest.pt`` is replaced atomically; the file it replaces survives as
+File layout (format 2 and later): ``torch.save({"format_version", "sha256", "payload"})`` where ``payload``
+is the ``torch.save`` bytes of the state and ``sha256`` its digest, so truncation and bit rot are detected
+before anything is unpickled. Format 3 keeps the target Q heads in the world model (``target_q_params``,
+as TD-MPC2 and TorchRL's ``TdMpc2QEnsemble``) and names the optimisers as TorchRL's TD-MPC2 stepper;
+older files are migrated on load. ``latest.pt`` is replaced atomically; the file it replaces survives as
 ``previous.pt``, and :func:`load_latest` falls back to it with a warning.
 """
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 __all__ = ["FORMAT_VERSION", "CheckpointError", "save_checkpoint", "save_run_checkpoint", "load_checkpoint", "load_latest",
            "check_compatible"]
@@ -77,11 +79,36 @@ def save_run_checkpoint(state: dict, work_dir: str | Path, step: int) -> Path | 
         return None
 
 
-def _migrate(state: dict, version: int, path) -> dict:
-    """Bring an older checkpoint to the current layout (format 1: the state itself, no checksum)."""
+def _target_qs_into_world_model(state: dict) -> dict:
+    """Format 2 -> 3: the target Q heads moved from the loss (``target_qvalue_params.*``) into the world model
+    (``target_q_params.*``); the stepper's optimisers took TorchRL's names."""
+    loss = state.get("loss")
+    if isinstance(loss, dict) and "world_model" in state:
+        targets = {k[len("target_qvalue_params."):]: v for k, v in loss.items() if k.startswith("target_qvalue_params.")}
+        if targets and not any(k.startswith("target_q_params.") for k in state["world_model"]):
+            state["world_model"] = {**state["world_model"], **{f"target_q_params.{k}": v for k, v in targets.items()}}
+            state["loss"] = {**loss, **{f"world_model.target_q_params.{k}": v for k, v in targets.items()}}
+    optimizers = state.get("optimizers")
+    if isinstance(optimizers, dict) and "model_optim" in optimizers:
+        renamed = {"model_optim": "optimizer_model", "pi_optim": "optimizer_actor"}
+        state["optimizers"] = {renamed.get(k, k): v for k, v in optimizers.items()}
+    return state
+
+
+def _migrate(record: dict, version: int, path) -> dict:
+    """Bring an older checkpoint to the current layout (format 1: the state itself, no checksum; format 2:
+    the target Qs on the loss)."""
     if version == 1:
-        return {k: v for k, v in state.items() if k != "format_version"}
+        return _target_qs_into_world_model({k: v for k, v in record.items() if k != "format_version"})
+    if version == 2:
+        return _target_qs_into_world_model(_verified_payload(record, path))
     raise CheckpointError(f"{path}: no migration from checkpoint format {version} to {FORMAT_VERSION}.")
+
+
+def _verified_payload(record: dict, path, map_location="cpu") -> dict:
+    if hashlib.sha256(record["payload"]).hexdigest() != record["sha256"]:
+        raise CheckpointError(f"{path} fails its checksum: the file is corrupted.")
+    return torch.load(io.BytesIO(record["payload"]), map_location=map_location, weights_only=False)
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
@@ -100,9 +127,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise CheckpointError(f"{path} has format version {version}, newer than this library's {FORMAT_VERSION}: upgrade torchrl_mbdpo.")
     if version < FORMAT_VERSION:
         return _migrate(record, version, path)
-    if hashlib.sha256(record["payload"]).hexdigest() != record["sha256"]:
-        raise CheckpointError(f"{path} fails its checksum: the file is corrupted.")
-    return torch.load(io.BytesIO(record["payload"]), map_location=map_location, weights_only=False)
+    return _verified_payload(record, path, map_location)
 
 
 def load_latest(directory: str | Path, map_location="cpu") -> tuple[dict, Path]:

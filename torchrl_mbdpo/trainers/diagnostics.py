@@ -27,7 +27,7 @@ def td_error(loss, transitions: TensorDictBase) -> float:
     the planner) it is the **cross TD error**: how well Q predicts the returns of the actions search
     actually takes.
     """
-    wm = loss.world_model
+    wm = loss.latent_model
     was_training = wm.training
     wm.eval()
     try:

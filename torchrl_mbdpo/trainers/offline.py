@@ -17,7 +17,6 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from torchrl.objectives import SoftUpdate
 from torchrl.record.loggers import get_logger
 from tqdm.auto import tqdm
 
@@ -161,8 +160,9 @@ class OfflineTrainer:
         self.world_model, self.loss, self.actor, self.dist = world_model, loss, actor, dist
         self.work_dir = Path(work_dir)
         model_optim, pi_optim = make_optimizers(loss, lr=cfg.lr, enc_lr_scale=cfg.enc_lr_scale)
-        self.stepper = MBDPOOptimizationStepper(loss, model_optim, pi_optim, SoftUpdate(loss, tau=cfg.tau), cfg.grad_clip_norm,
-                                                cfg.precision, grad_sync=make_gradient_averager(dist))
+        self.stepper = MBDPOOptimizationStepper(loss, model_optim, pi_optim, target_tau=cfg.tau, precision=cfg.precision,
+                                                grad_sync=make_gradient_averager(dist))
+        self.clip_norm = cfg.grad_clip_norm
         self.eval_log = TaskEvalLog(self.work_dir)
         self.logger = get_logger(cfg.logger, logger_name=str(self.work_dir / "logs"), experiment_name="mbdpo") if dist.is_main else None
         self.step = 0
@@ -196,7 +196,7 @@ class OfflineTrainer:
                 if self.step % log_every == 0 and self.logger is not None:
                     for key, value in metrics.items():
                         self.logger.log_scalar(f"train/{key}", value.item(), step=self.step)
-                    bar.set_postfix(loss=f"{metrics['total_model_loss'].item():.3f}", score=self.last_eval.get("normalized_score", math.nan),
+                    bar.set_postfix(loss=f"{metrics['loss_model'].item():.3f}", score=self.last_eval.get("normalized_score", math.nan),
                                     refresh=False)
                 if self.step % cfg.eval_freq == 0 or self.step == cfg.steps:
                     self.run_evaluation()

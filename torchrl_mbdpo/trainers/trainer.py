@@ -44,20 +44,33 @@ __all__ = ["MBDPOOptimizationStepper", "MBDPOTrainer", "make_trainer", "build_ag
 
 
 class MBDPOOptimizationStepper(OptimizationStepper):
-    """One MBDPO update (world-model step, policy-prior step, Polyak target update), with a count of the
-    updates skipped because of a non-finite loss or gradient."""
+    """One MBDPO update (world-model step, policy-prior step, Polyak target update; :func:`update`), with
+    the constructor of TorchRL's ``TdMpc2OptimizationStepper``: ``(loss_module, optimizer_model,
+    optimizer_actor, *, target_tau=0.01, zero_grad_set_to_none=True)``, plus ``precision`` (``fp32``/``bf16``)
+    and ``grad_sync`` (data-parallel gradient averaging). Gradients are clipped to the trainer's
+    ``clip_norm`` (20, the official value). Counts the updates skipped because of a non-finite loss or
+    gradient; its metrics are TorchRL's (``loss_model``, ``loss_actor``, ``model_grad_norm``,
+    ``actor_grad_norm``, ...) plus MBDPO's terms (``loss_energy``, ``loss_score``, ...)."""
 
-    def __init__(self, loss: MBDPOLoss, model_optim, pi_optim, target_updater, grad_clip_norm: float = 20.0,
-                 precision: str = "fp32", grad_sync=None):
-        self.loss, self.model_optim, self.pi_optim = loss, model_optim, pi_optim
-        self.target_updater, self.grad_clip_norm, self.precision = target_updater, grad_clip_norm, precision
-        self.grad_sync = grad_sync
+    def __init__(self, loss_module: MBDPOLoss, optimizer_model, optimizer_actor, *, target_tau: float = 0.01,
+                 zero_grad_set_to_none: bool = True, precision: str = "fp32", grad_sync=None):
+        if not 0 <= target_tau <= 1:
+            raise ValueError(f"target_tau must be in [0, 1], got {target_tau!r}.")
+        model_ids = {id(p) for group in optimizer_model.param_groups for p in group["params"]}
+        if any(id(p) in model_ids for group in optimizer_actor.param_groups for p in group["params"]):
+            raise ValueError("optimizer_model and optimizer_actor must not share parameters.")
+        self.loss_module, self.optimizer_model, self.optimizer_actor = loss_module, optimizer_model, optimizer_actor
+        self.target_tau, self.precision, self.grad_sync = float(target_tau), precision, grad_sync
+        self.target_updater = SoftUpdate(loss_module, tau=target_tau)
+        self.update_count = 0
         self.skipped_total = 0
         self.skipped_in_a_row = 0
 
     def step(self, trainer, sub_batch):
-        metrics = update(self.loss, sub_batch, self.model_optim, self.pi_optim, self.target_updater, self.grad_clip_norm,
-                         self.precision, self.grad_sync)
+        clip_norm = getattr(trainer, "clip_norm", None)
+        metrics = update(self.loss_module, sub_batch, self.optimizer_model, self.optimizer_actor, self.target_updater,
+                         20.0 if clip_norm is None else clip_norm, self.precision, self.grad_sync)
+        self.update_count += 1
         if metrics["nonfinite_skipped"].item():
             self.skipped_total += 1
             self.skipped_in_a_row += 1
@@ -66,12 +79,14 @@ class MBDPOOptimizationStepper(OptimizationStepper):
         return metrics
 
     def state_dict(self):
-        return {"model_optim": self.model_optim.state_dict(), "pi_optim": self.pi_optim.state_dict(),
-                "skipped_total": self.skipped_total, "skipped_in_a_row": self.skipped_in_a_row}
+        return {"update_count": self.update_count, "optimizer_model": self.optimizer_model.state_dict(),
+                "optimizer_actor": self.optimizer_actor.state_dict(), "skipped_total": self.skipped_total,
+                "skipped_in_a_row": self.skipped_in_a_row}
 
     def load_state_dict(self, state_dict):
-        self.model_optim.load_state_dict(state_dict["model_optim"])
-        self.pi_optim.load_state_dict(state_dict["pi_optim"])
+        self.optimizer_model.load_state_dict(state_dict["optimizer_model"])
+        self.optimizer_actor.load_state_dict(state_dict["optimizer_actor"])
+        self.update_count = state_dict.get("update_count", 0)
         self.skipped_total = state_dict["skipped_total"]
         self.skipped_in_a_row = state_dict["skipped_in_a_row"]
 
@@ -148,8 +163,7 @@ class MBDPOTrainer(Trainer):
         self.work_dir = Path(work_dir)
         self.pretrain_updates = cfg.pretrain_updates if cfg.pretrain_updates is not None else collector.init_random_frames
         model_optim, pi_optim = make_optimizers(loss, lr=cfg.lr, enc_lr_scale=cfg.enc_lr_scale)
-        self.updater = SoftUpdate(loss, tau=cfg.tau)
-        stepper = MBDPOOptimizationStepper(loss, model_optim, pi_optim, self.updater, cfg.grad_clip_norm, cfg.precision)
+        stepper = MBDPOOptimizationStepper(loss, model_optim, pi_optim, target_tau=cfg.tau, precision=cfg.precision)
         logger = get_logger(cfg.logger, logger_name=str(self.work_dir / "logs"), experiment_name="mbdpo")
         super().__init__(
             collector=collector,
@@ -162,6 +176,7 @@ class MBDPOTrainer(Trainer):
             progress_bar=cfg.progress,
             seed=cfg.seed,
             save_trainer_interval=math.inf,
+            clip_norm=cfg.grad_clip_norm,
             log_interval=min(1000, max(cfg.eval_freq, 1)),
         )
         self.replay_buffer_ = replay_buffer
