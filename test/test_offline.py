@@ -240,7 +240,7 @@ def test_finetune_from_the_offline_checkpoint(pretrained, tmp_path, task, source
                          batch_size=16, planner=TINY_PLANNER, work_dir=str(tmp_path / "ft"), progress=False, threads=1)
     ft = make_finetune_trainer(cfg)
     wm = ft.world_model
-    assert wm.cfg.num_tasks == max(30, index + 1) and ft.task_names[index] == task
+    assert wm.cfg.num_tasks == max(30, index + 1) and ft.run.task_names[index] == task
     emb = wm.task_emb.weight
     assert torch.equal(emb[index], emb[TASK_SETS["mt30"].index(source)])
     assert torch.equal(emb[:30][torch.arange(30) != index], trainer.world_model.task_emb.weight[torch.arange(30) != index])
@@ -249,7 +249,7 @@ def test_finetune_from_the_offline_checkpoint(pretrained, tmp_path, task, source
     state = load_checkpoint(tmp_path / "ft" / "checkpoints" / "latest.pt")
     assert state["step"] == 600 and state["task_names"][index] == task and len(state["discounts"]) == wm.cfg.num_tasks
     assert not torch.equal(state["world_model"]["task_emb.weight"][index], emb[TASK_SETS["mt30"].index(source)])  # it learned
-    rows = ft.eval_log.rows()
+    rows = ft.run.eval_log.rows()
     assert [int(r["step"]) for r in rows] == [0, 600]
 
 

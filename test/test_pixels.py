@@ -9,7 +9,8 @@ from test_trainer import tiny_config
 from torchrl_mbdpo.envs import make_env
 from torchrl_mbdpo.modules.layers import PixelEncoder, ShiftAug
 from torchrl_mbdpo.objectives.mbdpo import make_optimizers, update
-from torchrl_mbdpo.trainers.trainer import build_agent, load_agent, make_trainer
+from torchrl_mbdpo.trainers.agent import build_agent, load_agent
+from torchrl_mbdpo.trainers.trainer import make_trainer
 
 
 def test_shift_aug_is_a_random_crop_of_the_replicate_padded_image():

@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from torchrl_mbdpo.modules import PlannerConfig
 from torchrl_mbdpo.trainers.checkpoint import load_checkpoint
+from torchrl_mbdpo.trainers.config import ModelOverrides, TrainConfig
+from torchrl_mbdpo.trainers.trainer import make_trainer
 
 # Pendulum: 200-step episodes; 2 envs end their episodes together every 400 agent steps.
 RUN = [
@@ -61,7 +64,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_writes_a_checkpoint_and_stops_cleanly(tmp_path):
+def test_sigterm_writes_a_checkpoint_and_exits_with_128_plus_signal(tmp_path):
     proc = _train(tmp_path / "run")
     eval_csv = tmp_path / "run" / "eval.csv"
     deadline = time.time() + 300
@@ -72,9 +75,91 @@ def test_sigterm_writes_a_checkpoint_and_stops_cleanly(tmp_path):
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signal.SIGTERM and "checkpoint written, stopping" in out
-    stopped_at = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["step"]
-    assert 0 < stopped_at < 800
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["step"] < 800
     resumed = _train(tmp_path / "run", "resume=true")
     _, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-3000:]
     assert [int(r["step"]) for r in _eval_rows(tmp_path / "run")] == [0, 400, 800]
+
+
+# In-process: the signal is sent from inside the run at a chosen moment of each phase (the handler,
+# the stop and the checkpoint are the real ones). Pendulum, 2 envs: random steps until 202, the first
+# episodes end (a resumable point) at 400, where the 20 seed updates run, then the evaluation.
+def _config(work_dir, resume=False):
+    values = dict(arg.split("=", 1) for arg in RUN)
+    cfg = TrainConfig(
+        task=values["task"], steps=800, seed=5, threads=1, num_envs=2, seed_steps=200, pretrain_updates=20, eval_freq=400,
+        eval_episodes=2, checkpoint_freq=400, batch_size=16, progress=False, model_size=1, work_dir=str(work_dir), resume=resume,
+        model=ModelOverrides(latent_dim=16, mlp_dim=32, enc_dim=32), planner=PlannerConfig(steps=2, num_samples=8, num_elites=2, num_pi_trajs=2),
+    )
+    return cfg
+
+
+def _signal_at(trainer, phase):
+    """Arrange for SIGTERM to arrive in ``phase``; returns a list that records the step it came at."""
+    sent = []
+
+    def send():
+        sent.append(trainer.collected_frames)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    if phase in ("seed collection", "training"):
+        at = 100 if phase == "seed collection" else 600  # both mid-episode, after the points at 0 and 400
+
+        def on_batch(batch):
+            if trainer.collected_frames + batch.numel() == at:
+                send()
+            return batch
+
+        trainer.register_op("batch_process", on_batch)
+    elif phase == "update burst":
+        step = trainer.optimization_stepper.step
+
+        def stepping(*args):
+            if trainer.optimization_stepper.update_count == 10 and not sent:
+                send()
+            return step(*args)
+
+        trainer.optimization_stepper.step = stepping
+    else:  # evaluation: after a few evaluation steps at step 400
+        check, calls = trainer.run.control.check, [0]
+
+        def checking():
+            if trainer.collected_frames == 400:
+                calls[0] += 1
+                if calls[0] == 5 and not sent:
+                    send()
+            check()
+
+        trainer.run.control.check = checking
+    return sent
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    work_dir = tmp_path_factory.mktemp("straight")
+    make_trainer(_config(work_dir)).train()
+    return work_dir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("phase", ["seed collection", "update burst", "evaluation", "training"])
+def test_stop_in_each_phase_then_resume_ends_bitwise_equal(uninterrupted, tmp_path, phase):
+    trainer = make_trainer(_config(tmp_path))
+    sent = _signal_at(trainer, phase)
+    trainer.train()
+    assert sent and trainer.run.control.signal == signal.SIGTERM
+    assert "checkpoint written, stopping" in trainer.stop_message
+    stopped = load_checkpoint(tmp_path / "checkpoints" / "latest.pt")
+    expected_step = {"seed collection": 0, "update burst": 400, "evaluation": 400, "training": 400}[phase]
+    assert stopped["step"] == expected_step, stopped["step"]  # the last resumable state
+    if phase == "update burst":
+        assert stopped["trainer"]["pending_updates"] == 9  # the update in progress finished; 9 of 20 are owed
+
+    make_trainer(_config(tmp_path, resume=True)).train()
+    a, b = load_checkpoint(uninterrupted / "checkpoints" / "latest.pt"), load_checkpoint(tmp_path / "checkpoints" / "latest.pt")
+    assert a["step"] == b["step"] == 800
+    for part in ("world_model", "loss"):
+        for key, value in a[part].items():
+            assert torch.equal(value, b[part][key]), (part, key)
+    assert _eval_rows(uninterrupted) == _eval_rows(tmp_path)

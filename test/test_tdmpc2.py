@@ -15,7 +15,8 @@ from torchrl_mbdpo.modules.mppi import mppi_sample
 from torchrl_mbdpo.objectives.mbdpo import make_optimizers, update
 from torchrl_mbdpo.trainers.compare import load_published
 from torchrl_mbdpo.trainers.diagnostics import action_drift, td_error
-from torchrl_mbdpo.trainers.trainer import load_agent, make_trainer
+from torchrl_mbdpo.trainers.agent import load_agent
+from torchrl_mbdpo.trainers.trainer import make_trainer
 
 SMALL_MPPI = dict(num_samples=256, num_elites=32, num_pi_trajs=0, iterations=6)
 
@@ -107,7 +108,7 @@ def test_diagnostics_measure_what_they_claim():
 def test_tdmpc2_training_run_logs_diagnostics_and_checkpoint_reloads_as_tdmpc2(tmp_path):
     cfg = tiny_config(tmp_path, algo="tdmpc2", mppi=MPPIConfig(iterations=2, num_samples=8, num_elites=2, num_pi_trajs=2))
     trainer = make_trainer(cfg)
-    assert isinstance(trainer.actor, MPPIActor) and isinstance(trainer.loss_module, TDMPC2Loss)
+    assert isinstance(trainer.planner, MPPIActor) and isinstance(trainer.loss_module, TDMPC2Loss)
     trainer.train()
     rows = list(csv.DictReader(open(tmp_path / "run" / "eval.csv")))
     assert [int(r["step"]) for r in rows] == [0, 300, 600]

@@ -11,7 +11,8 @@ from tensordict import TensorDict
 from torchrl_mbdpo.data import EpisodeWriter, make_replay_buffer
 from torchrl_mbdpo.trainers.checkpoint import CheckpointError
 from torchrl_mbdpo.trainers.config import ModelOverrides, TrainConfig
-from torchrl_mbdpo.trainers.trainer import load_agent, make_trainer
+from torchrl_mbdpo.trainers.agent import load_agent
+from torchrl_mbdpo.trainers.trainer import make_trainer
 from torchrl_mbdpo.modules import PlannerConfig
 
 TINY_ARGS = [
@@ -42,7 +43,7 @@ def test_short_training_run_writes_curve_checkpoint_and_learns_something(tmp_pat
     assert [int(r["step"]) for r in rows] == [0, 300, 600]
     assert all(float(r["episode_reward"]) < 0 for r in rows)  # Pendulum returns are negative
     assert (run / "eval.png").stat().st_size > 1000
-    assert len(trainer.replay_buffer_) == 400  # two complete 200-step episodes per env
+    assert len(trainer.replay_buffer) == 400  # two complete 200-step episodes per env
     changed = [k for k, v in trainer.world_model.state_dict().items() if not torch.equal(v, before[k])]
     assert any("dynamics" in k for k in changed) and any("policy" in k for k in changed)
     assert (trainer.loss_module.target_qvalue_params != target_before).any()

@@ -91,15 +91,16 @@ def _train(cfg: DictConfig) -> None:
 
 
 def _run_online(trainer) -> None:
-    cfg = trainer.cfg
+    run = trainer.run
+    cfg = run.cfg
     print(f"{cfg.algo} on {cfg.task}: {cfg.steps} agent steps, model_size={cfg.model_size}, "
-          f"{cfg.num_envs} env(s), work_dir={trainer.work_dir}", flush=True)
+          f"{cfg.num_envs} env(s), work_dir={run.work_dir}", flush=True)
     trainer.train()
     if trainer.stop_message:
-        sys.exit(128 + trainer._signal if trainer._signal else 1)
-    last = trainer.last_eval
+        sys.exit(128 + run.control.signal if run.control.signal else 1)
+    last = run.last_eval
     print(f"final eval at step {last.get('step')}: return {last.get('episode_reward'):.1f} "
-          f"(policy prior {last.get('prior_episode_reward'):.1f}); curve: {trainer.eval_log.png_path}", flush=True)
+          f"(policy prior {last.get('prior_episode_reward'):.1f}); curve: {run.eval_log.png_path}", flush=True)
 
 
 def _run_offline(trainer) -> None:
@@ -172,7 +173,7 @@ def _eval(cfg: DictConfig) -> None:
     from .trainers.dmo import load_dmo_policy
     from .trainers.evaluation import evaluate
     from .trainers.offline import evaluate_tasks, normalized_score
-    from .trainers.trainer import checkpoint_env, load_agent
+    from .trainers.agent import checkpoint_env, load_agent
 
     try:
         path = Path(cfg.checkpoint) if cfg.checkpoint else _find_latest_checkpoint()
@@ -214,7 +215,7 @@ def _compare(cfg: DictConfig) -> None:
     import copy
 
     from .trainers.compare import compare, markdown_table
-    from .trainers.trainer import ALGOS
+    from .trainers.agent import ALGOS
 
     base = OmegaConf.to_object(cfg.train)
     trainable = (*ALGOS, "dmo")

@@ -42,12 +42,17 @@ class EpisodeWriter:
     official code's protocol: episodes are added whole, at their end. Each stored episode gets a fresh
     ``episode`` id from a counter that survives checkpoints, so ids never repeat within a run. Episodes
     with a non-finite observation or reward are dropped (and counted), never stored.
+
+    ``deferred=True``: finished episodes wait for :meth:`flush`, so the buffer changes only when the run
+    says so (at its resumable points, where every environment starts a new episode).
     """
 
-    def __init__(self, replay_buffer: TensorDictReplayBuffer, keys=None):
+    def __init__(self, replay_buffer: TensorDictReplayBuffer, keys=None, deferred: bool = False):
         self.replay_buffer = replay_buffer
         self.keys = list(keys or TRANSITION_KEYS)
+        self.deferred = deferred
         self._pending: dict[int, list[TensorDictBase]] = {}
+        self._finished: list[TensorDictBase] = []
         self.episodes_written = 0
         self.episodes_dropped = 0
 
@@ -64,12 +69,32 @@ class EpisodeWriter:
             start = 0
             for end in steps["next", "done"].reshape(-1).nonzero().flatten().tolist():
                 pending.append(steps[start : end + 1])
-                written += self._store(torch.cat(pending))
+                episode = torch.cat(pending)
+                if self.deferred:
+                    self._finished.append(episode)
+                else:
+                    written += self._store(episode)
                 pending.clear()
                 start = end + 1
             if start < steps.shape[0]:
                 pending.append(steps[start:])
         return written
+
+    def flush(self, close_pending: bool = False) -> int:
+        """Write the finished episodes; with ``close_pending``, also each unfinished one, ended as truncated
+        (its environment is being reset: a time-limit-like cut, so its last step still bootstraps).
+        Returns the number of episodes written."""
+        episodes, self._finished = self._finished, []
+        if close_pending:
+            for pending in self._pending.values():
+                if pending:
+                    episode = torch.cat(pending)
+                    for key in (("next", "truncated"), ("next", "done")):
+                        if key in episode.keys(True):
+                            episode[key][-1] = True
+                    episodes.append(episode)
+            self._pending.clear()
+        return sum(self._store(episode) for episode in episodes)
 
     def _store(self, episode: TensorDictBase) -> int:
         finite = all(torch.isfinite(episode.get(k)).all() for k in ("observation", ("next", "observation"), ("next", "reward")) if k in episode.keys(True))

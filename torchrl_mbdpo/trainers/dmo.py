@@ -59,7 +59,8 @@ from ..objectives.dmo import DMOLoss
 from .checkpoint import CheckpointError, load_checkpoint, save_run_checkpoint
 from .config import TrainConfig, default_work_dir, from_container, to_container
 from .evaluation import EvalLog, episode_success, evaluate, truncate_csv_logs
-from .trainer import _rng_state, _set_rng_state, run_to_resume, world_model_config
+from .agent import world_model_config
+from .run_control import rng_state as _rng_state, run_to_resume, set_rng_state as _set_rng_state
 
 __all__ = ["FORWARD_MODELS", "DMOPolicy", "DMOTrainer", "make_dmo_trainer", "make_dmo_loss", "load_dmo_policy"]
 

@@ -11,12 +11,26 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 __all__ = ["evaluate", "episode_success", "EvalLog", "plot_eval_curve"]
 
 
+class _Checked:
+    """A policy that calls ``check()`` before every step (which may raise to abandon the rollout)."""
+
+    def __init__(self, policy, check):
+        self.policy, self.check = policy, check
+
+    def __call__(self, td):
+        self.check()
+        return self.policy(td)
+
+
 @torch.no_grad()
-def evaluate(env, policy, episodes: int, max_steps: int, transitions: list | None = None) -> list[float]:
+def evaluate(env, policy, episodes: int, max_steps: int, transitions: list | None = None, check=None) -> list[float]:
     """Deterministic returns of ``episodes`` episodes (one per sub-env per rollout; a return counts the
     rewards up to and including the first ``done`` of each sub-env). With a ``transitions`` list, the
-    played steps (flat TensorDicts) are appended to it."""
+    played steps (flat TensorDicts) are appended to it. ``check()``, if given, runs before every step: it
+    may raise to abandon the evaluation (a stop request)."""
     returns: list[float] = []
+    if check is not None:
+        policy = _Checked(policy, check)
     with set_exploration_type(ExplorationType.DETERMINISTIC):
         while len(returns) < episodes:
             td = env.rollout(max_steps, policy, break_when_any_done=False)
@@ -114,16 +128,19 @@ def plot_eval_curve(csv_path, png_path, title: str = "") -> None:
     plt.close(fig)
 
 
-def truncate_csv_logs(work_dir, step: int) -> None:
+def truncate_csv_logs(work_dir, step: int, keep_last: bool = True) -> None:
     """Drop the log rows written after ``step`` (by a run killed after its last checkpoint), so a resumed
     run leaves no duplicated or missing rows: ``eval.csv`` (with header) and TorchRL's CSV scalars
-    (``logs/**/scalars/*.csv``, lines ``step,value``)."""
+    (``logs/**/scalars/*.csv``, lines ``step,value``). ``keep_last=False`` also drops the evaluation at
+    ``step`` itself (the checkpoint was taken before it, so the resumed run makes it again)."""
     work_dir = Path(work_dir)
     eval_csv = work_dir / "eval.csv"
     if eval_csv.exists():
         lines = eval_csv.read_text().splitlines(keepends=True)
-        kept = lines[:1] + [line for line in lines[1:] if int(float(line.split(",", 1)[0])) <= step]
+        kept = lines[:1] + [line for line in lines[1:] if (int(float(line.split(",", 1)[0])) <= step if keep_last
+                                                           else int(float(line.split(",", 1)[0])) < step)]
         eval_csv.write_text("".join(kept))
     for scalars in (work_dir / "logs").glob("**/scalars/*.csv"):
         lines = scalars.read_text().splitlines(keepends=True)
-        scalars.write_text("".join(line for line in lines if line.strip() and int(float(line.split(",", 1)[0])) <= step))
+        scalars.write_text("".join(line for line in lines if line.strip() and (int(float(line.split(",", 1)[0])) <= step if keep_last
+                                                                              else int(float(line.split(",", 1)[0])) < step)))

@@ -20,7 +20,8 @@ from ..envs import make_env, make_multitask_env, observation_size
 from ..modules import MBDPOWorldModel, WorldModelConfig
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import TrainConfig, from_container
-from .trainer import MBDPOTrainer, build_loss_and_actor, make_trainer
+from .agent import build_loss_and_actor
+from .trainer import MBDPOTrainer, make_trainer
 
 __all__ = ["O2O_SOURCES", "FinetuneConfig", "add_task", "make_finetune_trainer"]
 

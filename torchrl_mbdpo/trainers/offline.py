@@ -29,7 +29,9 @@ from .checkpoint import save_run_checkpoint
 from .config import TrainConfig, to_container
 from .distributed import DistContext, broadcast_state, init_distributed, make_gradient_averager, sync_running_stats
 from .evaluation import episode_success, evaluate
-from .trainer import MBDPOOptimizationStepper, _rng_state, _set_rng_state, build_loss_and_actor, run_to_resume, world_model_config
+from .agent import build_loss_and_actor, world_model_config
+from .run_control import rng_state as _rng_state, run_to_resume, set_rng_state as _set_rng_state
+from .trainer import MBDPOOptimizationStepper
 
 __all__ = ["offline_tasks", "evaluate_tasks", "normalized_score", "OfflineTrainer", "make_offline_trainer"]
 

@@ -1,46 +1,48 @@
-"""Online single-task training: a ``torchrl.trainers.Trainer`` wired with a ``Collector``, an episode
-replay buffer sampled by ``SliceSampler``, the MBDPO optimisation stepper and ``SoftUpdate`` targets.
+"""Online training: :class:`MBDPOTrainer`, a ``torchrl.trainers.Trainer`` with the keyword arguments of
+TorchRL's ``TdMpc2Trainer`` (torchrl >= 0.15), built from TorchRL's hooks: the replay buffer
+(``ReplayBufferTrainer``: a ``TensorDictReplayBuffer`` sampled by ``SliceSampler``), the optimisation
+stepper (:class:`MBDPOOptimizationStepper`: model step, policy step, target update) and
+``UpdateWeights`` (collector workers get the new weights after every batch).
 
-Protocol (spec §4.2): ``seed_steps`` random actions, then ``pretrain_updates`` updates at once, then
-``utd`` updates per agent step; evaluation every ``eval_freq`` agent steps (and at step 0) on a separate
-env, reporting the planner's and the policy prior's returns.
+Protocol (official code): ``collector.init_random_frames`` random actions, then ``seed_pretrain_steps``
+updates at once (as soon as the buffer holds data), then ``optim_steps_per_batch`` updates per batch
+(or ``updates_per_frame`` per collected frame, fractions included).
 
-Nothing lost (checkpoints): every ``checkpoint_freq`` steps, at the first step where every env ends an
-episode, the whole run state is written (models, optimisers, running statistics, replay buffer, counters,
-RNG states). The training envs are then re-seeded from ``(seed, step)``; a resumed run does the same, so
-a run killed at any moment and resumed with ``resume=true`` continues exactly as if never stopped.
-Evaluations draw from their own RNG streams, seeded by ``(seed, step)``, and perturb nothing.
+:func:`make_trainer` builds one from a :class:`~torchrl_mbdpo.trainers.config.TrainConfig` for
+``mbdpo-train`` and hooks :class:`OnlineRun` onto it: evaluation (``eval.csv``, ``eval.png``,
+diagnostics), resumable points, checkpoint files, signals and resume (see
+:mod:`~torchrl_mbdpo.trainers.run_control`).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import random
-import signal
 import time
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
+from tensordict import TensorDict
 from torchrl.collectors import Collector
+from torchrl.data import SliceSampler
 from torchrl.objectives import SoftUpdate
 from torchrl.record.loggers import get_logger
-from torchrl.trainers import OptimizationStepper, Trainer
+from torchrl.trainers import OptimizationStepper, ReplayBufferTrainer, Trainer, UpdateWeights
 from tqdm.auto import tqdm
 
 from ..data import TRANSITION_KEYS, EpisodeWriter, make_replay_buffer
-from ..envs import make_env, make_multitask_env, observation_size
-from ..modules import DiffusionActor, MBDPOWorldModel, MPPIActor, PolicyPriorActor, WorldModelConfig
-from ..objectives import MBDPOLoss, TDMPC2Loss
+from ..envs import make_env, observation_size
+from ..modules import PolicyPriorActor
+from ..objectives import MBDPOLoss
 from ..objectives.mbdpo import make_optimizers, update
-from .checkpoint import CheckpointError, check_compatible, load_checkpoint, load_latest, save_run_checkpoint
-from .config import RESUMABLE_FIELDS, TrainConfig, default_work_dir, from_container, to_container
+from .agent import build_agent
+from .config import TrainConfig, default_work_dir, to_container
 from .diagnostics import action_drift, td_error
+from .dmo import make_dmo_trainer
 from .evaluation import EvalLog, episode_success, evaluate, truncate_csv_logs
+from .run_control import RunControl, RunInterrupted, named_seed, rng_state, run_to_resume, seed_everything, set_rng_state
 
-__all__ = ["MBDPOOptimizationStepper", "MBDPOTrainer", "make_trainer", "build_agent", "build_loss_and_actor", "make_actor", "load_agent",
-           "checkpoint_env", "run_to_resume"]
+__all__ = ["MBDPOOptimizationStepper", "MBDPOTrainer", "OnlineRun", "make_trainer"]
 
 
 class MBDPOOptimizationStepper(OptimizationStepper):
@@ -91,193 +93,190 @@ class MBDPOOptimizationStepper(OptimizationStepper):
         self.skipped_in_a_row = state_dict["skipped_in_a_row"]
 
 
-ALGOS = ("mbdpo", "tdmpc2")
+def _model_parts(module) -> tuple:
+    """The live networks a planner or loss runs on (to check that both share them)."""
+    model = module.latent_model
+    parts = getattr(model, "world_model", None), getattr(model, "policy_prior", None), getattr(model, "q_ensemble", None)
+    return parts if parts[0] is not None else (model,)
 
 
-def make_actor(cfg: TrainConfig, world_model, discount):
-    """The planner of ``cfg.algo``: ``DiffusionActor`` (mbdpo) or ``MPPIActor`` (tdmpc2)."""
-    actor_cls = MPPIActor if cfg.algo == "tdmpc2" else DiffusionActor
-    return actor_cls(world_model, cfg.active_planner(), discount=discount, precision=cfg.precision)
-
-
-def world_model_config(cfg: TrainConfig, obs_dim: int, action_dim: int, episodic: bool, **multitask) -> WorldModelConfig:
-    """The architecture a run config asks for (``multitask``: ``num_tasks``, ``action_dims``; the task
-    embedding then defaults to the paper's 96 dims)."""
-    overrides = cfg.model.as_kwargs()
-    if cfg.algo == "tdmpc2":
-        overrides.setdefault("q_init", "trunc_normal")  # TD-MPC2 since e9f5932 initialises its Q heads (spec §1.1)
-    if multitask:
-        overrides.setdefault("task_dim", 96)
-    return WorldModelConfig.from_size(cfg.model_size, obs_dim, action_dim, horizon=cfg.active_planner().horizon,
-                                      episodic=episodic, obs_type=cfg.obs, **overrides, **multitask)
-
-
-def build_agent(cfg: TrainConfig, obs_dim: int, action_dim: int, task_spec):
-    """World model, loss and actor for a config and an environment's dimensions."""
-    episodic = task_spec.episodic if cfg.episodic is None else cfg.episodic
-    world_model = MBDPOWorldModel(world_model_config(cfg, obs_dim, action_dim, episodic))
-    return (world_model, *build_loss_and_actor(cfg, world_model, task_spec.discount))
-
-
-def build_loss_and_actor(cfg: TrainConfig, world_model: MBDPOWorldModel, discount):
-    """The loss and planner of ``cfg.algo`` around a world model (moved to ``cfg.device``). ``discount``: a
-    float, or one per task index (multi-task; batches may also carry their own ``discount``)."""
-    if cfg.algo not in ALGOS:
-        raise ValueError(f"algo must be one of {ALGOS}, got {cfg.algo!r}")
-    world_model.to(cfg.device)
-    if cfg.algo == "tdmpc2":
-        shared = {k: v for k, v in vars(cfg.loss).items() if k not in TDMPC2Loss._MBDPO_ONLY and k != "target_q_pair"}
-        loss = TDMPC2Loss(world_model, discount=discount, **shared).to(cfg.device)
-    else:
-        # The score-matching target re-uses the planner's schedule and energy weight: one setting each.
-        planner = cfg.planner
-        loss = MBDPOLoss(world_model, discount=discount, contrastive_eta=planner.energy_eta, diffusion_steps=planner.steps,
-                         beta0=planner.beta0, betaT=planner.betaT, **vars(cfg.loss)).to(cfg.device)
-    actor = make_actor(cfg, world_model, discount).to(cfg.device)
-    return loss, actor
-
-
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def _flat_extend(replay: ReplayBufferTrainer, batch):
+    """TorchRL's TD-MPC2 writing: the collector's valid frames, flattened, into flat storage."""
+    mask = batch.get(("collector", "mask"), default=None)
+    return replay.extend(batch[mask] if mask is not None else batch.reshape(-1))
 
 
 class MBDPOTrainer(Trainer):
-    """TorchRL ``Trainer`` running the MBDPO protocol; see the module docstring."""
+    """MBDPO training with the keyword arguments of TorchRL's ``TdMpc2Trainer``.
 
-    def __init__(self, cfg: TrainConfig, *, collector, env_spec, world_model, loss, actor, eval_env, replay_buffer, work_dir,
-                 task_names=None):
-        self.cfg = cfg
-        self.task_names = task_names
-        self.task_spec = env_spec
-        self.world_model, self.actor, self.eval_env = world_model, actor, eval_env
-        self.prior_actor = PolicyPriorActor(world_model)
-        self.work_dir = Path(work_dir)
-        self.pretrain_updates = cfg.pretrain_updates if cfg.pretrain_updates is not None else collector.init_random_frames
-        model_optim, pi_optim = make_optimizers(loss, lr=cfg.lr, enc_lr_scale=cfg.enc_lr_scale)
-        stepper = MBDPOOptimizationStepper(loss, model_optim, pi_optim, target_tau=cfg.tau, precision=cfg.precision)
-        logger = get_logger(cfg.logger, logger_name=str(self.work_dir / "logs"), experiment_name="mbdpo")
+    ``MBDPOTrainer(*, collector, total_frames, loss_module, planner, optimizer_model=None,
+    optimizer_actor=None, optimization_stepper=None, replay_buffer, batch_size=None, frame_skip=1,
+    optim_steps_per_batch=1, seed_pretrain_steps=0, logger=None, clip_grad_norm=True, clip_norm=20.0,
+    progress_bar=True, seed=None, save_trainer_interval=10000, log_interval=10000, save_trainer_file=None,
+    checkpoint=None, ...)`` as ``TdMpc2Trainer``: the planner must run on the loss's own networks, the
+    replay buffer must be sampled by a ``SliceSampler`` of the loss's horizon, and the collector's policy is
+    the planner (its workers receive the new weights after every batch). Without optimisers, the official
+    ones are made (:func:`~torchrl_mbdpo.objectives.make_optimizers`).
+
+    Keyword Args (MBDPO's, beyond TorchRL's):
+        replay_writer: ``writer(batch)`` storing collector batches (default: TorchRL's flat ``extend``; the
+            command line stores whole episodes with :class:`~torchrl_mbdpo.data.EpisodeWriter`).
+        updates_per_frame: updates per collected frame (fractions accumulate) instead of
+            ``optim_steps_per_batch``.
+        precision: ``fp32`` or ``bf16`` (autocast of the updates), for the stepper made here.
+        max_nonfinite: stop after this many updates in a row skipped for a non-finite loss or gradient.
+    """
+
+    def __init__(self, *, collector, total_frames=None, loss_module: MBDPOLoss, planner=None, optimizer_model=None,
+                 optimizer_actor=None, optimization_stepper: MBDPOOptimizationStepper | None = None, replay_buffer=None,
+                 batch_size: int | None = None, frame_skip: int = 1, optim_steps_per_batch: int = 1, seed_pretrain_steps: int = 0,
+                 logger=None, clip_grad_norm: bool = True, clip_norm: float | None = 20.0, progress_bar: bool = True,
+                 seed: int | None = None, save_trainer_interval: int = 10000, log_interval: int = 10000, save_trainer_file=None,
+                 checkpoint=None, checkpoint_rotation=None, checkpoint_metadata=None, num_epochs: int = 1,
+                 async_collection: bool = False, log_timings: bool = False, auto_log_optim_steps: bool = True,
+                 learner_backend: str = "local", learner_backend_options: dict | None = None, learner_poll_interval: float = 0.05,
+                 replay_writer=None, updates_per_frame: float | None = None, precision: str = "fp32",
+                 max_nonfinite: int | None = None):
+        if learner_backend != "local":
+            raise NotImplementedError("MBDPOTrainer optimises locally (learner_backend='local').")
+        if async_collection:
+            raise NotImplementedError("MBDPOTrainer collects synchronously (async_collection=False).")
+        if total_frames is None:
+            total_frames = collector.total_frames
+        if planner is None:
+            raise ValueError("planner is required: the MBDPO planner (DiffusionActor / MBDPOPlanner) acting in the collector.")
+        planner_parts, loss_parts = _model_parts(planner), _model_parts(loss_module)
+        if len(planner_parts) != len(loss_parts) or any(a is not b for a, b in zip(planner_parts, loss_parts)):
+            raise ValueError("The planner must run on the loss module's own networks (world model, policy prior, Q ensemble).")
+        if planner.planner.horizon != loss_module.horizon:
+            raise ValueError(f"The planner's horizon ({planner.planner.horizon}) must match the loss module's ({loss_module.horizon}).")
+        if planner.discount.shape != loss_module.discount.shape or not torch.allclose(planner.discount.cpu(), loss_module.discount.cpu()):
+            raise ValueError("The planner's discount must match the loss module's.")
+        collector_policy = getattr(collector, "policy", None)
+        if collector_policy is not None and collector_policy is not planner and not hasattr(collector, "num_workers"):
+            raise ValueError("The collector's policy must be the planner given to the trainer.")
+        if replay_buffer is None:
+            raise ValueError("replay_buffer is required (a TensorDictReplayBuffer sampled by SliceSampler).")
+        sampler = getattr(replay_buffer, "sampler", None)
+        if not isinstance(sampler, SliceSampler):
+            raise TypeError("replay_buffer must use a SliceSampler, so that updates see consecutive steps of one episode.")
+        if sampler.slice_len not in (None, loss_module.horizon) or (sampler.slice_len is None and batch_size is None):
+            raise ValueError(f"The replay SliceSampler must draw slices of slice_len={loss_module.horizon} (the loss's horizon).")
+        if not getattr(sampler, "strict_length", True):
+            raise ValueError("The replay SliceSampler must use strict_length=True (no short slices).")
+        if seed_pretrain_steps < 0:
+            raise ValueError("seed_pretrain_steps must be non-negative.")
+        if optimization_stepper is None:
+            if (optimizer_model is None) != (optimizer_actor is None):
+                raise TypeError("Pass both optimizer_model and optimizer_actor, or neither (the official optimisers are made).")
+            if optimizer_model is None:
+                optimizer_model, optimizer_actor = make_optimizers(loss_module)
+            optimization_stepper = MBDPOOptimizationStepper(loss_module, optimizer_model, optimizer_actor, precision=precision)
+        elif optimizer_model is not None or optimizer_actor is not None:
+            raise ValueError("Pass optimizers directly or provide optimization_stepper, not both.")
+        elif optimization_stepper.loss_module is not loss_module:
+            raise ValueError("optimization_stepper must reference the trainer's loss_module.")
+        self.planner = planner
         super().__init__(
-            collector=collector,
-            total_frames=cfg.steps,
-            frame_skip=1,
-            optim_steps_per_batch=1,  # set per batch from cfg.utd in optim_steps
-            loss_module=loss,
-            optimization_stepper=stepper,
-            logger=logger,
-            progress_bar=cfg.progress,
-            seed=cfg.seed,
-            save_trainer_interval=math.inf,
-            clip_norm=cfg.grad_clip_norm,
-            log_interval=min(1000, max(cfg.eval_freq, 1)),
+            collector=collector, total_frames=total_frames, frame_skip=frame_skip, optim_steps_per_batch=optim_steps_per_batch,
+            loss_module=loss_module, optimizer=None, optimization_stepper=optimization_stepper, replay_buffer=replay_buffer,
+            target_net_updater=None, batch_size=batch_size, logger=logger, clip_grad_norm=clip_grad_norm, clip_norm=clip_norm,
+            progress_bar=progress_bar, seed=seed, save_trainer_interval=save_trainer_interval, log_interval=log_interval,
+            save_trainer_file=save_trainer_file, checkpoint=checkpoint, checkpoint_rotation=checkpoint_rotation,
+            checkpoint_metadata=checkpoint_metadata, num_epochs=num_epochs, log_timings=log_timings,
+            auto_log_optim_steps=auto_log_optim_steps,
         )
-        self.replay_buffer_ = replay_buffer
-        self.episode_writer = EpisodeWriter(replay_buffer, TRANSITION_KEYS + (["task"] if world_model.cfg.multitask else []))
-        self.eval_log = EvalLog(self.work_dir, title=f"{cfg.algo} {cfg.task} (seed {cfg.seed})")
-        self._pretrained = self.pretrain_updates == 0
-        self._update_credit = 0.0
-        self._next_eval = cfg.eval_freq
-        self._next_ckpt = cfg.checkpoint_freq
-        # With equal-length episodes in lock-step, every env ends an episode within one episode length.
-        self._ckpt_max_delay = env_spec.episode_length * max(1, cfg.num_envs)
-        self._signal = None
-        self._last_batch_done = False
+        self.seed_pretrain_steps = int(seed_pretrain_steps)
+        self.updates_per_frame = updates_per_frame
+        self.max_nonfinite = max_nonfinite
         self.stop_message = ""
-        self.last_eval: dict = {}
-        self._t0 = time.time()
-        self.register_op("setup", self._on_setup)
-        self.register_op("batch_process", self._write_episodes)
-        self.register_op("pre_steps_log", self._log_train_episodes)
-        self.register_op("pre_optim_steps", self._pretrain_once)
+        self.pending_updates = 0  # updates of the current batch still to run (a checkpoint taken among them resumes them)
+        self._update_credit = 0.0
+        self._device = next(loss_module.parameters()).device
+        replay = ReplayBufferTrainer(replay_buffer, batch_size=None if batch_size is None else batch_size * loss_module.horizon,
+                                     flatten_tensordicts=False, memmap=False, device=self._device)
+        self.replay_hook = replay
+        self.register_module("replay_buffer", replay)
+        self.register_op("batch_process", replay_writer or partial(_flat_extend, replay))
         self.register_op("process_optim_batch", self._sample)
-        self.register_op("post_steps_log", self._evaluate_if_due)
-        self.register_op("post_steps_log", self._checkpoint_if_due)  # after the evaluation of that step
-        self.register_op("shutdown", self._final)
+        self.register_op("pre_steps_log", self._owe_updates)
+        weights = UpdateWeights(self.collector, 1, policy_weights_getter=partial(TensorDict.from_module, planner))
+        self.register_op("post_steps", weights)
 
-    # ----------------------------------------------------------------- hooks
-    def _on_setup(self):
-        if self.collected_frames == 0:
-            self.run_evaluation()  # the step-0 evaluation
-        elif self.progress_bar:
-            self._pbar.update(self.collected_frames)
+    @property
+    def world_model(self):
+        return self.loss_module.world_model
 
-    def _write_episodes(self, batch):
-        self.episode_writer(batch)
-        self._last_batch_done = bool(batch["next", "done"].all())
-        return batch
+    def train(self):
+        """``Trainer.train``; with a run control hooked on (:class:`OnlineRun`), SIGTERM/SIGINT stop it within a
+        step (an update, an environment step) with a checkpoint."""
+        run = getattr(self, "run", None)
+        if run is None:
+            return super().train()
+        with run.control.handle_signals(self.request_stop):
+            super().train()
+        if self.stop_message:
+            print(self.stop_message, flush=True)
 
-    def _log_train_episodes(self, batch):
-        done = batch["next", "done"]
-        if done.any() and ("next", "episode_reward") in batch.keys(True):
-            return {"train_return": batch["next", "episode_reward"][done].mean().item(), "log_pbar": True}
+    def _checkpoint_policy(self):
+        return self.planner
+
+    def save_checkpoint(self):
+        """Write the run's checkpoint now (with a run control hooked on: :meth:`OnlineRun.save_checkpoint`)."""
+        run = getattr(self, "run", None)
+        if run is None:
+            raise RuntimeError("This trainer has no run control: pass save_trainer_file= or checkpoint= (TorchRL's checkpointing).")
+        return run.save_checkpoint()
+
+    # ----------------------------------------------------------------- updates
+    def _updates_for(self, batch) -> int:
+        """Updates owed for a batch: the one-off seed burst (as soon as the buffer holds data), then
+        ``optim_steps_per_batch`` or ``updates_per_frame`` per collected frame."""
+        stepper = self.optimization_stepper
+        if stepper.update_count < self.seed_pretrain_steps:
+            return self.seed_pretrain_steps - stepper.update_count
+        if self.updates_per_frame is None:
+            return self.optim_steps_per_batch
+        frames = 0 if batch is None else batch.numel()
+        self._update_credit += frames * self.updates_per_frame
+        owed = int(self._update_credit)
+        self._update_credit -= owed
+        return owed
+
+    def _owe_updates(self, batch):
+        """Before the updates of a batch: how many it owes (kept in the trainer's state, so that a checkpoint
+        taken before or among them resumes them)."""
+        if self.collected_frames >= self.collector.init_random_frames and len(self.replay_buffer) and not self.pending_updates:
+            self.pending_updates = self._updates_for(batch)
 
     def optim_steps(self, batch) -> None:
-        # Episodes enter the buffer when they end: nothing to learn from before the first one has.
-        if not len(self.replay_buffer_):
-            return
-        # `utd` updates per agent step, fractional ratios included (0.5: one update every other step).
-        self._update_credit += batch.numel() * self.cfg.utd
-        self.optim_steps_per_batch = int(self._update_credit)
-        self._update_credit -= self.optim_steps_per_batch
-        if self.optim_steps_per_batch:
-            super().optim_steps(batch)
-        if self._too_many_nonfinite():
+        """Run the updates the batch owes (episodes enter the buffer when they end: none before the first)."""
+        if self.pending_updates:
+            bursting = self.optimization_stepper.update_count < self.seed_pretrain_steps
+            self.optim_steps_per_batch, per_batch = self.pending_updates, self.optim_steps_per_batch
+            try:
+                with tqdm(total=self.pending_updates, desc="updates on the seed data", leave=False,
+                          disable=not (self.progress_bar and bursting)) as self._burst_bar:
+                    super().optim_steps(batch)
+            finally:
+                self.optim_steps_per_batch = per_batch
+        if self.max_nonfinite and self.optimization_stepper.skipped_in_a_row >= self.max_nonfinite:
             self.stop_message = (
                 f"Stopped at step {self.collected_frames}: {self.optimization_stepper.skipped_in_a_row} updates in a row had a "
                 "non-finite loss or gradient (they were skipped; the checkpoint holds the last finite parameters). "
                 "Lower lr, check the rewards/observations for NaN or huge values, or raise max_nonfinite."
             )
-            self._stop_training = True
-
-    def _too_many_nonfinite(self) -> bool:
-        return self.optimization_stepper.skipped_in_a_row >= self.cfg.max_nonfinite
+            self.request_stop(self.stop_message)
 
     def _sample(self, _batch):
-        if self._too_many_nonfinite():
-            raise StopIteration  # ends the Trainer's update loop for this batch
-        return self.replay_buffer_.sample().reshape(-1, self.cfg.active_planner().horizon).to(self.cfg.device)
-
-    def _pretrain_once(self):
-        """Run the pretraining updates once, as soon as the buffer holds a complete episode (with many
-        envs and long episodes that can be after ``seed_steps``: episodes are written when they end)."""
-        if self._pretrained or not len(self.replay_buffer_):
-            return
-        self._pretrained = True
-        bar = tqdm(range(self.pretrain_updates), desc="pretraining on seed data", disable=not self.cfg.progress, leave=False)
-        for _ in bar:
-            metrics = self.optimization_stepper.step(self, self._sample(None))
-            if self._too_many_nonfinite():
-                break
-        if self.pretrain_updates:
-            self._log(**{k: v.item() for k, v in metrics.items()})
-
-    def _evaluate_if_due(self, _batch=None):
-        if self.collected_frames >= self._next_eval:
-            self._next_eval = (self.collected_frames // self.cfg.eval_freq + 1) * self.cfg.eval_freq
-            self.run_evaluation()
-
-    def _checkpoint_if_due(self, _batch=None):
-        if self._signal is not None or self._stop_training:
-            self.stop_message = self.stop_message or f"Received signal {self._signal}: checkpoint written, stopping."
-            self._stop_training = True
-            return  # the shutdown hook writes the checkpoint
-        due = self.collected_frames >= self._next_ckpt
-        if due and (self._last_batch_done or self.collected_frames >= self._next_ckpt + self._ckpt_max_delay):
-            self.save_checkpoint()
-            self._next_ckpt = (self.collected_frames // self.cfg.checkpoint_freq + 1) * self.cfg.checkpoint_freq
-
-    def _final(self):
-        if not self._stop_training and self.last_eval.get("step") != self.collected_frames:
-            self.run_evaluation()
-        self.save_checkpoint()
+        # A stop request (signal, non-finite updates) ends the updates of this batch; the ones still owed
+        # stay in ``pending_updates``, so a checkpoint taken now resumes them.
+        too_many_nonfinite = self.max_nonfinite and self.optimization_stepper.skipped_in_a_row >= self.max_nonfinite
+        if self._stop_training or too_many_nonfinite or not self.pending_updates:
+            raise StopIteration
+        self.pending_updates -= 1
+        self._burst_bar.update()
+        return self.replay_hook.sample(None)
 
     def _pbar_description(self) -> None:
         # No forced refresh: tqdm redraws at its own rate, so logs of non-interactive runs stay short.
@@ -285,31 +284,126 @@ class MBDPOTrainer(Trainer):
             desc = ", ".join(f"{k} {v:.1f}" for k, v in sorted(self._pbar_str.items()))
             self._pbar.set_description(desc, refresh=False)
 
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["mbdpo"] = {"pending_updates": self.pending_updates, "update_credit": self._update_credit}
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        mbdpo = state_dict.pop("mbdpo", {})
+        super().load_state_dict(state_dict)
+        self.pending_updates = mbdpo.get("pending_updates", 0)
+        self._update_credit = mbdpo.get("update_credit", 0.0)
+
+
+class OnlineRun:
+    """The run control of ``mbdpo-train``'s online runs, hooked onto an :class:`MBDPOTrainer`: evaluation
+    (planner and policy-prior returns, diagnostics; ``eval.csv``, ``eval.png``), resumable points,
+    checkpoint files, signals and resume (:mod:`~torchrl_mbdpo.trainers.run_control`)."""
+
+    def __init__(self, trainer: MBDPOTrainer, cfg: TrainConfig, *, task_spec, eval_env, episode_writer: EpisodeWriter, work_dir,
+                 task_names=None):
+        self.trainer, self.cfg, self.task_spec, self.eval_env = trainer, cfg, task_spec, eval_env
+        self.episode_writer, self.task_names = episode_writer, task_names
+        self.work_dir = Path(work_dir)
+        self.prior_actor = PolicyPriorActor(trainer.loss_module.latent_model)
+        self.eval_log = EvalLog(self.work_dir, title=f"{cfg.algo} {cfg.task} (seed {cfg.seed})")
+        self.control = RunControl(self.work_dir, cfg.checkpoint_freq, self.checkpoint_state, unit="agent steps")
+        self.next_eval = 0
+        self.last_eval: dict = {}
+        self.steps_since_point = 0
+        self._at_point = False
+        self._t0 = time.time()
+        trainer.run = self
+        trainer.register_op("setup", self._on_setup)
+        trainer.register_op("batch_process", self._on_batch)  # after the trainer's own: the writer has staged the batch
+        trainer.register_op("pre_steps_log", self._log_train_episodes)
+        trainer.register_op("pre_steps_log", self._on_point)
+        trainer.register_op("post_steps_log", self._evaluate_if_due)
+        trainer.register_op("shutdown", self._on_shutdown)
+
+    # ----------------------------------------------------------------- the loop's hooks
+    def _on_setup(self):
+        """Fresh run: the first resumable point (envs seeded from (seed, 0)) and the step-0 evaluation.
+        Resumed run: the same envs as at the checkpoint's point, then what that batch still owed (updates,
+        evaluation) before collecting on."""
+        if self.cfg.threads:  # again: TorchRL raises the thread count when a batched env of another run closes
+            torch.set_num_threads(self.cfg.threads)
+        self._reseed_training_envs()
+        if self.trainer.collected_frames == 0 and not self.trainer.pending_updates:
+            self.control.point(0)
+        elif self.trainer.pending_updates:
+            self.trainer.optim_steps(None)
+        if self.trainer.progress_bar and self.trainer.collected_frames:
+            self.trainer._pbar.update(self.trainer.collected_frames)
+        self._evaluate_if_due()
+
+    def _on_batch(self, batch):
+        """Resumable points: when every env ended an episode with this batch, or ``episode_length`` steps
+        after the last point, the finished episodes enter the buffer and every env starts a new episode."""
+        done = batch["next", "done"].reshape(max(1, self.cfg.num_envs), -1)
+        self.steps_since_point += done.shape[1]
+        all_done = bool(done[:, -1].all())
+        if all_done or self.steps_since_point >= self.task_spec.episode_length:
+            self.episode_writer.flush(close_pending=not all_done)
+            self.steps_since_point = 0
+            self._at_point = True
+            self._reseed_training_envs(self.trainer.collected_frames + batch.numel())
+        else:
+            self.control.left_point()
+        return batch
+
+    def _on_point(self, _batch=None):
+        if self._at_point:
+            self._at_point = False
+            self.control.point(self.trainer.collected_frames)
+
+    def _log_train_episodes(self, batch):
+        done = batch["next", "done"]
+        if done.any() and ("next", "episode_reward") in batch.keys(True):
+            return {"train_return": batch["next", "episode_reward"][done].mean().item(), "log_pbar": True}
+
+    def _evaluate_if_due(self, _batch=None):
+        if self.trainer.collected_frames >= self.next_eval and not self.trainer._stop_training:
+            try:
+                self.run_evaluation()
+            except RunInterrupted:
+                return  # abandoned; the checkpoint written on stop still owes it
+            self.next_eval = (self.trainer.collected_frames // self.cfg.eval_freq + 1) * self.cfg.eval_freq
+
+    def _on_shutdown(self):
+        trainer = self.trainer
+        if not trainer._stop_training and self.last_eval.get("step") != trainer.collected_frames:
+            self.run_evaluation()
+        self.eval_env.close()
+        if self.control.stop_requested:
+            self.stop_message = f"Received signal {self.control.signal}: checkpoint written, stopping."
+            self.control.save_on_stop()
+        elif trainer.stop_message:
+            self.control.save_on_stop()
+        else:
+            self.control.save()
+
     # ----------------------------------------------------------------- public
-    def train(self):
-        """Train, checkpointing and stopping cleanly on SIGTERM/SIGINT."""
+    @property
+    def stop_message(self) -> str:
+        return self.trainer.stop_message
 
-        def request_stop(signum, _frame):
-            self._signal = signum
-
-        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            super().train()
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-        if self.stop_message:
-            print(self.stop_message, flush=True)
+    @stop_message.setter
+    def stop_message(self, message: str) -> None:
+        self.trainer.stop_message = message
 
     def run_evaluation(self) -> dict:
-        """Planner and policy-prior returns; seeded by ``(seed, step)`` and isolated from training RNGs."""
-        L, n, step = self.task_spec.episode_length, self.cfg.eval_episodes, self.collected_frames
+        """Planner and policy-prior returns; seeded by ``(seed, step)`` and isolated from training RNGs.
+        A stop request abandons it (:class:`~torchrl_mbdpo.trainers.run_control.RunInterrupted`)."""
+        cfg, step = self.cfg, self.trainer.collected_frames
+        L, n = self.task_spec.episode_length, cfg.eval_episodes
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.cfg.seed * 1_000_003 + step)
-            self.eval_env.set_seed(self.cfg.seed + 10_000 + step)
+            torch.manual_seed(named_seed("eval_torch", cfg.seed, step))
+            self.eval_env.set_seed(named_seed("eval_envs", cfg.seed, step))
             played = []
-            planner = torch.tensor(evaluate(self.eval_env, self.actor, n, L, transitions=played))
-            prior = torch.tensor(evaluate(self.eval_env, self.prior_actor, n, L))
+            planner = torch.tensor(evaluate(self.eval_env, self.trainer.planner, n, L, transitions=played, check=self.control.check))
+            prior = torch.tensor(evaluate(self.eval_env, self.prior_actor, n, L, check=self.control.check))
             played = torch.cat([td.reshape(-1) for td in played])
             diagnostics = self._diagnostics(played)
         row = {
@@ -324,104 +418,102 @@ class MBDPOTrainer(Trainer):
         }
         self.eval_log.append(row)
         self.last_eval = row
-        if self.logger is not None:
+        logger = self.trainer.logger
+        if logger is not None:
             for k in ("episode_reward", "prior_episode_reward", "episode_success", "td_error_replay", "td_error_planner", "action_drift_l2",
                       "action_drift_logratio"):
-                self.logger.log_scalar(f"eval/{k}", row[k], step=step)
-        if self.progress_bar and hasattr(self, "_pbar"):
-            self._pbar_str["eval_return"] = row["episode_reward"]
-            self._pbar_description()
+                logger.log_scalar(f"eval/{k}", row[k], step=step)
+        if self.trainer.progress_bar and hasattr(self.trainer, "_pbar"):
+            self.trainer._pbar_str["eval_return"] = row["episode_reward"]
+            self.trainer._pbar_description()
         return row
 
     def _diagnostics(self, played) -> dict:
         """Cross TD error and action drift (see :mod:`.diagnostics`) on the planner's evaluation steps and
         one replay batch (NaN for the replay column before the first data)."""
-        played = played.to(self.cfg.device)
-        task = played.get("task", None) if self.world_model.cfg.multitask else None
-        out = {"td_error_planner": td_error(self.loss_module, played),
-               **action_drift(self.world_model, played.get("observation"), played.get("action"), task)}
-        replay = self.replay_buffer_.sample().to(self.cfg.device) if len(self.replay_buffer_) else None
-        out["td_error_replay"] = td_error(self.loss_module, replay) if replay is not None else math.nan
+        loss, device = self.trainer.loss_module, self.trainer._device
+        model = loss.latent_model
+        played = played.to(device)
+        task = played.get("task", None) if model.cfg.multitask else None
+        out = {"td_error_planner": td_error(loss, played), **action_drift(model, played.get("observation"), played.get("action"), task)}
+        buffer = self.trainer.replay_buffer
+        out["td_error_replay"] = td_error(loss, buffer.sample().to(device)) if len(buffer) else math.nan
         return out
 
-    def _reseed_training_envs(self) -> None:
+    def _reseed_training_envs(self, step: int | None = None) -> None:
         """Fresh episodes from a seed of ``(seed, step)``: identical in an uninterrupted and a resumed run."""
-        if self.collector.env.is_closed:  # the collector closes its env once total_frames are collected
+        collector = self.trainer.collector
+        if collector.env.is_closed:  # the collector closes its env once total_frames are collected
             return
-        self.collector.env.set_seed(self.cfg.seed + 7919 * self.collected_frames)
-        self.collector.reset()
+        step = self.trainer.collected_frames if step is None else step
+        collector.env.set_seed(named_seed("train_envs", self.cfg.seed, step))
+        collector.reset()
         self.episode_writer.discard_pending()
 
+    # ----------------------------------------------------------------- checkpoints
     def checkpoint_state(self) -> dict:
+        trainer = self.trainer
+        model = trainer.loss_module.latent_model
         return {
             "config": to_container(self.cfg),
             "task": {**dataclasses.asdict(self.task_spec), "discount": self.task_spec.discount},
-            "world_model_config": self.world_model.cfg.to_dict(),
+            "world_model_config": model.cfg.to_dict(),
             "task_names": self.task_names,
-            "discounts": self.actor.discount.tolist() if self.actor.discount.ndim else None,
-            "step": self.collected_frames,
-            "world_model": self.world_model.state_dict(),
-            "loss": self.loss_module.state_dict(),
-            "optimizers": self.optimization_stepper.state_dict(),
-            "replay_buffer": self.replay_buffer_.state_dict(),
+            "discounts": trainer.planner.discount.tolist() if trainer.planner.discount.ndim else None,
+            "step": trainer.collected_frames,
+            "world_model": model.state_dict(),
+            "loss": trainer.loss_module.state_dict(),
+            "optimizers": trainer.optimization_stepper.state_dict(),
+            "replay_buffer": trainer.replay_buffer.state_dict(),
             "episode_writer": self.episode_writer.state_dict(),
-            "trainer": {"next_eval": self._next_eval, "next_ckpt": self._next_ckpt, "pretrained": self._pretrained,
-                        "update_credit": self._update_credit, "optim_count": self._optim_count,
-                        "collector_iter": self.collector._iter},
-            "rng": _rng_state(),
+            "trainer": {"next_eval": self.next_eval, "pending_updates": trainer.pending_updates, "update_credit": trainer._update_credit,
+                        "optim_count": trainer._optim_count, "collector_iter": trainer.collector._iter,
+                        "steps_since_point": self.steps_since_point, "run_control": self.control.state_dict()},
+            "rng": rng_state(),
         }
 
     def save_checkpoint(self) -> Path | None:
-        """Re-seed the training envs, then write the whole run state (see the module docstring). A failed
-        write (e.g. a full disk) keeps the previous checkpoints and training goes on, with a warning."""
-        self._reseed_training_envs()
-        return save_run_checkpoint(self.checkpoint_state(), self.work_dir, self.collected_frames)
+        """Write the current state now (a resumable one: at a point, between batches)."""
+        return self.control.save()
 
     def load_state(self, state: dict) -> None:
-        """Continue from a checkpoint written by :meth:`save_checkpoint`."""
-        self.world_model.load_state_dict(state["world_model"])
-        self.loss_module.load_state_dict(state["loss"])
-        self.optimization_stepper.load_state_dict(state["optimizers"])
-        self.replay_buffer_.load_state_dict(state["replay_buffer"])
+        """Continue from a checkpoint written by this run control."""
+        trainer = self.trainer
+        trainer.loss_module.latent_model.load_state_dict(state["world_model"])
+        trainer.loss_module.load_state_dict(state["loss"])
+        trainer.optimization_stepper.load_state_dict(state["optimizers"])
+        trainer.replay_buffer.load_state_dict(state["replay_buffer"])
         self.episode_writer.load_state_dict(state["episode_writer"])
         t = state["trainer"]
-        self.collected_frames = state["step"]
-        self._next_eval, self._next_ckpt, self._pretrained = t["next_eval"], t["next_ckpt"], t["pretrained"]
-        self._update_credit, self._optim_count = t["update_credit"], t["optim_count"]
-        self.collector.load_state_dict({"frames": state["step"], "iter": t["collector_iter"]}, strict=False)
-        self._reseed_training_envs()
-        truncate_csv_logs(self.work_dir, state["step"])
+        trainer.collected_frames = state["step"]
+        self.next_eval, trainer.pending_updates, trainer._update_credit = t["next_eval"], t["pending_updates"], t["update_credit"]
+        trainer._optim_count, self.steps_since_point = t["optim_count"], t["steps_since_point"]
+        self.control.load_state_dict(t["run_control"])
+        trainer.collector.load_state_dict({"frames": state["step"], "iter": t["collector_iter"]}, strict=False)
+        truncate_csv_logs(self.work_dir, state["step"], keep_last=self.next_eval > state["step"])
         rows = self.eval_log.rows()
         self.last_eval = rows[-1] if rows else {}
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
 
 
-def run_to_resume(cfg: TrainConfig, work_dir: Path) -> dict | None:
-    """The checkpoint ``resume=true`` continues (its config checked against ``cfg``), or None for a new run;
-    a new run never overwrites an existing one."""
-    if not cfg.resume:
-        if (work_dir / "checkpoints" / "latest.pt").exists():
-            raise ValueError(f"{work_dir} already holds a run. Pass resume=true to continue it, or another work_dir=.")
-        return None
-    try:
-        state, path = load_latest(work_dir / "checkpoints")
-    except CheckpointError as err:
-        raise CheckpointError(f"resume=true, but {err} (Drop resume=true to start a new run in {work_dir}.)") from err
-    saved, requested = state["config"], to_container(cfg)
-    keep = [k for k in saved if k not in RESUMABLE_FIELDS]
-    check_compatible({k: saved[k] for k in keep}, {k: requested.get(k) for k in keep}, "config", path)
-    return state
+def _seed_phase(cfg: TrainConfig, spec, frames_per_batch: int) -> tuple[int, int]:
+    """``(random frames, updates at their end)``. As the official code: ``seed_steps + 1`` random steps (its
+    steps 0..seed_steps), then ``seed_steps`` updates (``pretrain_updates`` overrides); ``seed_steps``
+    defaults to ``max(1000, 5 * episode_length)``. Random frames are rounded up to whole batches."""
+    seed_steps = cfg.seed_steps if cfg.seed_steps is not None else max(1000, 5 * spec.episode_length)
+    random_frames = -(-(seed_steps + 1) // frames_per_batch) * frames_per_batch if seed_steps else 0
+    return random_frames, cfg.pretrain_updates if cfg.pretrain_updates is not None else seed_steps
 
 
 def make_trainer(cfg: TrainConfig, *, env_maker=None, agent=None, task_names=None) -> MBDPOTrainer:
-    """Build envs, agent, collector and replay buffer from a config (and restore them with ``resume``).
+    """An online run of ``mbdpo-train``: envs, agent, collector, replay buffer and an :class:`MBDPOTrainer`
+    with :class:`OnlineRun` hooked on (restored from the last checkpoint with ``resume``).
 
     ``env_maker(seed, num_envs)`` replaces ``make_env(cfg.task, ...)``, ``agent`` a ``(world_model, loss,
-    actor)`` triple replaces :func:`build_agent`; ``task_names`` lists a multi-task model's tasks in
-    embedding order (for its checkpoints). ``mbdpo-finetune`` uses them."""
+    actor)`` triple replaces :func:`~torchrl_mbdpo.trainers.agent.build_agent`; ``task_names`` lists a
+    multi-task model's tasks in embedding order (for its checkpoints). ``mbdpo-finetune`` uses them."""
     cfg = cfg.resolved()
-    if cfg.algo == "dmo":  # DMO-SAPO has its own loop (no planner, no collector)
-        from .dmo import make_dmo_trainer
+    if cfg.algo == "dmo":  # DMO-SAPO: its own trainer (no planner, no collector)
         return make_dmo_trainer(cfg)
     if cfg.mode != "online":
         raise ValueError(f"make_trainer runs mode=online; mode={cfg.mode!r} runs through torchrl_mbdpo.trainers.offline.")
@@ -431,58 +523,33 @@ def make_trainer(cfg: TrainConfig, *, env_maker=None, agent=None, task_names=Non
         torch.set_num_threads(cfg.threads)
     work_dir = Path(cfg.work_dir or default_work_dir(cfg.algo, cfg.task, cfg.seed))
     state = run_to_resume(cfg, work_dir)
-    torch.manual_seed(cfg.seed)
+    seed_everything(cfg.seed)
     env_maker = env_maker or partial(make_env, cfg.task, obs=cfg.obs)
     env = env_maker(seed=cfg.seed, num_envs=cfg.num_envs)
     spec = env.task_spec
     world_model, loss, actor = agent or build_agent(cfg, observation_size(env), env.action_spec.shape[-1], spec)
     env.append_transform(actor.make_tensordict_primer())
-    eval_env = env_maker(seed=cfg.seed + 10_000, num_envs=max(1, min(cfg.num_envs, cfg.eval_episodes)))
+    eval_env = env_maker(seed=named_seed("eval_env_build", cfg.seed), num_envs=max(1, min(cfg.num_envs, cfg.eval_episodes)))
     eval_env.append_transform(actor.make_tensordict_primer())
-    seed_steps = cfg.seed_steps if cfg.seed_steps is not None else max(1000, 5 * spec.episode_length)
     frames_per_batch = max(1, cfg.num_envs)
-    seed_steps = -(-seed_steps // frames_per_batch) * frames_per_batch
-    collector = Collector(
-        env, actor, frames_per_batch=frames_per_batch, total_frames=cfg.steps, init_random_frames=seed_steps,
-        policy_device=cfg.device, env_device="cpu", storing_device="cpu",
-    )
+    random_frames, pretrain_updates = _seed_phase(cfg, spec, frames_per_batch)
+    collector = Collector(env, actor, frames_per_batch=frames_per_batch, total_frames=cfg.steps, init_random_frames=random_frames,
+                          policy_device=cfg.device, env_device="cpu", storing_device="cpu")
     # Capacity as the official code, min(buffer_size, steps), fixed by the run's first config: a resumed
     # run that asks for more steps keeps the buffer it had.
     first_steps = state["config"]["steps"] if state is not None else cfg.steps
     replay_buffer = make_replay_buffer(cfg.active_planner().horizon, cfg.batch_size, min(cfg.buffer_size, max(first_steps, 1)))
-    trainer = MBDPOTrainer(cfg, collector=collector, env_spec=spec, world_model=world_model, loss=loss, actor=actor,
-                           eval_env=eval_env, replay_buffer=replay_buffer, work_dir=work_dir, task_names=task_names)
+    writer = EpisodeWriter(replay_buffer, TRANSITION_KEYS + (["task"] if world_model.cfg.multitask else []), deferred=True)
+    model_optim, pi_optim = make_optimizers(loss, lr=cfg.lr, enc_lr_scale=cfg.enc_lr_scale)
+    stepper = MBDPOOptimizationStepper(loss, model_optim, pi_optim, target_tau=cfg.tau, precision=cfg.precision)
+    logger = get_logger(cfg.logger, logger_name=str(work_dir / "logs"), experiment_name="mbdpo")
+    trainer = MBDPOTrainer(
+        collector=collector, total_frames=cfg.steps, loss_module=loss, planner=actor, optimization_stepper=stepper,
+        replay_buffer=replay_buffer, seed_pretrain_steps=pretrain_updates, logger=logger, clip_norm=cfg.grad_clip_norm,
+        progress_bar=cfg.progress, seed=cfg.seed, save_trainer_interval=math.inf, log_interval=min(1000, max(cfg.eval_freq, 1)),
+        replay_writer=writer, updates_per_frame=cfg.utd, max_nonfinite=cfg.max_nonfinite,
+    )
+    run = OnlineRun(trainer, cfg, task_spec=spec, eval_env=eval_env, episode_writer=writer, work_dir=work_dir, task_names=task_names)
     if state is not None:
-        trainer.load_state(state)
+        run.load_state(state)
     return trainer
-
-
-def load_agent(checkpoint_path, cfg: TrainConfig | None = None, *, state: dict | None = None):
-    """World model + actor from a checkpoint (``state``: its content, if already loaded); with ``cfg``,
-    refuse a checkpoint of another architecture."""
-    state = load_checkpoint(checkpoint_path) if state is None else state
-    saved_cfg = from_container(state["config"])
-    cfg = cfg or saved_cfg
-    wm_cfg = WorldModelConfig.from_dict(state["world_model_config"])
-    if cfg is not saved_cfg:
-        requested = world_model_config(cfg, wm_cfg.obs_dim, wm_cfg.action_dim, wm_cfg.episodic)
-        check_compatible(wm_cfg.to_dict(), requested.to_dict(), "world-model architecture", checkpoint_path)
-    world_model = MBDPOWorldModel(wm_cfg)
-    world_model.load_state_dict(state["world_model"])
-    discount = torch.tensor(state["discounts"]) if state.get("discounts") else state["task"]["discount"]
-    actor = make_actor(cfg, world_model, discount)
-    return state, cfg, world_model, actor
-
-
-def checkpoint_env(state: dict, task: str, *, seed: int, obs: str = "state"):
-    """An env of ``task`` shaped for a checkpoint's world model: multi-task checkpoints get their padded
-    observation/action sizes and the task's index (the task must be one they were trained on)."""
-    names = state.get("task_names")
-    if not names:
-        return make_env(task, seed=seed, obs=obs)
-    trained = state.get("trained_tasks") or names
-    if task not in trained:
-        raise ValueError(f"task={task} is not a task of this multi-task checkpoint; it was trained on {trained}. "
-                         "A new task needs fine-tuning first: mbdpo-finetune checkpoint=... task=<new> source_task=<known>.")
-    wm_cfg = state["world_model_config"]
-    return make_multitask_env(task, names.index(task), wm_cfg["obs_dim"], wm_cfg["action_dim"], seed=seed)
