@@ -10,7 +10,8 @@ from torchrl.testing.mocking_classes import ContinuousActionVecMockEnv
 from analytic import PointMassModel
 from torchrl_mbdpo import DiffusionActor
 from torchrl_mbdpo.modules import MBDPOWorldModel, PlannerConfig, WorldModelConfig
-from torchrl_mbdpo.modules.planning import elite_weighted_mean, mc_diffusion_sample, warm_start_mean
+from torchrl_mbdpo.modules.functional import elite_weighted_mean, warm_start_mean
+from torchrl_mbdpo.modules.planning import mc_diffusion_sample
 
 PLAN = "_mbdpo_plan"  # DiffusionActor's private warm-start key
 

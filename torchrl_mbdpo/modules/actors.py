@@ -4,20 +4,21 @@ sampler) and ``MPPIActor`` (TD-MPC2's MPPI), interchangeable on the same world m
 TD-MPC2 components."""
 from __future__ import annotations
 
-import torch
 import warnings
 
+import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
-from tensordict.utils import NestedKey
 from tensordict.nn.probabilistic import InteractionType, interaction_type
+from tensordict.utils import NestedKey
 from torchrl.data import Unbounded
 from torchrl.envs import TensorDictPrimer
 
 from .energy import EnergyNormalizer
+from .functional import warm_start_mean
 from .layers import autocast_precision, eval_mode
 from .mppi import MPPIConfig, mppi_sample
-from .planning import PlannerConfig, mc_diffusion_sample, policy_rollout, score_network_sample, warm_start_mean, world_model_value
+from .planning import PlannerConfig, mc_diffusion_sample, policy_rollout, score_network_sample, world_model_value
 from .torchrl_components import TorchRLComponents, next_key
 
 __all__ = ["DiffusionActor", "MPPIActor", "MBDPOPlanner"]
@@ -185,8 +186,8 @@ class MPPIActor(_LatentPlanningActor):
     """TD-MPC2's MPPI planner on the same world model (the baseline MBDPO is compared with).
 
     Same keys and warm start as :class:`DiffusionActor`, so the two are swapped by changing the class;
-    the warm-start entry (``_tdmpc2_prev_mean``, TorchRL's name) carries the previous MPPI *mean*, as TD-MPC2. The return has no energy term. Exploration
-    (``RANDOM``) adds noise with the std of the elites at the first step.
+    the warm-start entry (``_tdmpc2_prev_mean``, TorchRL's name) carries the previous MPPI *mean*, as TD-MPC2.
+    The return has no energy term. Exploration (``RANDOM``) adds noise with the std of the elites at the first step.
 
     Args:
         world_model: an :class:`~torchrl_mbdpo.modules.MBDPOWorldModel`.
@@ -197,7 +198,8 @@ class MPPIActor(_LatentPlanningActor):
     def __init__(self, world_model, planner: MPPIConfig | None = None, discount: float | torch.Tensor = 0.99,
                  observation_key="observation", max_batch_rows: int | None = None, precision: str = "fp32", *,
                  plan_key: NestedKey = "_tdmpc2_prev_mean", **keys):
-        super().__init__(world_model, planner or MPPIConfig(), discount, observation_key, max_batch_rows, precision, plan_key=plan_key, **keys)
+        super().__init__(world_model, planner or MPPIConfig(), discount, observation_key, max_batch_rows, precision,
+                         plan_key=plan_key, **keys)
 
     def _plan_latents(self, z0, mean0, task, mask, explore):
         wm, cfg = self.latent_model, self.planner

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from tensordict import TensorDict
 from torch import nn
 
-__all__ = ["eval_mode", "reference_kernels", "using_reference_kernels", "autocast_precision", "SimNorm", "Mish", "NormedLinear", "mlp", "ShiftAug",
-           "PixelEncoder", "Ensemble", "TaskConditioned", "weight_init", "zero_last_layer"]
+__all__ = ["eval_mode", "reference_kernels", "using_reference_kernels", "autocast_precision", "SimNorm", "Mish", "NormedLinear", "mlp",
+           "ShiftAug", "PixelEncoder", "Ensemble", "TaskConditioned", "weight_init", "zero_last_layer"]
 
 _REFERENCE = False
 

@@ -144,7 +144,8 @@ class MBDPOWorldModel(WorldModel):
         self.task_emb = emb
         self.policy = wrap(mlp(L + T, [M, M], 2 * A), ["latent"], ["policy_params"])
         self.energy = wrap(mlp(L + A + T, [M, M], 1), ["latent", "action"], ["energy"])
-        self.score_net = wrap(mlp(L + T + HA + cfg.time_embed_dim, [M, M], HA), ["latent", "noisy_plan_flat", "tau_embedding"], ["score_flat"])
+        self.score_net = wrap(mlp(L + T + HA + cfg.time_embed_dim, [M, M], HA), ["latent", "noisy_plan_flat", "tau_embedding"],
+                              ["score_flat"])
         self.qs = wrap(Ensemble(q_members), ["latent", "action"], ["q_logits"])
         # Polyak-averaged copy of the Q heads (buffers), kept beside them as in TD-MPC2 and TorchRL's
         # TdMpc2QEnsemble: ``q_logits(..., source="target")`` reads it, ``SoftUpdate`` on a loss updates it.
