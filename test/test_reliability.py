@@ -6,7 +6,6 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from test_trainer import tiny_config
 from torchrl_mbdpo.data import EpisodeWriter, make_replay_buffer
 from torchrl_mbdpo.trainers import checkpoint as ckpt
 from torchrl_mbdpo.trainers.checkpoint import CheckpointError, load_checkpoint, load_latest, save_checkpoint
@@ -74,8 +73,8 @@ def test_disk_full_while_writing_leaves_previous_checkpoint_intact(tmp_path, mon
 
 
 # ----------------------------------------------------------------------------- runs
-def test_disk_full_during_training_warns_and_keeps_training(tmp_path, monkeypatch):
-    trainer = make_trainer(tiny_config(tmp_path, steps=2, seed_steps=2, eval_freq=10))
+def test_disk_full_during_training_warns_and_keeps_training(tmp_path, monkeypatch, tiny_config):
+    trainer = make_trainer(tiny_config(steps=2, seed_steps=2, eval_freq=10))
     assert trainer.save_checkpoint() is not None
 
     def no_space(*_a, **_k):
@@ -87,8 +86,8 @@ def test_disk_full_during_training_warns_and_keeps_training(tmp_path, monkeypatc
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["step"] == 0
 
 
-def test_nan_losses_are_skipped_then_the_run_stops_with_the_last_finite_state(tmp_path):
-    trainer = make_trainer(tiny_config(tmp_path, steps=600, max_nonfinite=3))
+def test_nan_losses_are_skipped_then_the_run_stops_with_the_last_finite_state(tmp_path, tiny_config):
+    trainer = make_trainer(tiny_config(steps=600, max_nonfinite=3))
     loss = trainer.loss_module
     model_loss = loss.model_loss
     snapshot = {}
@@ -115,22 +114,23 @@ def test_nan_losses_are_skipped_then_the_run_stops_with_the_last_finite_state(tm
         assert torch.equal(value, snapshot[key]), key  # exactly the state before the first NaN update
 
 
-def test_resume_refuses_another_config_and_a_new_run_never_overwrites(tmp_path):
-    trainer = make_trainer(tiny_config(tmp_path, steps=2, seed_steps=2, eval_freq=10))
+def test_resume_refuses_another_config_and_a_new_run_never_overwrites(tmp_path, tiny_config):
+    trainer = make_trainer(tiny_config(steps=2, seed_steps=2, eval_freq=10))
     trainer.save_checkpoint()
     with pytest.raises(ValueError, match="already holds a run. Pass resume=true"):
-        make_trainer(tiny_config(tmp_path))
+        make_trainer(tiny_config())
     with pytest.raises(CheckpointError, match="latent_dim"):
-        make_trainer(tiny_config(tmp_path, resume=True, model=ModelOverrides(latent_dim=32, mlp_dim=32, enc_dim=32)))
+        make_trainer(tiny_config(resume=True, model=ModelOverrides(latent_dim=32, mlp_dim=32, enc_dim=32)))
     with pytest.raises(CheckpointError, match="resume=true, but No checkpoint"):
         make_trainer(tiny_config(tmp_path / "empty", resume=True))
 
 
-def test_same_seed_gives_the_same_eval_csv(tmp_path):
+def test_same_seed_gives_the_same_eval_csv(tmp_path, tiny_config):
     rows = []
     for name in ("a", "b"):
         make_trainer(tiny_config(tmp_path / name, steps=400, eval_freq=200)).train()
-        rows.append([{k: v for k, v in r.items() if k != "wall_time_s"} for r in csv.DictReader(open(tmp_path / name / "run" / "eval.csv"))])
+        eval_rows = csv.DictReader(open(tmp_path / name / "run" / "eval.csv"))
+        rows.append([{k: v for k, v in r.items() if k != "wall_time_s"} for r in eval_rows])
     assert rows[0] == rows[1] and len(rows[0]) == 3
 
 
