@@ -79,8 +79,8 @@ class _LatentPlanningActor(TensorDictModuleBase):
     def plan(self, obs: torch.Tensor, prev_plan: torch.Tensor, is_init: torch.Tensor, task=None, explore: bool = True):
         """Plan for a flat batch: ``obs (B, D)``, ``prev_plan (B, H, A)``, ``is_init (B,)`` ->
         ``(action (B, A), plan (B, H, A))``. On CPU, large env batches are planned in groups of
-        ``max_batch_rows // rows_per_env`` envs (default 2048 rows: 32 envs x 512 samples cost 2120 ms/env
-        in one piece on 2 cores, 1369 ms/env in groups of 4); accelerators get one batch."""
+        ``max_batch_rows // rows_per_env`` envs (default 2048 rows, i.e. 4 envs of 512 samples: smaller pieces
+        run faster per env than one large batch, see the README's benchmarks); accelerators get one batch."""
         max_rows = self.max_batch_rows or (2048 if obs.device.type == "cpu" else 1 << 62)
         group = max(1, max_rows // self._rows_per_env())
         if obs.shape[0] > group:
@@ -122,7 +122,7 @@ class _LatentPlanningActor(TensorDictModuleBase):
 
 
 class DiffusionActor(_LatentPlanningActor):
-    """Plans one action per environment with MBDPO's model-based diffusion sampler (spec §3).
+    """Plans one action per environment with MBDPO's model-based diffusion sampler (arXiv 2605.26282 §3).
 
     Works on any batch of environments at once; ``plan`` carries the previous clean plan ``x0``.
     Exploration (``RANDOM``) adds ``action_noise`` Gaussian noise to the executed action.
