@@ -347,11 +347,15 @@ def test_energy_stats_update_and_are_checkpointed():
     fresh.load_state_dict(state)
     assert fresh.energy_norm.mean == stats.mean and fresh.energy_norm.std == stats.std
     assert fresh.world_model.energy_norm.mean == stats.mean
-    # normalized_energy: clamp((F - mu) / max(sigma, 1e-6), -5, 5)
-    f = torch.tensor([[-100.0], [0.0], [0.5], [100.0]])
-    expected = ((f - stats.mean) / stats.std.clamp_min(1e-6)).clamp(-5, 5)
-    torch.testing.assert_close(loss.normalized_energy(f), expected)
-    assert loss.normalized_energy(f).abs().max() == 5.0
+    # The planner's energy term, worked by hand with mean 0.5 and std 0.25: F = 0.25 -> -1, F = 1.5 -> 4, and
+    # F = -2 or 100 -> clipped to -5 and 5; a std of 0 counts as 1e-6.
+    stats.mean.fill_(0.5)
+    stats.std.fill_(0.25)
+    f = torch.tensor([[-2.0], [0.25], [1.5], [100.0]])
+    torch.testing.assert_close(loss.normalized_energy(f), torch.tensor([[-5.0], [-1.0], [4.0], [5.0]]))
+    stats.mean.zero_()
+    stats.std.zero_()
+    torch.testing.assert_close(loss.normalized_energy(torch.tensor([[2e-6]])), torch.tensor([[2.0]]))
 
 
 def test_ema_moments_rule():

@@ -10,6 +10,7 @@ from torchrl_mbdpo.data import EpisodeWriter, make_replay_buffer
 from torchrl_mbdpo.trainers import checkpoint as ckpt
 from torchrl_mbdpo.trainers.checkpoint import CheckpointError, load_checkpoint, load_latest, save_checkpoint
 from torchrl_mbdpo.trainers.config import ModelOverrides
+from torchrl_mbdpo.trainers.evaluation import CsvLog, evaluation_seeds, truncate_csv_logs
 from torchrl_mbdpo.trainers.trainer import make_trainer
 
 
@@ -147,6 +148,33 @@ def _episode(length, start, terminated_at_end=False):
         ("next", "terminated"): (done & terminated_at_end).unsqueeze(-1),
         ("next", "truncated"): (done & (not terminated_at_end)).unsqueeze(-1),
     }, [length])
+
+
+# ----------------------------------------------------------------------------- log files and seeds
+def test_csv_log_appends_and_truncates_to_a_step(tmp_path):
+    log = CsvLog(tmp_path / "run" / "eval.csv", ["step", "episode_reward"])
+    log.append({"step": 0, "episode_reward": -3.5, "ignored": 1})
+    log.append([{"step": 100, "episode_reward": -2.0}, {"step": 200}])
+    assert (tmp_path / "run" / "eval.csv").read_text().splitlines() == ["step,episode_reward", "0,-3.5", "100,-2.0", "200,"]
+    log.truncate(100)  # a run resumed from its step-100 checkpoint
+    assert [r["step"] for r in log.rows()] == ["0", "100"]
+    log.append({"step": 200, "episode_reward": -1.0})
+    assert log.rows()[-1] == {"step": "200", "episode_reward": "-1.0"}
+    # TorchRL's CSV scalars have no header; truncate_csv_logs cuts them and eval.csv together.
+    scalars = tmp_path / "run" / "logs" / "mbdpo" / "scalars" / "loss.csv"
+    scalars.parent.mkdir(parents=True)
+    scalars.write_text("0,1.5\n100,1.25\n\n200,1.0\n")
+    truncate_csv_logs(tmp_path / "run", 0)
+    assert scalars.read_text() == "0,1.5\n"
+    assert [r["step"] for r in log.rows()] == ["0"]
+
+
+def test_evaluation_seeds_depend_only_on_seed_and_step():
+    grid = [(seed, step) for seed in range(1, 4) for step in range(0, 3000, 100)]
+    seeds = [evaluation_seeds(seed, step) for seed, step in grid]
+    assert seeds == [evaluation_seeds(seed, step) for seed, step in grid]  # nothing else enters
+    assert len({s.torch for s in seeds}) == len({s.env for s in seeds}) == len(grid)  # every evaluation its own draws
+    assert all(evaluation_seeds(seed, 0).env != seed for seed in range(1, 4))  # not the training env's seed
 
 
 def test_buffer_wraps_around_without_crossing_episodes_and_samples_episode_ends():

@@ -14,7 +14,7 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 __all__ = ["evaluate", "episode_success", "EvalSeeds", "evaluation_seeds", "CsvLog", "EvalLog", "plot_eval_curve",
            "truncate_csv_logs"]
 
-EVAL_TORCH_SEED_STRIDE = 1_000_003  # a prime: (seed, step) pairs of different runs do not collide
+EVAL_TORCH_SEED_STRIDE = 1_000_003  # (seed, step) -> distinct torch seeds for every step below 1_000_003
 EVAL_ENV_SEED_OFFSET = 10_000  # eval envs never share the training envs' seeds
 
 
