@@ -18,7 +18,7 @@ OFFLINE_ARGS ?= mode=offline model_size=1 model.latent_dim=64 model.mlp_dim=128 
 	batch_size=256 steps=3000 eval_freq=1500 eval_episodes=3 checkpoint_freq=1500 \
 	planner.steps=4 planner.num_samples=64 planner.num_elites=8 planner.num_pi_trajs=4
 
-.PHONY: setup system-deps demo demo-offline test bench clean
+.PHONY: setup system-deps demo demo-offline test lint bench clean
 
 setup: system-deps $(VENV)/.installed
 
@@ -46,6 +46,11 @@ demo-offline: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# ruff's settings live in pyproject.toml
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 bench: setup
 	$(PY) benchmarks/run.py

@@ -21,7 +21,7 @@ setup(
         "gymnasium",
     ],
     extras_require={
-        "dev": ["pytest"],
+        "dev": ["pytest", "ruff"],
         "tensorboard": ["tensorboard"],
         "wandb": ["wandb"],
         # ManiSkill3 also needs a Vulkan device: on CPU, Mesa >= 25 lavapipe (scripts/install_maniskill_vulkan.sh)

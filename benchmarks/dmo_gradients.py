@@ -125,7 +125,8 @@ def main(argv=None):
     print("|---|---:|---:|---:|---:|")
     for name, values in rows.items():
         cos, ratio, err = zip(*values)
-        print(f"| {name} | {statistics.mean(cos):.3f} | {statistics.median(cos):.3f} | {statistics.median(ratio):.2f} | {statistics.mean(err):.3f} |")
+        print(f"| {name} | {statistics.mean(cos):.3f} | {statistics.median(cos):.3f} | {statistics.median(ratio):.2f} "
+              f"| {statistics.mean(err):.3f} |")
 
 
 if __name__ == "__main__":

@@ -23,10 +23,10 @@ import sys
 import time
 
 import torch
+from run import cpu_name  # benchmarks/run.py: this script's folder is on sys.path
 from tensordict import TensorDict
 from torchrl.objectives import SoftUpdate
 
-from run import cpu_name  # benchmarks/run.py: this script's folder is on sys.path
 from torchrl_mbdpo.modules import MBDPOWorldModel, WorldModelConfig
 from torchrl_mbdpo.modules.world_model import PAPER_SIZE_LABELS
 from torchrl_mbdpo.objectives import MBDPOLoss

@@ -25,7 +25,8 @@ if "--tdmpc2" in sys.argv:
     actor = MPPIActor(world_model, MPPIConfig(iterations=3, num_samples=64, num_elites=8, num_pi_trajs=4), discount=env.task_spec.discount)
     loss = TDMPC2Loss(world_model, discount=env.task_spec.discount)
 else:
-    actor = DiffusionActor(world_model, PlannerConfig(steps=4, num_samples=64, num_elites=8, num_pi_trajs=4), discount=env.task_spec.discount)
+    planner = PlannerConfig(steps=4, num_samples=64, num_elites=8, num_pi_trajs=4)
+    actor = DiffusionActor(world_model, planner, discount=env.task_spec.discount)
     loss = MBDPOLoss(world_model, discount=env.task_spec.discount)
 env.append_transform(actor.make_tensordict_primer())  # the warm-start plan travels in the TensorDict
 

@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 from torchrl_mbdpo.objectives import make_optimizers, update
 from torchrl_mbdpo.trainers.distributed import DistContext, make_gradient_averager
 
-from test_objectives import make_batch, make_loss
+from helpers import make_batch, make_loss
 
 # Deterministic and per-sample-mean losses, so that the sharded update can equal the whole-batch one: no
 # dropout, a policy std of e^-10 (its noise is ~1e-5), two Q heads (the random pair is then both), no

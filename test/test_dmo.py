@@ -6,8 +6,9 @@ from torchrl.objectives import SoftUpdate
 
 from torchrl_mbdpo.envs import make_env
 from torchrl_mbdpo.modules import MBDPOWorldModel, WorldModelConfig
-from torchrl_mbdpo.modules.decoupled import EnvGlobalModel, GlobalStep, decoupled_rollout, gradient_swap
-from torchrl_mbdpo.objectives.dmo import DMOLoss, sapo_objective, segment_discounts, soft_td_lambda_targets
+from torchrl_mbdpo.modules.decoupled import EnvGlobalModel, GlobalStep, decoupled_rollout
+from torchrl_mbdpo.modules.functional import gradient_swap, sapo_objective, segment_discounts, soft_td_lambda_targets
+from torchrl_mbdpo.objectives import DMOLoss
 
 torch.set_num_threads(1)
 

@@ -13,6 +13,7 @@ from torchrl.data import Bounded
 from torchrl.envs import GymEnv
 from torchrl.envs.utils import check_env_specs, step_mdp
 
+from torchrl_mbdpo.data.tdmpc2_dataset import DatasetInfo
 from torchrl_mbdpo.envs import TaskSpec, available_tasks, make_env, spec_of, task_spec
 
 CUSTOM_TASKS = [
@@ -148,6 +149,23 @@ def test_task_names():
     spec = task_spec("cheetah-run")
     assert (spec.episode_length, spec.action_repeat, spec.episodic, spec.discount) == (500, 2, False, 0.99)
     assert TaskSpec("x", 50, 1).discount == 0.95 and TaskSpec("x", 10_000, 1).discount == 0.995
+
+
+@pytest.mark.parametrize("episode_length, expected", [
+    (500, 0.99),  # L/5 = 100: 99/100 (DMControl)
+    (100, 0.95),  # 20: 19/20 (Meta-World, ManiSkill, MyoSuite)
+    (200, 0.975),  # 40: 39/40 (Pendulum)
+    (300, 59 / 60),
+    (1000, 0.995),  # 200: 199/200
+    (50, 0.95),  # 10: 9/10, clipped up to 0.95
+    (10_000, 0.995),  # 2000: 0.9995, clipped down to 0.995
+])
+def test_task_discounts_follow_tdmpc2s_heuristic(episode_length, expected):
+    """``gamma = clip((L/5 - 1) / (L/5), 0.95, 0.995)`` for ``L``-step episodes, worked per length, on the
+    paths that use it: a task's spec (online runs) and a dataset's per-task discounts (offline runs)."""
+    assert TaskSpec("x", episode_length, 1).discount == pytest.approx(expected)
+    info = DatasetInfo("mt30", ["x"], [1], [1], [episode_length], 1, 1, episode_length + 1)
+    assert info.discounts().tolist() == pytest.approx([expected])
 
 
 def test_bad_inputs():

@@ -1,17 +1,18 @@
-"""Tests of ``MBDPOLoss`` and the pure math of the update step (spec §2)."""
+"""Tests of ``MBDPOLoss`` / ``TDMPC2Loss`` and the pure math of the update step (arXiv 2605.26282; official
+``MBDPO/mbdpo.py:346-680``): expected values are worked out by hand or from analytic heads, not by the code."""
 from __future__ import annotations
 
 import argparse
+import math
 
 import pytest
 import torch
 from tensordict import TensorDict
-from torchrl.objectives import SoftUpdate
 
-from torchrl_mbdpo.modules.world_model import MBDPOWorldModel, WorldModelConfig
 from torchrl_mbdpo.objectives import (
     MBDPOLoss,
     RunningScale,
+    TDMPC2Loss,
     contrastive_pairs,
     ema_moments,
     make_optimizers,
@@ -21,59 +22,7 @@ from torchrl_mbdpo.objectives import (
     update,
 )
 
-OBS_DIM, ACTION_DIM, B, H = 5, 2, 16, 3
-LOSS_TERMS = ("loss_consistency", "loss_reward", "loss_value", "loss_termination", "loss_energy", "loss_score")
-
-
-def make_world_model(seed: int = 0, **overrides) -> MBDPOWorldModel:
-    torch.manual_seed(seed)
-    arch = {**dict(latent_dim=32, mlp_dim=32, enc_dim=32, num_q=2), **overrides}
-    cfg = WorldModelConfig.from_size(1, OBS_DIM, ACTION_DIM, **arch)
-    return MBDPOWorldModel(cfg)
-
-
-def make_loss(seed: int = 0, wm_kwargs: dict | None = None, **loss_kwargs):
-    """A tiny loss with its target updater (which also silences TorchRL's missing-updater warning)."""
-    loss = MBDPOLoss(make_world_model(seed, **(wm_kwargs or {})), **loss_kwargs)
-    return loss, SoftUpdate(loss, tau=0.01)
-
-
-def make_batch(seed: int = 1, batch: int = B, horizon: int = H, keys: dict | None = None, task: bool = False) -> TensorDict:
-    """``[B, H]`` slices in TorchRL's layout (time last), with truncated/done set at slice ends as
-    ``SliceSampler`` does; a few true terminations."""
-    g = torch.Generator().manual_seed(seed)
-    keys = {
-        "observation": "observation", "action": "action", "next_observation": ("next", "observation"),
-        "reward": ("next", "reward"), "terminated": ("next", "terminated"), **(keys or {}),
-    }
-    terminated = torch.zeros(batch, horizon, 1, dtype=torch.bool)
-    terminated[::4, -1] = True
-    slice_end = torch.zeros(batch, horizon, 1, dtype=torch.bool)
-    slice_end[:, -1] = True
-    td = TensorDict(batch_size=[batch, horizon])
-    td.set(keys["observation"], torch.randn(batch, horizon, OBS_DIM, generator=g))
-    td.set(keys["action"], torch.rand(batch, horizon, ACTION_DIM, generator=g) * 2 - 1)
-    td.set(keys["next_observation"], torch.randn(batch, horizon, OBS_DIM, generator=g))
-    td.set(keys["reward"], torch.rand(batch, horizon, 1, generator=g) * 2 - 1)
-    td.set(keys["terminated"], terminated)
-    td.set(("next", "truncated"), slice_end)
-    td.set(("next", "done"), slice_end | terminated)
-    if task:
-        td.set("task", torch.randint(0, 2, (batch, 1), generator=g).expand(batch, horizon).clone())
-    return td
-
-
-def seeded_losses(loss: MBDPOLoss, td: TensorDict, seeds=(0, 1, 2, 3)) -> dict:
-    """Model-loss terms averaged over fixed seeds, so that before/after comparisons see the same noise."""
-    totals = {}
-    for seed in seeds:
-        torch.manual_seed(seed)
-        with torch.no_grad():
-            _, out = loss.model_loss(td)
-        for key in LOSS_TERMS:
-            if key in out.keys():
-                totals[key] = totals.get(key, 0.0) + out[key].item() / len(seeds)
-    return totals
+from helpers import ACTION_DIM, LOSS_TERMS, B, H, make_batch, make_loss, make_world_model, seeded_losses, set_constant_q_heads
 
 
 # ----------------------------------------------------------------------------------- outputs
@@ -152,8 +101,10 @@ def test_score_term_decreases_when_training_the_score_network():
     # The MC score target is very noisy (one random (tau, x_tau) per update, divided by 1 - abar_tau),
     # and its spread grows as the value function becomes informative, so during joint training the
     # score loss is not monotone (nor is it in the official code). With the rest of the model fixed
-    # and a few recurring draws, the target is a fixed function the score network must fit.
-    loss, _ = make_loss(use_score_network=True)
+    # and a few recurring draws, the target is a fixed function the score network must fit. (Two Q heads:
+    # with five, one of these four draws has a target far larger than the others (a small tau divides it by
+    # 1 - abar_tau), which takes longer than 200 steps to fit.)
+    loss, _ = make_loss(use_score_network=True, wm_kwargs=dict(num_q=2))
     wm = loss.world_model
     with torch.no_grad():  # returns that depend on the actions: non-uniform MC weights
         wm.reward_head.module.net[-1].weight.normal_()
@@ -259,9 +210,17 @@ def test_soft_update_moves_target_by_exactly_tau():
 
 
 def test_target_q_has_no_dropout_and_keeps_the_mode():
-    loss, _ = make_loss()
+    # Heavy dropout and non-zero last Q layers, so that dropout does change Q (at init the last weights are
+    # zero and Q ignores everything before them).
+    loss, _ = make_loss(wm_kwargs=dict(dropout=0.5))
     wm = loss.world_model
+    with torch.no_grad():
+        loss.qvalue_params["2", "weight"].normal_()
+        loss.target_qvalue_params.data.update_(loss.qvalue_params.data)
     td = make_batch()
+    z, a = wm.encode_obs(td["observation"][:, 0]), td["action"][:, 0]
+    wm.train()
+    assert not torch.allclose(wm.q_logits(z, a), wm.q_logits(z, a))  # the online heads do drop units
     wm.eval()
     torch.manual_seed(0)
     eval_targets = loss.td_targets(td)
@@ -282,6 +241,41 @@ def test_td_target_pure_function():
     torch.testing.assert_close(td_target(reward, terminated, next_q, 0.9), expected)
     per_sample = torch.tensor([[0.5], [0.5], [1.0]])
     torch.testing.assert_close(td_target(reward, terminated.float(), next_q, per_sample), torch.tensor([[6.0], [2.0], [-1.0]]))
+
+
+# Five target heads with known constant values (bins 60, 55, 30, 35, 40 of the symlog support): heads 0 and 1
+# give e^2 - 1 and e - 1, every pair with another head has a min of at most -(e^2 - 1).
+TARGET_BINS = [60, 55, 30, 35, 40]
+
+
+def test_td_target_is_the_min_of_target_heads_0_and_1_of_five():
+    loss, _ = make_loss()
+    assert loss.latent_model.cfg.num_q == 5
+    heads = set_constant_q_heads(loss.target_qvalue_params, TARGET_BINS)
+    set_constant_q_heads(loss.qvalue_params, [70] * 5)  # the online heads say e^4 - 1: not the target's
+    assert heads[:2] == pytest.approx([math.e**2 - 1, math.e - 1])
+    td = make_batch()
+    reward, alive = td["next", "reward"], 1 - td["next", "terminated"].float()
+    expected = reward + 0.99 * alive * (math.e - 1)  # min(Q_tgt[0], Q_tgt[1]) = e - 1, whatever a' ~ pi
+    for seed in range(5):  # the pair must not be drawn: the same heads under any seed
+        torch.manual_seed(seed)
+        torch.testing.assert_close(loss.td_targets(td), expected, atol=1e-4, rtol=0)
+
+
+def test_tdmpc2_td_target_takes_a_random_pair_of_the_five_target_heads():
+    loss, _ = make_loss(loss_cls=TDMPC2Loss)
+    heads = set_constant_q_heads(loss.target_qvalue_params, TARGET_BINS)
+    pair_mins = sorted({min(heads[i], heads[j]) for i in range(5) for j in range(i + 1, 5)})
+    td = make_batch()
+    reward, alive = td["next", "reward"], ~td["next", "terminated"]
+    seen = []
+    for seed in range(20):
+        torch.manual_seed(seed)
+        next_q = ((loss.td_targets(td) - reward) / 0.99)[alive]
+        assert torch.allclose(next_q, next_q[0], atol=1e-3)  # one pair per call
+        seen.append(next_q[0].item())
+    assert all(min(abs(v - m) for m in pair_mins) < 1e-3 for v in seen), (seen, pair_mins)
+    assert len({round(v, 2) for v in seen}) >= 3  # a different pair from call to call
 
 
 def test_termination_stops_bootstrap_but_truncation_does_not():
@@ -353,11 +347,15 @@ def test_energy_stats_update_and_are_checkpointed():
     fresh.load_state_dict(state)
     assert fresh.energy_norm.mean == stats.mean and fresh.energy_norm.std == stats.std
     assert fresh.world_model.energy_norm.mean == stats.mean
-    # normalized_energy: clamp((F - mu) / max(sigma, 1e-6), -5, 5)
-    f = torch.tensor([[-100.0], [0.0], [0.5], [100.0]])
-    expected = ((f - stats.mean) / stats.std.clamp_min(1e-6)).clamp(-5, 5)
-    torch.testing.assert_close(loss.normalized_energy(f), expected)
-    assert loss.normalized_energy(f).abs().max() == 5.0
+    # The planner's energy term, worked by hand with mean 0.5 and std 0.25: F = 0.25 -> -1, F = 1.5 -> 4, and
+    # F = -2 or 100 -> clipped to -5 and 5; a std of 0 counts as 1e-6.
+    stats.mean.fill_(0.5)
+    stats.std.fill_(0.25)
+    f = torch.tensor([[-2.0], [0.25], [1.5], [100.0]])
+    torch.testing.assert_close(loss.normalized_energy(f), torch.tensor([[-5.0], [-1.0], [4.0], [5.0]]))
+    stats.mean.zero_()
+    stats.std.zero_()
+    torch.testing.assert_close(loss.normalized_energy(torch.tensor([[2e-6]])), torch.tensor([[2.0]]))
 
 
 def test_ema_moments_rule():
@@ -403,20 +401,123 @@ def test_set_keys():
 
 
 # ----------------------------------------------------------------------------------- multi-task
+MULTITASK = dict(num_tasks=2, task_dim=8, action_dims=[2, 1])  # task 1 acts in its first dim only
+
+
+def multitask_batch(seed: int = 1) -> TensorDict:
+    """``make_batch(task=True)`` with the padded action dim of task-1 slices zeroed, as the data stores it."""
+    td = make_batch(seed, task=True)
+    action = td["action"].clone()
+    action[..., 1][td["task"] == 1] = 0.0
+    td["action"] = action
+    return td
+
+
+def spy_on(monkeypatch, obj, name: str) -> list:
+    """Record ``(args, kwargs, output)`` of every call of the method ``obj.name`` (which keeps working)."""
+    calls, original = [], getattr(obj, name)
+
+    def spy(*args, **kwargs):
+        out = original(*args, **kwargs)
+        calls.append((args, kwargs, out))
+        return out
+
+    monkeypatch.setattr(obj, name, spy)
+    return calls
+
+
 @pytest.mark.parametrize("pairing", ["official", "aligned"])
-def test_multitask_losses(pairing):
-    loss, updater = make_loss(
-        wm_kwargs=dict(num_tasks=2, task_dim=8, action_dims=[2, 1]), contrastive_pairing=pairing, use_score_network=True
-    )
-    td = make_batch(task=True)
-    td.set("discount", torch.where(td["task"] == 0, 0.99, 0.95).unsqueeze(-1))
-    assert "task" in loss.in_keys
-    model_optim, pi_optim = make_optimizers(loss)
-    info = update(loss, td, model_optim, pi_optim, updater)
-    assert all(torch.isfinite(v) for v in info.values())
+def test_multitask_energy_term_pairs_tasks_and_masks_as_the_official_code(pairing, monkeypatch):
+    loss, _ = make_loss(wm_kwargs=MULTITASK, contrastive_pairing=pairing)
+    wm = loss.world_model
+    with torch.no_grad():  # a non-constant F, so the hard negative is a real choice
+        wm.energy.module.net[-1].weight.normal_()
+    td = multitask_batch()
+    calls = spy_on(monkeypatch, wm, "energy_logit")
     _, out = loss.model_loss(td)
-    assert out["task"].shape == (B,)
-    assert torch.isfinite(loss.actor_loss_from_latents(out["actor_latents"], out["task"])[0])
+    assert len(calls) == 3  # positives, the candidates of the negatives, the chosen negatives
+    (z_pos, a_pos, task_pos), _, f_pos = calls[0]
+    (z_cand, a_cand, task_cand), _, f_cand = calls[1]
+    (z_neg, a_neg, task_neg), _, f_neg = calls[2]
+
+    # Row i holds the latent of step t = i // B of slice b = i % B (time-major, as the official code).
+    actions, tasks, latents = td["action"], td["task"][:, 0], out["actor_latents"]
+    row = torch.arange(H * B)
+    t, b = row // B, row % B
+    if pairing == "official":  # actions and tasks flattened slice-major: row i gets slice i // H, step i % H
+        paired_action, paired_task = actions[row // H, row % H], tasks[row // H]
+    else:
+        paired_action, paired_task = actions[b, t], tasks[b]
+    torch.testing.assert_close(z_pos, latents[b, t])
+    torch.testing.assert_close(a_pos, paired_action)
+    assert torch.equal(task_pos, paired_task)
+
+    # Candidates: per row (policy action, noisy policy action, uniform), with the row's (paired) task.
+    assert torch.equal(task_cand, paired_task.repeat_interleave(3))
+    torch.testing.assert_close(z_cand, z_pos.repeat_interleave(3, 0))
+    candidates = a_cand.view(H * B, 3, ACTION_DIM)
+    assert candidates.abs().max() <= 1
+    one_dim = paired_task == 1
+    assert (candidates[one_dim, 0, 1] == 0).all()  # the policy prior is masked by the row's task
+    assert (candidates[~one_dim, 0, 1] != 0).all()
+    assert (candidates[one_dim, 2, 1] != 0).all()  # the uniform negatives are not (official quirk)
+    # The negative is the candidate F scores highest, with the same latent and task as the positive.
+    hardest = f_cand.view(H * B, 3).argmax(1)
+    torch.testing.assert_close(a_neg, candidates[row, hardest])
+    torch.testing.assert_close(z_neg, z_pos)
+    assert torch.equal(task_neg, paired_task)
+    # 0.5 (BCE(F_pos, 1) + BCE(F_neg, 0)), BCE with logits written as softplus.
+    expected = 0.5 * (torch.nn.functional.softplus(-f_pos).mean() + torch.nn.functional.softplus(f_neg).mean())
+    torch.testing.assert_close(out["loss_energy"], expected)
+
+
+def test_multitask_policy_loss_rows_use_their_own_task_and_mask(monkeypatch):
+    loss, _ = make_loss(wm_kwargs=MULTITASK, entropy_coef=0.0)
+    wm = loss.world_model
+    value = set_constant_q_heads(wm.q_params, [60] * 5)[0]  # every online head: e^2 - 1
+    td = multitask_batch()
+    _, metadata = loss.model_loss(td)
+    latents, task = metadata["actor_latents"], metadata["task"]
+    assert torch.equal(task, td["task"][:, 0])
+    calls = spy_on(monkeypatch, wm, "q_value")
+    wm.train()
+    actor_loss, _ = loss.actor_loss_from_latents(latents, task)
+    # Q = e^2 - 1 for every row; the running scale stays 1 (P95 - P5 = 0 is clamped to 1), so the loss is
+    # -Q * mean_t rho^t over t = 0..H = -(e^2 - 1) (1 + 1/2 + 1/4 + 1/8) / 4.
+    assert value == pytest.approx(math.e**2 - 1)
+    assert actor_loss.item() == pytest.approx(-value * (1 + 0.5 + 0.25 + 0.125) / 4, rel=1e-5)
+    ((z, action, q_task), kwargs, _), = calls
+    assert kwargs["source"] == "detached" and z.shape == (H + 1, B, 32)
+    assert torch.equal(q_task, task)  # each slice's latents with its own task
+    assert (action[:, task == 1, 1] == 0).all() and (action[:, task == 0, 1] != 0).all()
+
+
+def test_multitask_td_target_uses_each_tasks_discount_and_masked_next_actions(monkeypatch):
+    loss, _ = make_loss(wm_kwargs=MULTITASK, discount=torch.tensor([0.9, 0.5]))
+    set_constant_q_heads(loss.target_qvalue_params, TARGET_BINS)
+    set_constant_q_heads(loss.qvalue_params, [70] * 5)
+    td = multitask_batch()
+    task = td["task"][:, 0]
+    calls = spy_on(monkeypatch, loss.world_model, "q_value")
+    targets = loss.td_targets(td)
+    reward, alive = td["next", "reward"], 1 - td["next", "terminated"].float()
+    gamma = torch.where(task == 0, 0.9, 0.5).view(B, 1, 1)
+    torch.testing.assert_close(targets, reward + gamma * alive * (math.e - 1), atol=1e-4, rtol=0)
+    ((_, next_action, q_task), kwargs, _), = calls
+    assert kwargs["source"] == "target" and kwargs["reduce"] == "min" and kwargs["pair"].tolist() == [0, 1]
+    assert torch.equal(q_task, task)
+    assert (next_action[:, task == 1, 1] == 0).all() and (next_action[:, task == 0, 1] != 0).all()
+    # A per-sample discount entry overrides the constructor's.
+    td.set("discount", torch.full((B, H, 1), 0.25))
+    torch.testing.assert_close(loss.td_targets(td), reward + 0.25 * alive * (math.e - 1), atol=1e-4, rtol=0)
+
+
+def test_multitask_update_with_the_score_network_is_finite():
+    loss, updater = make_loss(wm_kwargs=MULTITASK, use_score_network=True)
+    td = multitask_batch()
+    assert "task" in loss.in_keys
+    info = update(loss, td, *make_optimizers(loss), updater)
+    assert info["nonfinite_skipped"] == 0 and all(torch.isfinite(v) for v in info.values())
 
 
 if __name__ == "__main__":

@@ -16,8 +16,6 @@ from torchrl_mbdpo.trainers.finetune import FinetuneConfig, add_task, make_finet
 from torchrl_mbdpo.trainers.generate_data import generate_dataset
 from torchrl_mbdpo.trainers.offline import make_offline_trainer, normalized_score, task_score
 
-from test_trainer import _cli
-
 TASKS = ["cartpole-balance", "pendulum-swingup"]
 TINY_PLANNER = PlannerConfig(steps=2, num_samples=8, num_elites=2, num_pi_trajs=2)
 
@@ -253,7 +251,7 @@ def test_finetune_from_the_offline_checkpoint(pretrained, tmp_path, task, source
     assert [int(r["step"]) for r in rows] == [0, 600]
 
 
-def test_finetune_refuses_pretrained_tasks_and_single_task_checkpoints(pretrained, tmp_path):
+def test_finetune_refuses_pretrained_tasks_and_single_task_checkpoints(pretrained):
     trainer, _, _ = pretrained
     checkpoint = str(trainer.work_dir / "checkpoints" / "latest.pt")
     with pytest.raises(ValueError, match="was pretrained"):
@@ -264,27 +262,27 @@ def test_finetune_refuses_pretrained_tasks_and_single_task_checkpoints(pretraine
         make_finetune_trainer(FinetuneConfig())
 
 
-def test_eval_cli_on_a_multitask_checkpoint(pretrained, tmp_path):
+def test_eval_cli_on_a_multitask_checkpoint(pretrained, cli):
     trainer, _, _ = pretrained
     checkpoint = trainer.work_dir / "checkpoints" / "latest.pt"
     planner = ["+planner.steps=2", "+planner.num_samples=8", "+planner.num_elites=2", "+planner.num_pi_trajs=2"]
-    one = _cli("eval_main", f"checkpoint={checkpoint}", "task=cartpole-balance", "eval_episodes=1", *planner, cwd=tmp_path)
+    one = cli("eval_main", f"checkpoint={checkpoint}", "task=cartpole-balance", "eval_episodes=1", *planner)
     assert one.returncode == 0, one.stderr
     assert "task cartpole-balance: mean return" in one.stdout
-    every = _cli("eval_main", f"checkpoint={checkpoint}", "eval_episodes=1", *planner, cwd=tmp_path)
+    every = cli("eval_main", f"checkpoint={checkpoint}", "eval_episodes=1", *planner)
     assert every.returncode == 0, every.stderr
     assert "normalized score" in every.stdout and "pendulum-swingup" in every.stdout
-    unseen = _cli("eval_main", f"checkpoint={checkpoint}", "task=walker-walk", cwd=tmp_path)
+    unseen = cli("eval_main", f"checkpoint={checkpoint}", "task=walker-walk")
     assert unseen.returncode == 2 and "mbdpo-finetune" in unseen.stderr
 
 
-def test_dataset_cli_check_and_generate(dataset, tmp_path):
-    ok = _cli("dataset_main", "check", f"data_dir={dataset}", cwd=tmp_path)
+def test_dataset_cli_check_and_generate(dataset, tmp_path, cli):
+    ok = cli("dataset_main", "check", f"data_dir={dataset}")
     assert ok.returncode == 0, ok.stderr
     assert "cartpole-balance" in ok.stdout and "2 episodes" in ok.stdout
-    bad = _cli("dataset_main", "check", f"data_dir={tmp_path}", cwd=tmp_path)
+    bad = cli("dataset_main", "check", f"data_dir={tmp_path}")
     assert bad.returncode == 2 and "no chunk_<i>.pt files" in bad.stderr
-    refused = _cli("dataset_main", "generate", f"out={dataset}", "tasks=[cartpole-balance]", "episodes_per_task=1", cwd=tmp_path)
+    refused = cli("dataset_main", "generate", f"out={dataset}", "tasks=[cartpole-balance]", "episodes_per_task=1")
     assert refused.returncode == 2 and "already holds chunk files" in refused.stderr
 
 

@@ -5,7 +5,6 @@ import torch.nn.functional as F
 from torchrl.collectors import Collector
 from torchrl.envs.utils import check_env_specs
 
-from test_trainer import tiny_config
 from torchrl_mbdpo.envs import make_env
 from torchrl_mbdpo.modules.layers import PixelEncoder, ShiftAug
 from torchrl_mbdpo.objectives.mbdpo import make_optimizers, update
@@ -53,11 +52,11 @@ def test_rgb_is_refused_for_non_dmcontrol_tasks():
         make_env("gym:Pendulum-v1", obs="rgb")
 
 
-def test_rgb_agent_collects_plans_and_updates(tmp_path):
+def test_rgb_agent_collects_plans_and_updates(tiny_config):
     """The rgb path end to end at a tiny size: collector + planner on rendered frames, an update on stored
     uint8 slices (a full trainer run would spend minutes on 500-step evaluation episodes of rendering)."""
     torch.manual_seed(0)
-    cfg = tiny_config(tmp_path, task="cartpole-swingup", obs="rgb", num_envs=2)
+    cfg = tiny_config(task="cartpole-swingup", obs="rgb", num_envs=2)
     env = make_env(cfg.task, seed=0, num_envs=2, obs="rgb")
     world_model, loss, actor = build_agent(cfg, 9, 1, env.task_spec)
     assert world_model.cfg.obs_type == "rgb" and world_model.encode_obs(env.reset()["observation"]).shape == (2, 16)
@@ -72,8 +71,8 @@ def test_rgb_agent_collects_plans_and_updates(tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(before, world_model.encoder.parameters()))  # the convs learn
 
 
-def test_obs_rgb_in_the_trainer_builds_the_conv_agent_and_checkpoints_it(tmp_path):
-    cfg = tiny_config(tmp_path, task="cartpole-swingup", obs="rgb", num_envs=1, steps=2, seed_steps=2, eval_freq=10,
+def test_obs_rgb_in_the_trainer_builds_the_conv_agent_and_checkpoints_it(tiny_config):
+    cfg = tiny_config(task="cartpole-swingup", obs="rgb", num_envs=1, steps=2, seed_steps=2, eval_freq=10,
                       checkpoint_freq=10)
     trainer = make_trainer(cfg)
     assert trainer.world_model.cfg.obs_dim == 9 and trainer.world_model.cfg.obs_type == "rgb"

@@ -1,3 +1,7 @@
+"""The diffusion planner: its equations on hand-worked cases, the sampler on analytic models, the actor in
+TorchRL pipelines."""
+import math
+
 import pytest
 import torch
 from tensordict import TensorDict
@@ -7,10 +11,12 @@ from torchrl.envs import Compose, InitTracker, SerialEnv, StepCounter, Transform
 from torchrl.envs.utils import check_env_specs
 from torchrl.testing.mocking_classes import ContinuousActionVecMockEnv
 
-from analytic import PointMassModel
 from torchrl_mbdpo import DiffusionActor
-from torchrl_mbdpo.modules import MBDPOWorldModel, PlannerConfig, WorldModelConfig
-from torchrl_mbdpo.modules.planning import elite_weighted_mean, mc_diffusion_sample, warm_start_mean
+from torchrl_mbdpo.modules import EnergyNormalizer, MBDPOWorldModel, PlannerConfig, WorldModelConfig
+from torchrl_mbdpo.modules.functional import elite_weighted_mean, warm_start_mean
+from torchrl_mbdpo.modules.planning import mc_diffusion_sample, world_model_value
+
+from helpers import PointMassModel, ScriptedModel
 
 PLAN = "_mbdpo_plan"  # DiffusionActor's private warm-start key
 
@@ -39,11 +45,49 @@ def test_sampler_is_batched_over_environments():
 def test_elite_weights_follow_values():
     values = torch.tensor([[0.0, 1.0, 2.0, 10.0]])
     cands = torch.arange(4.0).view(1, 4, 1, 1)
+    # Worked by hand: mean 3.25, unbiased std sqrt(62.75 / 3) = 4.57347; logits (V - 3.25) / 4.57347 / 0.5 =
+    # (-1.42119, -0.98390, -0.54661, 2.95172); softmax (0.011872, 0.018384, 0.028469, 0.941275); weighted
+    # mean 2.899147. (A biased std gives 2.944, exp(0.5 (V - max V)) 2.941, a multiplied temperature 1.979.)
+    assert elite_weighted_mean(values, cands, num_elites=0, temperature=0.5).item() == pytest.approx(2.899147, abs=1e-5)
+    # Top-2 elites (values 10 and 2) keep the logits z-scored over all four: 2 + sigmoid(2.95172 + 0.54661).
+    assert elite_weighted_mean(values, cands, num_elites=2, temperature=0.5).item() == pytest.approx(2.970643, abs=1e-5)
     assert elite_weighted_mean(values, cands, num_elites=1, temperature=0.5).item() == 3.0
-    all_w = elite_weighted_mean(values, cands, num_elites=0, temperature=0.5).item()
-    assert 2.0 < all_w < 3.0
-    # equal returns: the std falls back to 1 instead of dividing by zero
+    # equal returns: the std falls back to 1 instead of dividing by zero, and every weight is 1/4
     assert elite_weighted_mean(torch.zeros(1, 4), cands, 0, 0.5).item() == pytest.approx(1.5)
+
+
+def test_return_shaping_termination_cutoff_and_discount_against_hand_worked_values():
+    """``world_model_value`` on :class:`helpers.ScriptedModel` (``z' = z + a``, ``r = 2z + a``, ``F = z - a``,
+    termination once ``z' > 1.5``, policy ``a = 0.5``, ``Q = z + a + 10``), energy statistics mean 0.5 and std
+    0.25 (clip 5), eta 0.1, from ``z_0 = 0``.
+
+    Candidate ``(1, 1, 1)``: latents 0, 1, 2, 3; ``r + eta f`` = 1 + 0.1 clip(-6) = 0.5, 3 + 0.1 (-2) = 2.8,
+    5 + 0.1 (2) = 5.2, and ``Q(3, 0.5) = 13.5``. Episodic, ``z_2 = 2`` terminates after the second reward:
+    ``G = 0.5 + 0.9 * 2.8 = 3.02``; otherwise ``0.5 + 0.9 * 2.8 + 0.81 * 5.2 + 0.729 * 13.5 = 17.0735``.
+    Candidate ``(-1, 0, 0.5)``: latents 0, -1, -1, -0.5 (never terminates); ``-1 + 0.1 (2) = -0.8``,
+    ``-2 + 0.1 clip(-6) = -2.5``, ``-1.5 + 0.1 clip(-8) = -2.0``, ``Q = 10``: ``G = 2.62``.
+    The second env has gamma 0.5: 1.9 / 4.8875 and ``-0.8 - 1.25 - 0.5 + 1.25 = -1.3``.
+    """
+    actions = torch.tensor([[1.0, 1.0, 1.0], [-1.0, 0.0, 0.5]]).view(1, 2, 3, 1).expand(2, 2, 3, 1)
+    z0 = torch.zeros(2, 1)
+    discount = torch.tensor([0.9, 0.5]).view(2, 1, 1)
+    norm = EnergyNormalizer(clip=5.0)
+    norm.mean.fill_(0.5)
+    norm.std.fill_(0.25)
+    episodic = world_model_value(ScriptedModel(episodic=True), z0, actions, None, discount, 0.1, norm).squeeze(-1)
+    torch.testing.assert_close(episodic, torch.tensor([[3.02, 2.62], [1.9, -1.3]]))
+    ongoing = world_model_value(ScriptedModel(episodic=False), z0, actions, None, discount, 0.1, norm).squeeze(-1)
+    torch.testing.assert_close(ongoing, torch.tensor([[17.0735, 2.62], [4.8875, -1.3]]))
+    # Without the energy term (TD-MPC2's return): 1 + 0.9 * 3 + 0.81 * 5 + 0.729 * 13.5 = 17.5915 and
+    # -1 + 0.9 * -2 + 0.81 * -1.5 + 0.729 * 10 = 3.275.
+    plain = world_model_value(ScriptedModel(episodic=False), z0[:1], actions[:1], None, 0.9, 0.0, None).squeeze(-1)
+    torch.testing.assert_close(plain, torch.tensor([[17.5915, 3.275]]))
+
+
+def _abar(steps: int, beta0: float = 1e-4, betaT: float = 1e-2) -> list[float]:
+    """The linear-beta schedule's cumulative products, by hand."""
+    betas = [beta0 + k * (betaT - beta0) / (steps - 1) for k in range(steps)]
+    return [math.prod(1 - b for b in betas[: k + 1]) for k in range(steps)]
 
 
 def test_warm_start_shifts_and_resets():
@@ -118,12 +162,25 @@ def test_plan_is_carried_in_tensordict_through_collector_and_reset():
     assert data["action"].abs().max() <= 1
 
 
-def test_score_network_only_path_does_not_roll_out_the_model():
-    actor = _point_mass_actor([0.3, -0.4], score_source="network")
+def test_score_network_path_follows_the_network_and_not_the_model():
+    """With the exact score of a point target ``a*``, ``s(x, tau) = (-x + sqrt(abar_tau) a*) / (1 - abar_tau)``,
+    each reverse step maps ``x_tau`` to ``sqrt(abar_{tau-1}) a*``: the plan is ``sqrt(abar_0) a* = sqrt(1 - 1e-4) a*``,
+    whatever the world model would prefer (its goal is elsewhere, and it is never rolled out)."""
+    target = torch.tensor([[0.5, -0.3], [0.2, 0.8], [-0.6, 0.1]])
+    abar = _abar(5)
+
+    def exact_score(x, tau):
+        return (-x + math.sqrt(abar[tau]) * target) / (1 - abar[tau])
+
+    actor = _point_mass_actor([0.3, -0.4], score_source="network", steps=5)
     model = actor.world_model
-    td = TensorDict(observation=torch.zeros(5, 2), batch_size=[5])
-    out = actor(td)
-    assert out["action"].shape == (5, 2) and model.calls == 0
+    model._score = exact_score
+    td = TensorDict(observation=torch.zeros(4, 2), batch_size=[4])
+    with set_interaction_type(InteractionType.DETERMINISTIC):
+        out = actor(td)
+    torch.testing.assert_close(out["next", PLAN], (math.sqrt(1 - 1e-4) * target).expand(4, 3, 2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out["action"], math.sqrt(1 - 1e-4) * target[0].expand(4, 2), atol=1e-5, rtol=0)
+    assert model.score_taus == [4, 3, 2, 1] and model.calls == 0
 
 
 def test_real_world_model_default_shapes_with_batch_dims():

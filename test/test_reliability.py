@@ -6,11 +6,11 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from test_trainer import tiny_config
 from torchrl_mbdpo.data import EpisodeWriter, make_replay_buffer
 from torchrl_mbdpo.trainers import checkpoint as ckpt
 from torchrl_mbdpo.trainers.checkpoint import CheckpointError, load_checkpoint, load_latest, save_checkpoint
 from torchrl_mbdpo.trainers.config import ModelOverrides
+from torchrl_mbdpo.trainers.evaluation import CsvLog, evaluation_seeds, truncate_csv_logs
 from torchrl_mbdpo.trainers.trainer import make_trainer
 
 
@@ -74,8 +74,8 @@ def test_disk_full_while_writing_leaves_previous_checkpoint_intact(tmp_path, mon
 
 
 # ----------------------------------------------------------------------------- runs
-def test_disk_full_during_training_warns_and_keeps_training(tmp_path, monkeypatch):
-    trainer = make_trainer(tiny_config(tmp_path, steps=2, seed_steps=2, eval_freq=10))
+def test_disk_full_during_training_warns_and_keeps_training(tmp_path, monkeypatch, tiny_config):
+    trainer = make_trainer(tiny_config(steps=2, seed_steps=2, eval_freq=10))
     assert trainer.save_checkpoint() is not None
 
     def no_space(*_a, **_k):
@@ -87,8 +87,8 @@ def test_disk_full_during_training_warns_and_keeps_training(tmp_path, monkeypatc
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["step"] == 0
 
 
-def test_nan_losses_are_skipped_then_the_run_stops_with_the_last_finite_state(tmp_path):
-    trainer = make_trainer(tiny_config(tmp_path, steps=600, max_nonfinite=3))
+def test_nan_losses_are_skipped_then_the_run_stops_with_the_last_finite_state(tmp_path, tiny_config):
+    trainer = make_trainer(tiny_config(steps=600, max_nonfinite=3))
     loss = trainer.loss_module
     model_loss = loss.model_loss
     snapshot = {}
@@ -115,22 +115,23 @@ def test_nan_losses_are_skipped_then_the_run_stops_with_the_last_finite_state(tm
         assert torch.equal(value, snapshot[key]), key  # exactly the state before the first NaN update
 
 
-def test_resume_refuses_another_config_and_a_new_run_never_overwrites(tmp_path):
-    trainer = make_trainer(tiny_config(tmp_path, steps=2, seed_steps=2, eval_freq=10))
+def test_resume_refuses_another_config_and_a_new_run_never_overwrites(tmp_path, tiny_config):
+    trainer = make_trainer(tiny_config(steps=2, seed_steps=2, eval_freq=10))
     trainer.save_checkpoint()
     with pytest.raises(ValueError, match="already holds a run. Pass resume=true"):
-        make_trainer(tiny_config(tmp_path))
+        make_trainer(tiny_config())
     with pytest.raises(CheckpointError, match="latent_dim"):
-        make_trainer(tiny_config(tmp_path, resume=True, model=ModelOverrides(latent_dim=32, mlp_dim=32, enc_dim=32)))
+        make_trainer(tiny_config(resume=True, model=ModelOverrides(latent_dim=32, mlp_dim=32, enc_dim=32)))
     with pytest.raises(CheckpointError, match="resume=true, but No checkpoint"):
         make_trainer(tiny_config(tmp_path / "empty", resume=True))
 
 
-def test_same_seed_gives_the_same_eval_csv(tmp_path):
+def test_same_seed_gives_the_same_eval_csv(tmp_path, tiny_config):
     rows = []
     for name in ("a", "b"):
         make_trainer(tiny_config(tmp_path / name, steps=400, eval_freq=200)).train()
-        rows.append([{k: v for k, v in r.items() if k != "wall_time_s"} for r in csv.DictReader(open(tmp_path / name / "run" / "eval.csv"))])
+        eval_rows = csv.DictReader(open(tmp_path / name / "run" / "eval.csv"))
+        rows.append([{k: v for k, v in r.items() if k != "wall_time_s"} for r in eval_rows])
     assert rows[0] == rows[1] and len(rows[0]) == 3
 
 
@@ -147,6 +148,33 @@ def _episode(length, start, terminated_at_end=False):
         ("next", "terminated"): (done & terminated_at_end).unsqueeze(-1),
         ("next", "truncated"): (done & (not terminated_at_end)).unsqueeze(-1),
     }, [length])
+
+
+# ----------------------------------------------------------------------------- log files and seeds
+def test_csv_log_appends_and_truncates_to_a_step(tmp_path):
+    log = CsvLog(tmp_path / "run" / "eval.csv", ["step", "episode_reward"])
+    log.append({"step": 0, "episode_reward": -3.5, "ignored": 1})
+    log.append([{"step": 100, "episode_reward": -2.0}, {"step": 200}])
+    assert (tmp_path / "run" / "eval.csv").read_text().splitlines() == ["step,episode_reward", "0,-3.5", "100,-2.0", "200,"]
+    log.truncate(100)  # a run resumed from its step-100 checkpoint
+    assert [r["step"] for r in log.rows()] == ["0", "100"]
+    log.append({"step": 200, "episode_reward": -1.0})
+    assert log.rows()[-1] == {"step": "200", "episode_reward": "-1.0"}
+    # TorchRL's CSV scalars have no header; truncate_csv_logs cuts them and eval.csv together.
+    scalars = tmp_path / "run" / "logs" / "mbdpo" / "scalars" / "loss.csv"
+    scalars.parent.mkdir(parents=True)
+    scalars.write_text("0,1.5\n100,1.25\n\n200,1.0\n")
+    truncate_csv_logs(tmp_path / "run", 0)
+    assert scalars.read_text() == "0,1.5\n"
+    assert [r["step"] for r in log.rows()] == ["0"]
+
+
+def test_evaluation_seeds_depend_only_on_seed_and_step():
+    grid = [(seed, step) for seed in range(1, 4) for step in range(0, 3000, 100)]
+    seeds = [evaluation_seeds(seed, step) for seed, step in grid]
+    assert seeds == [evaluation_seeds(seed, step) for seed, step in grid]  # nothing else enters
+    assert len({s.torch for s in seeds}) == len({s.env for s in seeds}) == len(grid)  # every evaluation its own draws
+    assert all(evaluation_seeds(seed, 0).env != seed for seed in range(1, 4))  # not the training env's seed
 
 
 def test_buffer_wraps_around_without_crossing_episodes_and_samples_episode_ends():

@@ -7,8 +7,6 @@ import torch
 from tensordict import TensorDict
 from tensordict.nn import InteractionType, set_interaction_type
 
-from analytic import PointMassModel
-from test_trainer import _cli, tiny_config
 from torchrl_mbdpo import DiffusionActor, MBDPOLoss, MPPIActor, MPPIConfig, TDMPC2Loss
 from torchrl_mbdpo.modules import MBDPOWorldModel, WorldModelConfig
 from torchrl_mbdpo.modules.mppi import mppi_sample
@@ -17,6 +15,8 @@ from torchrl_mbdpo.trainers.compare import load_published
 from torchrl_mbdpo.trainers.diagnostics import action_drift, td_error
 from torchrl_mbdpo.trainers.agent import load_agent
 from torchrl_mbdpo.trainers.trainer import make_trainer
+
+from helpers import PointMassModel
 
 SMALL_MPPI = dict(num_samples=256, num_elites=32, num_pi_trajs=0, iterations=6)
 
@@ -36,7 +36,8 @@ def test_mppi_lands_on_optimum_per_env_and_fits_std():
 def test_mppi_actor_on_analytic_model_finds_best_first_action_and_explores_with_elite_std():
     actor = MPPIActor(PointMassModel([0.3, -0.4]), MPPIConfig(**{**SMALL_MPPI, "num_pi_trajs": 8}), discount=0.99)
     obs = torch.tensor([[0.0, 0.0], [0.5, -0.5], [-0.2, 0.3]])
-    td = TensorDict({"observation": obs, "is_init": torch.ones(3, 1, dtype=torch.bool), "_tdmpc2_prev_mean": torch.zeros(3, 3, 2)}, batch_size=[3])
+    td = TensorDict({"observation": obs, "is_init": torch.ones(3, 1, dtype=torch.bool), "_tdmpc2_prev_mean": torch.zeros(3, 3, 2)},
+                    batch_size=[3])
     with set_interaction_type(InteractionType.DETERMINISTIC):
         out = actor(td.clone())
     assert (out["action"] - (torch.tensor([0.3, -0.4]) - obs)).abs().max() < 0.1
@@ -105,8 +106,8 @@ def test_diagnostics_measure_what_they_claim():
     assert td_error(loss, transitions) == pytest.approx(1.0, abs=1e-4)
 
 
-def test_tdmpc2_training_run_logs_diagnostics_and_checkpoint_reloads_as_tdmpc2(tmp_path):
-    cfg = tiny_config(tmp_path, algo="tdmpc2", mppi=MPPIConfig(iterations=2, num_samples=8, num_elites=2, num_pi_trajs=2))
+def test_tdmpc2_training_run_logs_diagnostics_and_checkpoint_reloads_as_tdmpc2(tmp_path, tiny_config):
+    cfg = tiny_config(algo="tdmpc2", mppi=MPPIConfig(iterations=2, num_samples=8, num_elites=2, num_pi_trajs=2))
     trainer = make_trainer(cfg)
     assert isinstance(trainer.planner, MPPIActor) and isinstance(trainer.loss_module, TDMPC2Loss)
     trainer.train()
@@ -120,34 +121,44 @@ def test_tdmpc2_training_run_logs_diagnostics_and_checkpoint_reloads_as_tdmpc2(t
             assert math.isfinite(float(r[key])), key
     _, saved_cfg, world_model, actor = load_agent(tmp_path / "run" / "checkpoints" / "latest.pt")
     assert saved_cfg.algo == "tdmpc2" and isinstance(actor, MPPIActor)
-    assert world_model.state_dict().keys() == _mbdpo_keys(tmp_path)
+    assert world_model.state_dict().keys() == _mbdpo_keys(tiny_config, tmp_path)
 
 
-def _mbdpo_keys(tmp_path):
-    trainer = make_trainer(tiny_config(tmp_path, work_dir=str(tmp_path / "mbdpo"), steps=2))
+def _mbdpo_keys(tiny_config, tmp_path):
+    trainer = make_trainer(tiny_config(work_dir=str(tmp_path / "mbdpo"), steps=2))
     return trainer.world_model.state_dict().keys()
 
 
-def test_compare_command_writes_png_and_tables_from_tiny_runs(tmp_path):
+def test_compare_command_writes_png_and_tables_from_tiny_runs(tmp_path, cli):
+    """The command's wiring (runs, collection, aggregation, files), on runs as small as the trainer allows:
+    100 agent steps, evaluations at 0 and 100 of one episode. No time limit: it tests wiring, not speed."""
     root, out_dir = tmp_path / "runs", tmp_path / "cmp"
-    args = ["tasks=[gym:Pendulum-v1]", "algos=[mbdpo,tdmpc2]", "seeds=[1,2]", "steps=200", f"root={root}",
-            f"out_dir={out_dir}", "train.num_envs=1", "train.eval_freq=100", "train.eval_episodes=1", "train.seed_steps=100",
-            "train.pretrain_updates=5", "train.batch_size=16", "train.checkpoint_freq=200", "train.progress=false",
-            "train.model_size=1", "train.model.latent_dim=16", "train.model.mlp_dim=32", "train.model.enc_dim=32",
-            "train.planner.steps=2", "train.planner.num_samples=8", "train.planner.num_elites=2", "train.planner.num_pi_trajs=2",
-            "train.mppi.iterations=2", "train.mppi.num_samples=8", "train.mppi.num_elites=2", "train.mppi.num_pi_trajs=2"]
-    out = _cli("compare_main", *args, cwd=tmp_path)
+    args = ["tasks=[gym:Pendulum-v1]", "algos=[mbdpo,tdmpc2]", "seeds=[1,2]", "steps=100", f"root={root}",
+            f"out_dir={out_dir}", "train.num_envs=1", "train.eval_freq=100", "train.eval_episodes=1", "train.seed_steps=50",
+            "train.pretrain_updates=2", "train.batch_size=8", "train.checkpoint_freq=100", "train.progress=false",
+            "train.threads=1", "train.model_size=1", "train.model.latent_dim=8", "train.model.mlp_dim=16", "train.model.enc_dim=16",
+            "train.planner.steps=2", "train.planner.num_samples=4", "train.planner.num_elites=2", "train.planner.num_pi_trajs=1",
+            "train.mppi.iterations=1", "train.mppi.num_samples=4", "train.mppi.num_elites=2", "train.mppi.num_pi_trajs=1"]
+    out = cli("compare_main", *args)
     assert out.returncode == 0, out.stderr[-3000:]
     assert (out_dir / "gym_Pendulum-v1.png").stat().st_size > 5000
     final = list(csv.DictReader(open(out_dir / "final.csv")))
-    assert [(r["algo"], r["step"], r["n_seeds"]) for r in final] == [("mbdpo", "200", "2"), ("tdmpc2", "200", "2")]
+    assert [(r["algo"], r["step"], r["n_seeds"]) for r in final] == [("mbdpo", "100", "2"), ("tdmpc2", "100", "2")]
     summary = list(csv.DictReader(open(out_dir / "summary.csv")))
-    assert [int(r["step"]) for r in summary if r["algo"] == "mbdpo"] == [0, 100, 200]
-    assert all(float(r["episode_reward_mean"]) < 0 for r in summary)  # Pendulum returns are negative
-    assert "| gym:Pendulum-v1 | tdmpc2 | 200 | 2 |" in out.stdout
+    assert [(r["algo"], int(r["step"])) for r in summary] == [("mbdpo", 0), ("mbdpo", 100), ("tdmpc2", 0), ("tdmpc2", 100)]
+    # Each summary row is the mean and population sd over the two seeds of the runs' own eval.csv rows.
+    for r in summary:
+        returns = [float(row["episode_reward"]) for seed in (1, 2)
+                   for row in csv.DictReader(open(root / r["algo"] / "gym_Pendulum-v1" / f"seed{seed}" / "eval.csv"))
+                   if int(row["step"]) == int(r["step"])]
+        assert len(returns) == 2
+        mean = (returns[0] + returns[1]) / 2
+        assert float(r["episode_reward_mean"]) == pytest.approx(mean, rel=1e-6)
+        assert float(r["episode_reward_sd"]) == pytest.approx(abs(returns[0] - returns[1]) / 2, rel=1e-6, abs=1e-9)
+    assert "| gym:Pendulum-v1 | tdmpc2 | 100 | 2 |" in out.stdout
     # A second call collects the finished runs instead of training them again.
     mtime = (root / "mbdpo" / "gym_Pendulum-v1" / "seed1" / "eval.csv").stat().st_mtime
-    again = _cli("compare_main", *args, cwd=tmp_path)
+    again = cli("compare_main", *args)
     assert again.returncode == 0 and again.stdout.count("collected") == 4
     assert (root / "mbdpo" / "gym_Pendulum-v1" / "seed1" / "eval.csv").stat().st_mtime == mtime
 

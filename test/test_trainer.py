@@ -1,62 +1,83 @@
 """A real (tiny) online run: DMControl/Gymnasium env, TorchRL Collector, replay buffer, Trainer, files."""
+import copy
 import csv
-import os
-import subprocess
-import sys
+import math
 
 import pytest
 import torch
 from tensordict import TensorDict
 
 from torchrl_mbdpo.data import EpisodeWriter, make_replay_buffer
+from torchrl_mbdpo.envs import make_env
+from torchrl_mbdpo.modules.functional import soft_ce
 from torchrl_mbdpo.trainers.checkpoint import CheckpointError
-from torchrl_mbdpo.trainers.config import ModelOverrides, TrainConfig
+from torchrl_mbdpo.trainers.config import ModelOverrides
+from torchrl_mbdpo.trainers.evaluation import evaluate, evaluation_seeds
 from torchrl_mbdpo.trainers.agent import load_agent
 from torchrl_mbdpo.trainers.trainer import make_trainer
-from torchrl_mbdpo.modules import PlannerConfig
 
-TINY_ARGS = [
-    "model_size=1", "model.latent_dim=16", "model.mlp_dim=32", "model.enc_dim=32", "batch_size=16",
-    "planner.steps=2", "planner.num_samples=8", "planner.num_elites=2", "planner.num_pi_trajs=2",
-]
+from helpers import TINY_ARGS
 
 
-def tiny_config(tmp_path, **overrides) -> TrainConfig:
-    cfg = TrainConfig(
-        task="gym:Pendulum-v1", steps=600, seed=3, model_size=1, num_envs=2, eval_freq=300, eval_episodes=2,
-        checkpoint_freq=300, batch_size=16, seed_steps=200, pretrain_updates=10, progress=False,
-        work_dir=str(tmp_path / "run"), model=ModelOverrides(latent_dim=16, mlp_dim=32, enc_dim=32),
-        planner=PlannerConfig(steps=2, num_samples=8, num_elites=2, num_pi_trajs=2),
-    )
-    for k, v in overrides.items():
-        setattr(cfg, k, v)
-    return cfg
+def heldout_transitions(task: str, seed: int, slices: int = 64, horizon: int = 3) -> TensorDict:
+    """``[slices, horizon]`` transitions of a random-action episode on a fresh env (seeded apart from any
+    training run's), in the layout the loss reads."""
+    env = make_env(task, seed=seed)
+    steps = env.rollout(slices * horizon, break_when_any_done=False)  # random actions (the env's action spec)
+    return steps[: slices * horizon].reshape(slices, horizon)
 
 
-def test_short_training_run_writes_curve_checkpoint_and_learns_something(tmp_path):
-    trainer = make_trainer(tiny_config(tmp_path))
-    before = {k: v.clone() for k, v in trainer.world_model.state_dict().items()}
+@torch.no_grad()
+def reward_ce(world_model, batch) -> float:
+    """One-step reward prediction loss of a world model, ``mean CE(R(enc(o), a), two_hot(r))``: log(101) = 4.62
+    for the zero-initialised reward head, whatever the rewards."""
+    world_model.eval()
+    z = world_model.encode_obs(batch["observation"])
+    return soft_ce(world_model.reward(z, batch["action"]), batch["next", "reward"], world_model.bins).mean().item()
+
+
+def test_short_training_run_writes_curve_checkpoint_and_learns_something(tmp_path, tiny_config):
+    cfg = tiny_config()
+    trainer = make_trainer(cfg)
+    untrained = copy.deepcopy(trainer.world_model)
     target_before = trainer.loss_module.target_qvalue_params.clone()
     trainer.train()
     run = tmp_path / "run"
     rows = list(csv.DictReader(open(run / "eval.csv")))
     assert [int(r["step"]) for r in rows] == [0, 300, 600]
-    assert all(float(r["episode_reward"]) < 0 for r in rows)  # Pendulum returns are negative
     assert (run / "eval.png").stat().st_size > 1000
     assert len(trainer.replay_buffer) == 400  # two complete 200-step episodes per env
-    changed = [k for k, v in trainer.world_model.state_dict().items() if not torch.equal(v, before[k])]
-    assert any("dynamics" in k for k in changed) and any("policy" in k for k in changed)
     assert (trainer.loss_module.target_qvalue_params != target_before).any()
-    state, cfg, world_model, actor = load_agent(run / "checkpoints" / "latest.pt")
-    assert state["step"] == 600 and cfg.task == "gym:Pendulum-v1"
+    state, saved_cfg, world_model, actor = load_agent(run / "checkpoints" / "latest.pt")
+    assert state["step"] == 600 and saved_cfg.task == "gym:Pendulum-v1"
     for k, v in world_model.state_dict().items():
         assert torch.equal(v, trainer.world_model.state_dict()[k])
 
+    # Learning signal: the reward prediction on held-out Pendulum transitions, from log(101) at init to well
+    # below it (a run whose updates never reach the reward head, or whose buffer holds wrong rewards, stays
+    # at or above it).
+    heldout = heldout_transitions(cfg.task, seed=12345)
+    before, after = reward_ce(untrained, heldout), reward_ce(world_model, heldout)
+    assert before == pytest.approx(math.log(101), abs=1e-3)
+    assert after < 0.8 * before, (before, after)
 
-def test_checkpoint_of_another_config_is_refused(tmp_path):
-    trainer = make_trainer(tiny_config(tmp_path, steps=2, seed_steps=2, eval_freq=10, checkpoint_freq=10))
+    # eval.csv's last row is what the checkpointed agent scores under the evaluation protocol: the eval env
+    # of evaluation_seeds(seed, 0).env, reseeded with evaluation_seeds(seed, step) (torch and env), deterministic
+    # episodes, the mean over eval_episodes.
+    seeds = evaluation_seeds(cfg.seed, 600)
+    eval_env = make_env(cfg.task, seed=evaluation_seeds(cfg.seed, 0).env, num_envs=min(cfg.num_envs, cfg.eval_episodes))
+    eval_env.append_transform(actor.make_tensordict_primer())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seeds.torch)
+        eval_env.set_seed(seeds.env)
+        returns = evaluate(eval_env, actor, cfg.eval_episodes, 200)
+    assert float(rows[-1]["episode_reward"]) == pytest.approx(sum(returns) / len(returns), rel=1e-5)
+
+
+def test_checkpoint_of_another_config_is_refused(tiny_config):
+    trainer = make_trainer(tiny_config(steps=2, seed_steps=2, eval_freq=10, checkpoint_freq=10))
     path = trainer.save_checkpoint()
-    other = tiny_config(tmp_path, model=ModelOverrides(latent_dim=32, mlp_dim=32, enc_dim=32))
+    other = tiny_config(model=ModelOverrides(latent_dim=32, mlp_dim=32, enc_dim=32))
     with pytest.raises(CheckpointError, match="latent_dim: checkpoint has 16, requested 32"):
         load_agent(path, other)
     path.write_bytes(b"not a checkpoint")
@@ -94,23 +115,17 @@ def test_episode_writer_keeps_episodes_contiguous_and_slices_inside_them():
     assert (env0_last | env1_last).any()  # the last step of an episode is sampled too
 
 
-def _cli(*args, cwd):
-    env = {**os.environ, "MUJOCO_GL": "egl"}
-    return subprocess.run([sys.executable, "-c", "from torchrl_mbdpo.cli import {}; {}()".format(*args[:1] * 2), *args[1:]],
-                          cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
-
-
 @pytest.mark.slow
-def test_command_line_train_then_eval_on_dmcontrol(tmp_path):
+def test_command_line_train_then_eval_on_dmcontrol(tmp_path, cli):
     work = tmp_path / "cli"
-    out = _cli("train_main", "task=cartpole-swingup", "steps=40", "seed_steps=20", "pretrain_updates=0",
-               "eval_freq=40", "eval_episodes=1", "checkpoint_freq=40", f"work_dir={work}", *TINY_ARGS, cwd=tmp_path)
+    out = cli("train_main", "task=cartpole-swingup", "steps=40", "seed_steps=20", "pretrain_updates=0",
+               "eval_freq=40", "eval_episodes=1", "checkpoint_freq=40", f"work_dir={work}", *TINY_ARGS)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "final eval at step 40" in out.stdout
     header = open(work / "eval.csv").readline().strip().split(",")
     assert header[:2] == ["step", "episode_reward"]
     assert (work / "eval.png").exists() and (work / "checkpoints" / "latest.pt").exists()
-    out = _cli("eval_main", f"checkpoint={work / 'checkpoints' / 'latest.pt'}", "eval_episodes=1", cwd=tmp_path)
+    out = cli("eval_main", f"checkpoint={work / 'checkpoints' / 'latest.pt'}", "eval_episodes=1")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "mean_return=" in out.stdout
 
@@ -124,13 +139,13 @@ def test_command_line_train_then_eval_on_dmcontrol(tmp_path):
         (["planner.score_source=magic"], "score_source"),
     ],
 )
-def test_command_line_bad_input_gets_one_clear_error(tmp_path, args, message):
-    out = _cli("train_main", "steps=10", f"work_dir={tmp_path / 'x'}", *args, cwd=tmp_path)
+def test_command_line_bad_input_gets_one_clear_error(tmp_path, args, message, cli):
+    out = cli("train_main", "steps=10", f"work_dir={tmp_path / 'x'}", *args)
     assert out.returncode != 0
     assert message in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "x" / "eval.csv").exists()
 
 
-def test_eval_of_missing_checkpoint_says_how_to_fix(tmp_path):
-    out = _cli("eval_main", f"checkpoint={tmp_path / 'nope.pt'}", cwd=tmp_path)
+def test_eval_of_missing_checkpoint_says_how_to_fix(tmp_path, cli):
+    out = cli("eval_main", f"checkpoint={tmp_path / 'nope.pt'}")
     assert out.returncode == 2 and "No checkpoint at" in out.stderr

@@ -6,10 +6,10 @@ from tensordict import TensorDict
 
 from torchrl_mbdpo.modules import MBDPOWorldModel, WorldModelConfig, resolve_model_size
 from torchrl_mbdpo.modules.functional import (
-    discount_from_episode_length,
     gaussian_tanh_policy,
     make_bins,
     soft_ce,
+    squash_log_std,
     symexp,
     symlog,
     timestep_embedding,
@@ -18,8 +18,10 @@ from torchrl_mbdpo.modules.functional import (
 )
 from torchrl_mbdpo.modules.layers import SimNorm
 
-# spec §1.3: parameter counts (millions) for mt80 (obs 39, A 6, T 96, 80 tasks)
-PARAM_TABLE = {1: (1.44, 1.67, 1.95), 5: (5.39, 5.97, 6.60), 19: (18.97, 20.92, 22.96), 48: (48.79, 53.57, 58.52), 317: (317.4, 340.2, 363.5)}
+# Parameter counts (millions) of the official model for mt80 (obs 39, A 6, T 96, 80 tasks): TD-MPC2's modules,
+# + the energy net F (the paper's size labels, arXiv 2605.26282), + the score network.
+PARAM_TABLE = {1: (1.44, 1.67, 1.95), 5: (5.39, 5.97, 6.60), 19: (18.97, 20.92, 22.96), 48: (48.79, 53.57, 58.52),
+               317: (317.4, 340.2, 363.5)}
 
 
 def _count(*modules):
@@ -108,30 +110,49 @@ def test_two_hot_matches_tdmpc2_and_round_trips():
     assert ce.shape == (6, 1) and torch.allclose(ce, torch.full((6, 1), math.log(101)), atol=1e-5)
 
 
-def test_gaussian_tanh_policy_matches_tdmpc2_formulas():
-    mu, raw, eps = torch.randn(5, 3), torch.randn(5, 3), torch.randn(5, 3)
-    out = gaussian_tanh_policy(mu, raw, eps, -10, 2)
-    log_std = -10 + 0.5 * 12 * (torch.tanh(raw) + 1)
-    gauss = (-0.5 * eps**2 - log_std - 0.9189385).sum(-1, keepdim=True)
-    u = mu + eps * log_std.exp()
-    squashed = gauss - torch.log(torch.relu(1 - torch.tanh(u) ** 2) + 1e-6).sum(-1, keepdim=True)
-    assert torch.allclose(out.action, torch.tanh(u)) and torch.allclose(out.mean, torch.tanh(mu))
-    assert torch.allclose(out.log_prob, squashed)
-    assert torch.allclose(out.scaled_entropy, -3 * gauss, rtol=1e-4, atol=1e-3)
-    masked = gaussian_tanh_policy(mu, raw, eps, -10, 2, mask=torch.tensor([1.0, 1.0, 0.0]))
+def test_policy_log_std_spans_its_bounds():
+    raw = torch.tensor([-30.0, 0.0, 30.0])
+    torch.testing.assert_close(squash_log_std(raw, -10, 2), torch.tensor([-10.0, -4.0, 2.0]))  # min, midpoint, max
+
+
+def test_gaussian_tanh_policy_is_a_tanh_squashed_gaussian():
+    """Against ``torch.distributions``: the action is ``tanh`` of a ``N(mu, e^-4)`` sample (raw log-std 0 is the
+    midpoint of [-10, 2]); ``log_prob`` is the tanh-squashed density (up to TD-MPC2's 1e-6 inside the log);
+    the scaled entropy is the pre-tanh Gaussian log-density times minus the number of action dims."""
+    g = torch.Generator().manual_seed(0)
+    mu, eps = 0.5 * torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g)
+    out = gaussian_tanh_policy(mu, torch.zeros(5, 3), eps, -10, 2)
+    std = math.exp(-4.0)
+    u = mu + eps * std
+    gaussian = torch.distributions.Normal(mu, std)
+    squashed = torch.distributions.TransformedDistribution(gaussian, [torch.distributions.TanhTransform()])
+    torch.testing.assert_close(out.action, torch.tanh(u))
+    torch.testing.assert_close(out.mean, torch.tanh(mu))
+    torch.testing.assert_close(out.log_prob, squashed.log_prob(out.action).sum(-1, keepdim=True), atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(out.scaled_entropy, -3 * gaussian.log_prob(u).sum(-1, keepdim=True), atol=1e-3, rtol=1e-4)
+
+    # Multi-task mask [1, 1, 0]: the padded dim acts 0 and counts as a standard normal at its mean (TD-MPC2's
+    # behaviour); the scale is the number of active dims, 2.
+    masked = gaussian_tanh_policy(mu, torch.zeros(5, 3), eps, -10, 2, mask=torch.tensor([1.0, 1.0, 0.0]))
     assert (masked.action[:, 2] == 0).all()
+    torch.testing.assert_close(masked.action[:, :2], out.action[:, :2])
+    padded = torch.distributions.Normal(0.0, 1.0).log_prob(torch.tensor(0.0))
+    active = gaussian.log_prob(u)[:, :2].sum(-1, keepdim=True)
+    torch.testing.assert_close(masked.scaled_entropy, -2 * (active + padded), atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(masked.log_prob, squashed.log_prob(out.action)[:, :2].sum(-1, keepdim=True) + padded,
+                               atol=1e-3, rtol=1e-4)
 
 
-def test_discount_rule_and_time_embedding():
-    assert discount_from_episode_length(500) == pytest.approx(0.99)
-    assert discount_from_episode_length(100) == pytest.approx(0.95)
-    assert discount_from_episode_length(10_000) == pytest.approx(0.995)
+def test_time_embedding():
     emb = timestep_embedding(torch.tensor(3), 64)
     assert emb.shape == (64,) and emb[0] == pytest.approx(math.sin(3.0)) and emb[32] == pytest.approx(math.cos(3.0))
+    # The slowest frequency is 1/10000: the last sine is sin(3e-4).
+    assert emb[31] == pytest.approx(math.sin(3e-4), rel=1e-4)
 
 
 def test_multitask_modules_read_the_task_embedding():
-    wm = MBDPOWorldModel(WorldModelConfig.from_size(1, 5, 3, latent_dim=16, mlp_dim=16, enc_dim=16, num_tasks=2, task_dim=4, action_dims=[3, 2]))
+    wm = MBDPOWorldModel(WorldModelConfig.from_size(1, 5, 3, latent_dim=16, mlp_dim=16, enc_dim=16, num_tasks=2, task_dim=4,
+                                                    action_dims=[3, 2]))
     obs = torch.randn(2, 5)
     z0 = wm.encode_obs(obs, torch.tensor([0, 0]))
     z1 = wm.encode_obs(obs, torch.tensor([1, 1]))

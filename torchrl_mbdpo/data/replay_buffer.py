@@ -97,7 +97,8 @@ class EpisodeWriter:
         return sum(self._store(episode) for episode in episodes)
 
     def _store(self, episode: TensorDictBase) -> int:
-        finite = all(torch.isfinite(episode.get(k)).all() for k in ("observation", ("next", "observation"), ("next", "reward")) if k in episode.keys(True))
+        checked = [k for k in ("observation", ("next", "observation"), ("next", "reward")) if k in episode.keys(True)]
+        finite = all(torch.isfinite(episode.get(k)).all() for k in checked)
         if not finite:
             self.episodes_dropped += 1
             warnings.warn(f"Dropped an episode with a non-finite observation or reward ({self.episodes_dropped} so far).", stacklevel=3)

@@ -1,4 +1,5 @@
-"""TD-MPC2's multi-task datasets (``mt30``, ``mt80``) as a TorchRL replay buffer (spec §4.3).
+"""TD-MPC2's multi-task datasets (``mt30``, ``mt80``) as a TorchRL replay buffer (official
+``MBDPO/trainer/offline_trainer.py``; TD-MPC2, arXiv 2310.16828, multi-task datasets).
 
 A dataset folder holds ``chunk_<i>.pt`` files, each one ``TensorDict`` of ``[episodes, rows]``:
 ``obs`` (float32, zero-padded to the set's largest observation), ``action`` (float32, padded to 6 dims),
@@ -25,6 +26,7 @@ from torchrl.data import ReplayBuffer, SliceSampler, TensorStorage
 from torchrl.data.replay_buffers.writers import ImmutableDatasetWriter
 from torchrl.envs import Transform
 
+from ..modules.functional import discount_from_episode_length
 from .task_sets import EPISODE_ROWS, PADDED_DIMS, TASK_SETS, task_dims
 
 __all__ = ["DOWNLOAD_URL", "NUM_CHUNKS", "DatasetError", "DatasetInfo", "ChunkRowsToTransitions", "describe_dataset", "validate_dataset",
@@ -42,10 +44,8 @@ class DatasetError(ValueError):
     """A dataset folder that cannot be used as it is; the message lists every problem found."""
 
 
-def tdmpc2_discount(episode_length: int) -> float:
-    """TD-MPC2's per-task discount heuristic (0.99 for 500-step episodes, 0.95 for 100)."""
-    frac = episode_length / 5
-    return float(min(max((frac - 1) / frac, 0.95), 0.995))
+# The per-task discount heuristic, under its old name here (trainers/finetune.py imports it).
+tdmpc2_discount = discount_from_episode_length
 
 
 @dataclass
@@ -80,7 +80,7 @@ class DatasetInfo:
 
     def discounts(self) -> torch.Tensor:
         """One discount per task index."""
-        return torch.tensor([tdmpc2_discount(length) for length in self.episode_lengths])
+        return torch.tensor([discount_from_episode_length(length) for length in self.episode_lengths])
 
 
 def write_metadata(folder: Path, info: DatasetInfo) -> None:
@@ -94,7 +94,9 @@ def read_metadata(folder: Path) -> DatasetInfo | None:
     try:
         return DatasetInfo(**json.loads(path.read_text()))
     except (TypeError, json.JSONDecodeError) as err:
-        raise DatasetError(f"{path} is not a valid dataset description ({err}). Delete it to fall back to the TD-MPC2 task tables.") from err
+        raise DatasetError(
+            f"{path} is not a valid dataset description ({err}). Delete it to fall back to the TD-MPC2 task tables."
+        ) from err
 
 
 def write_chunk(path: Path, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor, task: torch.Tensor) -> None:
@@ -131,7 +133,8 @@ def _check_chunk(path: Path, chunk: TensorDictBase, info: DatasetInfo) -> tuple[
     expected = {"obs": (n, info.rows_per_episode, info.padded_obs_dim), "action": (n, info.rows_per_episode, info.padded_action_dim),
                 "reward": (n, info.rows_per_episode), "task": (n, info.rows_per_episode)}
     problems = [f"{name}: {k} has shape {tuple(chunk[k].shape)}, expected {shape} for {info.task_set} "
-                f"({info.rows_per_episode} rows per episode, observations padded to {info.padded_obs_dim}, actions to {info.padded_action_dim})."
+                f"({info.rows_per_episode} rows per episode, observations padded to {info.padded_obs_dim}, "
+                f"actions to {info.padded_action_dim})."
                 for k, shape in expected.items() if tuple(chunk[k].shape) != shape]
     if problems:
         return problems, None
@@ -219,14 +222,15 @@ def validate_dataset(data_dir, task_set: str | None = None, progress: bool = Fal
 def download_hint(task_set: str, folder) -> str:
     n = NUM_CHUNKS.get(task_set, 4)
     url = DOWNLOAD_URL.format(task_set=task_set, index="{i}")
-    return (f"Download TD-MPC2's {task_set} ({n} files): for i in $(seq 0 {n - 1}); do wget -c -P {folder} {url.replace('{i}', '$i')}; done "
+    return (f"Download TD-MPC2's {task_set} ({n} files): "
+            f"for i in $(seq 0 {n - 1}); do wget -c -P {folder} {url.replace('{i}', '$i')}; done "
             f"-- or write a small dataset from real rollouts: mbdpo-dataset generate out={folder}")
 
 
 class ChunkRowsToTransitions(Transform):
     """Sampled ``[B * (H + 1)]`` chunk rows -> ``[B, H]`` transitions in TorchRL layout (``observation``,
     ``action``, ``("next", observation|reward|terminated|truncated|done)``, ``task``, and the task's
-    ``discount``). The dataset has no terminations (spec §4.3): ``terminated`` is False."""
+    ``discount``). The dataset has no terminations (as TD-MPC2's): ``terminated`` is False."""
 
     def __init__(self, horizon: int, discounts: torch.Tensor):
         super().__init__()

@@ -3,9 +3,12 @@ Gymnasium and user-provided envs. (MUJOCO_GL is chosen per platform by ``torchrl
 from .factory import TaskSpec, available_tasks, make_env, observation_size, spec_of, task_spec
 from .multitask import make_multitask_env
 
-# Importing a suite module registers its tasks; the suite's own package is imported on first use.
+# Importing a suite module registers its tasks (after the factory, in this order); the suite's own package
+# is imported on first use.
+# isort: off
 from . import metaworld  # noqa: E402, F401
 from . import myosuite  # noqa: E402, F401
 from . import maniskill  # noqa: E402, F401
+# isort: on
 
 __all__ = ["TaskSpec", "available_tasks", "make_env", "make_multitask_env", "observation_size", "spec_of", "task_spec"]

@@ -47,7 +47,7 @@ def make_dmc_env(name: str, *, seed: int, device="cpu", pixels: bool = False) ->
     dm_control's own time limit is disabled: it would end the episode (and auto-reset on the next
     step) by itself, while the episode length belongs to the ``StepCounter`` added by ``make_env``.
     ``pixels=True``: the observation is only ``"pixels"``, a 64x64 RGB render (uint8, HWC) from camera 0
-    (camera 2 for quadruped, as TD-MPC2), rendered without shadows (2-3x faster, scene otherwise unchanged).
+    (camera 2 for quadruped, as TD-MPC2), rendered without shadows (faster; the scene is otherwise unchanged).
     """
     domain, task = DMC_TASKS[name]
     dm_env = suite.load(domain, task, task_kwargs={"random": seed, "time_limit": float("inf")})

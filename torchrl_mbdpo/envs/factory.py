@@ -34,6 +34,7 @@ from torchrl.envs import (
     set_gym_backend,
 )
 
+from ..modules.functional import discount_from_episode_length
 from .dmcontrol import DMC_ACTION_REPEAT, DMC_EPISODE_LENGTH, DMC_TASKS, dmc_task_name, make_dmc_env
 from .suite import SUITES, suite_of
 
@@ -55,9 +56,9 @@ class TaskSpec:
 
     @property
     def discount(self) -> float:
-        """TD-MPC2's heuristic: longer episodes get a longer effective horizon (0.99 for 500 steps)."""
-        frac = self.episode_length / 5
-        return float(min(max((frac - 1) / frac, 0.95), 0.995))
+        """TD-MPC2's heuristic (:func:`~torchrl_mbdpo.modules.functional.discount_from_episode_length`):
+        longer episodes get a longer effective horizon (0.99 for 500 steps)."""
+        return discount_from_episode_length(self.episode_length)
 
 
 def available_tasks() -> list[str]:

@@ -4,20 +4,21 @@ sampler) and ``MPPIActor`` (TD-MPC2's MPPI), interchangeable on the same world m
 TD-MPC2 components."""
 from __future__ import annotations
 
-import torch
 import warnings
 
+import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
-from tensordict.utils import NestedKey
 from tensordict.nn.probabilistic import InteractionType, interaction_type
+from tensordict.utils import NestedKey
 from torchrl.data import Unbounded
 from torchrl.envs import TensorDictPrimer
 
 from .energy import EnergyNormalizer
+from .functional import warm_start_mean
 from .layers import autocast_precision, eval_mode
 from .mppi import MPPIConfig, mppi_sample
-from .planning import PlannerConfig, mc_diffusion_sample, policy_rollout, score_network_sample, warm_start_mean, world_model_value
+from .planning import PlannerConfig, mc_diffusion_sample, policy_rollout, score_network_sample, world_model_value
 from .torchrl_components import TorchRLComponents, next_key
 
 __all__ = ["DiffusionActor", "MPPIActor", "MBDPOPlanner"]
@@ -78,8 +79,8 @@ class _LatentPlanningActor(TensorDictModuleBase):
     def plan(self, obs: torch.Tensor, prev_plan: torch.Tensor, is_init: torch.Tensor, task=None, explore: bool = True):
         """Plan for a flat batch: ``obs (B, D)``, ``prev_plan (B, H, A)``, ``is_init (B,)`` ->
         ``(action (B, A), plan (B, H, A))``. On CPU, large env batches are planned in groups of
-        ``max_batch_rows // rows_per_env`` envs (default 2048 rows: 32 envs x 512 samples cost 2120 ms/env
-        in one piece on 2 cores, 1369 ms/env in groups of 4); accelerators get one batch."""
+        ``max_batch_rows // rows_per_env`` envs (default 2048 rows, i.e. 4 envs of 512 samples: smaller pieces
+        run faster per env than one large batch, see the README's benchmarks); accelerators get one batch."""
         max_rows = self.max_batch_rows or (2048 if obs.device.type == "cpu" else 1 << 62)
         group = max(1, max_rows // self._rows_per_env())
         if obs.shape[0] > group:
@@ -121,7 +122,7 @@ class _LatentPlanningActor(TensorDictModuleBase):
 
 
 class DiffusionActor(_LatentPlanningActor):
-    """Plans one action per environment with MBDPO's model-based diffusion sampler (spec §3).
+    """Plans one action per environment with MBDPO's model-based diffusion sampler (arXiv 2605.26282 §3).
 
     Works on any batch of environments at once; ``plan`` carries the previous clean plan ``x0``.
     Exploration (``RANDOM``) adds ``action_noise`` Gaussian noise to the executed action.
@@ -185,8 +186,8 @@ class MPPIActor(_LatentPlanningActor):
     """TD-MPC2's MPPI planner on the same world model (the baseline MBDPO is compared with).
 
     Same keys and warm start as :class:`DiffusionActor`, so the two are swapped by changing the class;
-    the warm-start entry (``_tdmpc2_prev_mean``, TorchRL's name) carries the previous MPPI *mean*, as TD-MPC2. The return has no energy term. Exploration
-    (``RANDOM``) adds noise with the std of the elites at the first step.
+    the warm-start entry (``_tdmpc2_prev_mean``, TorchRL's name) carries the previous MPPI *mean*, as TD-MPC2.
+    The return has no energy term. Exploration (``RANDOM``) adds noise with the std of the elites at the first step.
 
     Args:
         world_model: an :class:`~torchrl_mbdpo.modules.MBDPOWorldModel`.
@@ -197,7 +198,8 @@ class MPPIActor(_LatentPlanningActor):
     def __init__(self, world_model, planner: MPPIConfig | None = None, discount: float | torch.Tensor = 0.99,
                  observation_key="observation", max_batch_rows: int | None = None, precision: str = "fp32", *,
                  plan_key: NestedKey = "_tdmpc2_prev_mean", **keys):
-        super().__init__(world_model, planner or MPPIConfig(), discount, observation_key, max_batch_rows, precision, plan_key=plan_key, **keys)
+        super().__init__(world_model, planner or MPPIConfig(), discount, observation_key, max_batch_rows, precision,
+                         plan_key=plan_key, **keys)
 
     def _plan_latents(self, z0, mean0, task, mask, explore):
         wm, cfg = self.latent_model, self.planner

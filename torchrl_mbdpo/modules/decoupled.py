@@ -16,7 +16,8 @@ so every forward value is the global model's (``z_t`` *is* the global latent), w
 through time multiplies the local Jacobians ``d_z d, d_a d, d_z R, d_a R`` evaluated at the global
 states. The global model is only ever called with detached actions and needs no gradient.
 
-- :func:`gradient_swap`: the swap above;
+- :func:`~torchrl_mbdpo.modules.functional.gradient_swap`: the swap above (with DMO's other equations in
+  :mod:`torchrl_mbdpo.modules.functional`);
 - :func:`decoupled_rollout`: an H-step rollout on plain tensors (``decoupled=False`` is the
   "no decoupling" ablation: pure latent imagination ``z_{t+1} = d(z_t, a_t)``, ``r_t = R(z_t, a_t)``);
 - :class:`EnvGlobalModel`: a batched TorchRL env as the ``global_step`` callable, resetting finished
@@ -31,23 +32,9 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
 
+from .functional import gradient_swap
+
 __all__ = ["gradient_swap", "GlobalStep", "DecoupledRollout", "decoupled_rollout", "EnvGlobalModel"]
-
-
-def gradient_swap(global_value: torch.Tensor, local_value: torch.Tensor) -> torch.Tensor:
-    """``swap(g, l) = sg(g) + (l - sg(l))``: the value of ``global_value``, the gradient of ``local_value``.
-
-    ``l - sg(l)`` is exactly zero in the forward pass (for finite ``l``), so the result equals ``g``
-    bit for bit, and its derivative is ``dl``: autograd sees only the local branch. ``g`` is detached:
-    the global model contributes values, never gradients. Both tensors must have the same shape (no
-    silent broadcasting, which would change what the gradient sums over).
-    """
-    if global_value.shape != local_value.shape:
-        raise ValueError(
-            f"gradient_swap: the global value has shape {tuple(global_value.shape)} but the local prediction "
-            f"has shape {tuple(local_value.shape)}; they must match."
-        )
-    return global_value.detach().to(local_value.dtype) + (local_value - local_value.detach())
 
 
 class GlobalStep(NamedTuple):

@@ -1,4 +1,4 @@
-"""Building blocks of the TD-MPC2 world model (spec §1.1)."""
+"""Building blocks of the TD-MPC2 world model (arXiv 2310.16828 §3.1; official ``MBDPO/common/layers.py``)."""
 from __future__ import annotations
 
 import contextlib
@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from tensordict import TensorDict
 from torch import nn
 
-__all__ = ["eval_mode", "reference_kernels", "using_reference_kernels", "autocast_precision", "SimNorm", "Mish", "NormedLinear", "mlp", "ShiftAug",
-           "PixelEncoder", "Ensemble", "TaskConditioned", "weight_init", "zero_last_layer"]
+__all__ = ["eval_mode", "reference_kernels", "using_reference_kernels", "autocast_precision", "SimNorm", "Mish", "NormedLinear", "mlp",
+           "ShiftAug", "PixelEncoder", "Ensemble", "TaskConditioned", "weight_init", "zero_last_layer"]
 
 _REFERENCE = False
 
@@ -60,7 +60,7 @@ class SimNorm(nn.Module):
     """Simplicial normalisation: softmax over consecutive groups of ``dim`` features.
 
     Same result as ``softmax(x.unflatten(-1, (-1, dim)), -1)``; the softmax runs over a transposed view
-    because PyTorch's CPU softmax over a last dim of 8 does not vectorise (8x slower at 512 x 512).
+    because PyTorch's CPU softmax over a last dim of 8 does not vectorise (numbers in the README's benchmarks).
     Below ``FAST_MIN_NUMEL`` elements the plain softmax wins (the two extra copies cost more there).
     """
 
@@ -82,8 +82,8 @@ class SimNorm(nn.Module):
 
 class Mish(nn.Module):
     """``x * tanh(softplus(x))``, as ``nn.Mish``. Without autograd (planning) it is computed as
-    ``x - 2x / ((1 + e^x)^2 + 1)``: one exponential instead of three transcendental functions, 2-3x
-    faster on CPU, equal within 2e-6. With autograd it is ``F.mish``, whose fused backward beats the
+    ``x - 2x / ((1 + e^x)^2 + 1)``: one exponential instead of three transcendental functions, faster
+    on CPU (README, benchmarks), equal within 2e-6. With autograd it is ``F.mish``, whose fused backward beats the
     composite one, and so it is below ``FAST_MIN_NUMEL`` elements, where the five calls of the composite
     cost more than they save (one environment's score-network step). No parameters, so checkpoints are
     unchanged."""

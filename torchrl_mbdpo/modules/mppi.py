@@ -1,8 +1,9 @@
-"""TD-MPC2's MPPI planner (Hansen et al. 2024, ``tdmpc2.py: _plan``), as a pure tensor function.
+"""TD-MPC2's MPPI planner (arXiv 2310.16828 §3.2; ``tdmpc2/tdmpc2.py: _plan``): the sampler loop.
 
 The TD-MPC2 sibling of :func:`~torchrl_mbdpo.modules.planning.mc_diffusion_sample`: the same world
 model, the same return estimate (``world_model_value`` with no energy term) and the same batched
-layout ``(B, N, H, A)``. Differences from MBDPO's sampler (spec §3.1): the proposal std is fitted to
+layout ``(B, N, H, A)``; the refit of each iteration is :func:`~torchrl_mbdpo.modules.functional.mppi_elite_moments`.
+Differences from MBDPO's sampler (official ``MBDPO/diffusion.py:59-192``): the proposal std is fitted to
 the elites (clamped to ``[min_std, max_std]``), the elite weights are ``exp(temperature * (V - max V))``
 without z-scoring, the policy-prior trajectories are drawn once per call, the executed sequence is one
 elite drawn in proportion to its weight, exploration noise is the elite std, and the warm start is the
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+
+from .functional import mppi_elite_moments
 
 __all__ = ["MPPIConfig", "mppi_sample"]
 
@@ -75,13 +78,9 @@ def mppi_sample(
         if mask_h is not None:
             candidates = candidates * mask_h.unsqueeze(1)
         values = torch.nan_to_num(value_fn(candidates))
-        elite_values, idx = torch.topk(values, cfg.num_elites, dim=1)
-        elites = candidates.gather(1, idx[..., None, None].expand(-1, -1, H, A))
-        weights = torch.softmax(cfg.temperature * elite_values, dim=1)[..., None, None]  # exp(t (V - max V)), normalised
-        mean = (weights * elites).sum(1)
-        std = (weights * (elites - mean.unsqueeze(1)).square()).sum(1).sqrt().clamp(cfg.min_std, cfg.max_std)
+        mean, std, elites, weights = mppi_elite_moments(values, candidates, cfg.num_elites, cfg.temperature, cfg.min_std, cfg.max_std)
         if mask_h is not None:
             mean, std = mean * mask_h, std * mask_h
-    choice = torch.multinomial(weights.view(B, -1), 1).squeeze(1)
+    choice = torch.multinomial(weights, 1).squeeze(1)
     plan = elites[torch.arange(B, device=elites.device), choice]
     return plan, mean, std

@@ -1,11 +1,15 @@
-"""Model-based diffusion planner of MBDPO (spec §3), as pure tensor functions.
+"""The sampler loops of MBDPO's model-based diffusion planner (arXiv 2605.26282 §3; official
+``MBDPO/diffusion.py:59-192``) and the world-model rollouts they evaluate.
 
 The sampler runs ``T-1`` reverse steps of a DDPM over action sequences ``x`` of shape ``(B, H, A)``
 (``B`` environments planned at once). At each step the score is estimated by Monte Carlo: candidates
 are drawn around the current denoised mean, rolled through the world model, weighted by their
 z-scored, energy-shaped returns (top elites, softmax with a temperature), and the weighted mean
-``a_bar`` gives ``s = (-x + sqrt(abar_t) a_bar) / (1 - abar_t)``. There is no host synchronisation
-inside the loop: schedule coefficients are Python floats and every branch on data is a ``where``.
+``a_bar`` gives ``s = (-x + sqrt(abar_t) a_bar) / (1 - abar_t)``. Every formula of a step lives in
+:mod:`torchrl_mbdpo.modules.functional` (:func:`~.functional.diffusion_proposal`,
+:func:`~.functional.elite_weighted_mean`, :func:`~.functional.mc_score`, :func:`~.functional.denoise_step`);
+this module holds the loops. There is no host synchronisation inside them: schedule coefficients are
+Python floats and every branch on data is a ``where``.
 """
 from __future__ import annotations
 
@@ -15,14 +19,10 @@ from typing import Callable
 
 import torch
 
-from .functional import diffusion_schedule
+from .functional import denoise_step, diffusion_proposal, diffusion_schedule, elite_weighted_mean, mc_score
 
 __all__ = [
     "PlannerConfig",
-    "warm_start_mean",
-    "elite_weighted_mean",
-    "mc_score",
-    "denoise_step",
     "mc_diffusion_sample",
     "score_network_sample",
     "world_model_value",
@@ -32,7 +32,7 @@ __all__ = [
 
 @dataclass
 class PlannerConfig:
-    """Planner settings; defaults are the official code's (spec §6.1)."""
+    """Planner settings; defaults are the official code's (``MBDPO/cfgs/config.yaml:54-67``)."""
 
     horizon: int = 3
     steps: int = 20  # diffusion steps T; T-1 reverse iterations are run
@@ -62,43 +62,6 @@ class PlannerConfig:
         return alphas.double().tolist(), abar.double().tolist()
 
 
-def warm_start_mean(prev_plan: torch.Tensor, is_init: torch.Tensor) -> torch.Tensor:
-    """Initial mean of the sampler: the previous plan shifted one step (last step zero), or zeros at an
-    episode start. ``prev_plan``: ``(B, H, A)``; ``is_init``: ``(B,)`` or ``(B, 1)`` bool."""
-    shifted = torch.cat([prev_plan[:, 1:], torch.zeros_like(prev_plan[:, :1])], dim=1)
-    return torch.where(is_init.reshape(-1, 1, 1), torch.zeros_like(shifted), shifted)
-
-
-def elite_weighted_mean(values: torch.Tensor, candidates: torch.Tensor, num_elites: int, temperature: float) -> torch.Tensor:
-    """Weighted mean of the top-``num_elites`` candidates (spec §3.1).
-
-    Returns are z-scored over all candidates (unbiased std, replaced by 1 when below 1e-4), divided by
-    ``temperature``, and soft-maxed over the elites. ``values``: ``(B, N)``; ``candidates``:
-    ``(B, N, H, A)``. With ``num_elites`` 0 or >= N all candidates are weighted.
-    """
-    std = values.std(dim=1, keepdim=True)
-    std = torch.where(std < 1e-4, torch.ones_like(std), std)
-    logits = (values - values.mean(dim=1, keepdim=True)) / std / temperature
-    if 0 < num_elites < values.shape[1]:
-        idx = torch.topk(values, num_elites, dim=1).indices
-        logits = logits.gather(1, idx)
-        candidates = candidates.gather(1, idx[..., None, None].expand(-1, -1, *candidates.shape[2:]))
-    weights = torch.softmax(logits, dim=1)
-    return (weights[..., None, None] * candidates).sum(dim=1)
-
-
-def mc_score(x: torch.Tensor, abar_t: float | torch.Tensor, weighted_mean: torch.Tensor) -> torch.Tensor:
-    """Monte-Carlo score estimate ``(-x + sqrt(abar_t) * a_bar) / (1 - abar_t)`` (MBD, Pan et al. 2024).
-    ``abar_t`` is a Python float in the planner (no host sync) or a tensor in the score-matching target."""
-    return (-x + abar_t**0.5 * weighted_mean) / (1 - abar_t + 1e-8)
-
-
-def denoise_step(x: torch.Tensor, score: torch.Tensor, abar_t: float, alpha_t: float, mask=None) -> torch.Tensor:
-    """One deterministic reverse step ``x <- (x + (1 - abar_t) * s) / sqrt(alpha_t)``, masked."""
-    x = (x + (1 - abar_t) * score) / math.sqrt(alpha_t)
-    return x if mask is None else x * mask
-
-
 def _expand_mask(mask, shape):
     return None if mask is None else mask.reshape(mask.shape[0], *([1] * (len(shape) - 2)), mask.shape[-1])
 
@@ -113,7 +76,7 @@ def mc_diffusion_sample(
     """Run the Monte-Carlo diffusion sampler and return the clean plan ``x0`` ``(B, H, A)``.
 
     Args:
-        mean0: warm-start mean ``(B, H, A)`` (see :func:`warm_start_mean`).
+        mean0: warm-start mean ``(B, H, A)`` (see :func:`~torchrl_mbdpo.modules.functional.warm_start_mean`).
         value_fn: maps candidates ``(B, N, H, A)`` to returns ``(B, N)``.
         policy_fn: returns ``cfg.num_pi_trajs`` policy-prior sequences ``(B, P, H, A)``; redrawn at
             every step, they replace the first ``P`` noisy candidates.
@@ -128,10 +91,8 @@ def mc_diffusion_sample(
     x = x if mask_x is None else x * mask_x
     P = cfg.num_pi_trajs if policy_fn is not None else 0
     for t in range(T - 1, 0, -1):
-        mu = x / math.sqrt(abar[t])
-        sigma = math.sqrt((1 - abar[t]) / abar[t])
         noise = torch.randn(B, cfg.num_samples - P, H, A, device=x.device, dtype=x.dtype)
-        candidates = mu.unsqueeze(1) + sigma * noise
+        candidates = diffusion_proposal(x.unsqueeze(1), abar[t], noise)
         if P:
             candidates = torch.cat([policy_fn(P).to(x.dtype), candidates], dim=1)
         candidates = candidates if mask_c is None else candidates * mask_c
@@ -149,8 +110,9 @@ def score_network_sample(
     cfg: PlannerConfig,
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Amortised inference (spec §3.3): the same reverse chain, with the learned score ``score_fn(x, tau)``
-    in place of the Monte-Carlo estimate; no world-model rollouts."""
+    """Amortised inference (arXiv 2605.26282 §3.3, eq. 16; official ``MBDPO/diffusion.py:97-107``): the same
+    reverse chain, with the learned score ``score_fn(x, tau)`` in place of the Monte-Carlo estimate; no
+    world-model rollouts. ``tau`` runs from ``T-1`` down to 1."""
     alphas, abar = cfg.schedule()
     T = len(abar)
     mask_x = _expand_mask(mask, mean0.shape)
@@ -163,9 +125,9 @@ def score_network_sample(
 
 
 def world_model_value(wm, z: torch.Tensor, actions: torch.Tensor, task, discount, eta: float, energy_norm) -> torch.Tensor:
-    """Energy-shaped H-step return of action sequences (spec §3.2).
+    """Energy-shaped H-step return of action sequences (arXiv 2605.26282 §3; official ``MBDPO/mbdpo.py:252-288``).
 
-    ``G = sum_t gamma^t (1 - term_t) (r_hat_t + eta * clip(norm(F(z_t, a_t))))
+    ``G = sum_t gamma^t (1 - term_t) (r_hat_t + eta * normalized_energy(F(z_t, a_t)))
     + gamma^H (1 - term_H) Q_avg(z_H, a_H ~ pi)``, with ``z_{t+1} = d(z_t, a_t)``.
     ``actions``: ``(*M, H, A)``; ``z``: ``(*M, L)``, or ``(*M[:-1], L)`` when all candidates of a row
     start from one latent (the planner: ``(B, L)`` latents, ``(B, N, H, A)`` candidates), which lets the

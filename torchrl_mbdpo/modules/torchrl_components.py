@@ -78,7 +78,8 @@ def make_energy_network(latent_dim: int, action_dim: int, mlp_dim: int = 512, *,
 
 def make_score_network(latent_dim: int, action_dim: int, horizon: int, mlp_dim: int = 512, time_embed_dim: int = 64, *,
                        latent_key: NestedKey = "latent") -> TensorDictModule:
-    """The amortised score network ``s(z, x_tau, emb(tau))`` over flattened ``(H, A)`` plans (spec §1.2)."""
+    """The amortised score network ``s(z, x_tau, emb(tau))`` over flattened ``(H, A)`` plans (arXiv 2605.26282
+    §3.3; official ``MBDPO/common/world_model.py:61-68``)."""
     flat = horizon * action_dim
     net = TaskConditioned(mlp(latent_dim + flat + time_embed_dim, [mlp_dim, mlp_dim], flat))
     net.apply(weight_init)
@@ -88,7 +89,8 @@ def make_score_network(latent_dim: int, action_dim: int, horizon: int, mlp_dim: 
 
 
 def make_termination_head(latent_dim: int, mlp_dim: int = 512, *, latent_key: NestedKey = ("next", "latent")) -> TensorDictModule:
-    """Termination logit of a (next) latent, for episodic tasks (spec §1.2)."""
+    """Termination logit of a (next) latent, for episodic tasks (official
+    ``MBDPO/common/world_model.py:39-43``)."""
     net = TaskConditioned(mlp(latent_dim, [mlp_dim, mlp_dim], 1))
     net.apply(weight_init)
     return TensorDictModule(net, in_keys=[latent_key], out_keys=[("next", "termination_logit")])

@@ -1,4 +1,5 @@
-"""The TD-MPC2 / MBDPO latent world model as TorchRL ``TensorDictModule``s (spec §1).
+"""The TD-MPC2 / MBDPO latent world model as TorchRL ``TensorDictModule``s (arXiv 2310.16828 §3.1 and
+arXiv 2605.26282 §3; official ``MBDPO/common/world_model.py``, ``MBDPO/common/layers.py``).
 
 One line per component in ``MBDPOWorldModel.__init__``. Each component is a ``TensorDictModule``
 (usable in TensorDict pipelines, as TorchRL's ``WorldModel`` expects); the planner and the loss call
@@ -21,7 +22,7 @@ from .layers import Ensemble, PixelEncoder, SimNorm, TaskConditioned, eval_mode,
 
 __all__ = ["MODEL_SIZES", "resolve_model_size", "WorldModelConfig", "MBDPOWorldModel"]
 
-# model_size key -> architecture (spec §1.3, identical to TD-MPC2). Keys are TD-MPC2's; the paper's
+# model_size key -> architecture (official ``MBDPO/common/__init__.py:1-24``, identical to TD-MPC2). Keys are TD-MPC2's; the paper's
 # labels (parameter counts with the energy net, in millions) are accepted as aliases.
 MODEL_SIZES = {
     1: dict(enc_dim=256, mlp_dim=384, latent_dim=128, num_enc_layers=2, num_q=2),
@@ -74,7 +75,7 @@ class WorldModelConfig:
     num_tasks: int = 1
     task_dim: int = 0
     action_dims: list[int] = field(default_factory=list)  # per task (multi-task); empty: all dims active
-    # "official": the Q ensemble keeps PyTorch's default init, as in MBDPO's code (spec §1.1);
+    # "official": the Q ensemble keeps PyTorch's default init, as in MBDPO's code (``MBDPO/common/world_model.py:69-76``);
     # "trunc_normal": TD-MPC2's later fix (e9f5932), the same init as every other layer.
     q_init: str = "official"
     obs_type: str = "state"  # "state": flat obs_dim vector; "rgb": (obs_dim channels, 64, 64) uint8 images
@@ -144,7 +145,8 @@ class MBDPOWorldModel(WorldModel):
         self.task_emb = emb
         self.policy = wrap(mlp(L + T, [M, M], 2 * A), ["latent"], ["policy_params"])
         self.energy = wrap(mlp(L + A + T, [M, M], 1), ["latent", "action"], ["energy"])
-        self.score_net = wrap(mlp(L + T + HA + cfg.time_embed_dim, [M, M], HA), ["latent", "noisy_plan_flat", "tau_embedding"], ["score_flat"])
+        self.score_net = wrap(mlp(L + T + HA + cfg.time_embed_dim, [M, M], HA), ["latent", "noisy_plan_flat", "tau_embedding"],
+                              ["score_flat"])
         self.qs = wrap(Ensemble(q_members), ["latent", "action"], ["q_logits"])
         # Polyak-averaged copy of the Q heads (buffers), kept beside them as in TD-MPC2 and TorchRL's
         # TdMpc2QEnsemble: ``q_logits(..., source="target")`` reads it, ``SoftUpdate`` on a loss updates it.

@@ -1,8 +1,9 @@
-"""MBDPO's training objective (TorchRL ``LossModule``) and its pure-tensor math; DMO-SAPO's ``DMOLoss``."""
-from .dmo import DMOLoss, sapo_objective, segment_discounts, soft_td_lambda_targets, temperature_loss, value_regression_loss
-from .mbdpo import MBDPOLoss, TDMPC2Loss, make_optimizers, update
-from .utils import (
-    RunningScale,
+"""MBDPO's and TD-MPC2's training objective (TorchRL ``LossModule``s) and DMO-SAPO's ``DMOLoss``.
+
+The equations they use live in :mod:`torchrl_mbdpo.modules.functional`; the ones a loss is made of are
+re-exported here for convenience.
+"""
+from ..modules.functional import (
     binary_contrastive_loss,
     consistency_loss,
     contrastive_pairs,
@@ -13,12 +14,20 @@ from .utils import (
     policy_loss,
     rho_weighted_ce,
     rho_weights,
+    sapo_objective,
     score_candidates,
+    segment_discounts,
     select_hard_negatives,
+    soft_td_lambda_targets,
     td_target,
+    temperature_loss,
     termination_loss,
     value_loss,
+    value_regression_loss,
 )
+from ..modules.scale import RunningScale
+from .dmo import DMOLoss
+from .mbdpo import MBDPOLoss, TDMPC2Loss, make_optimizers, update
 
 __all__ = [
     "DMOLoss",

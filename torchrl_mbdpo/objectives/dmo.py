@@ -9,9 +9,9 @@ encoder, latent dynamics and reward head (the local model). On top of them, the 
 - actor, maximised by backpropagation through time over a short horizon ``H``:
       J(theta) = E[ sum_{h<H} gamma^h (r_h + alpha H[pi(.|z_h)]) + gamma^H V_psi'(z_H) ]
   with the entropy estimated by ``-log pi(a_h|z_h)`` of the reparameterised sample, ``V_psi'`` the target
-  critic; episodes that end inside the rollout start a new discounted segment (:func:`segment_discounts`);
+  critic; episodes that end inside the rollout start a new discounted segment (:func:`~torchrl_mbdpo.modules.functional.segment_discounts`);
 - critic ``V_psi(z)``: a plain scalar regression (MSE) on soft TD(lambda) targets built from the detached
-  rewards, entropy bonuses and target values (:func:`soft_td_lambda_targets`, TorchRL's
+  rewards, entropy bonuses and target values (:func:`~torchrl_mbdpo.modules.functional.soft_td_lambda_targets`, TorchRL's
   ``td_lambda_return_estimate``);
 - temperature (SAC): ``L(alpha) = -log(alpha) (log pi + target_entropy)``, ``target_entropy = -action_dim``;
 - local model: one-step accuracy on the global transitions, latent consistency
@@ -20,7 +20,8 @@ encoder, latent dynamics and reward head (the local model). On top of them, the 
 The four losses train disjoint parameter sets (:meth:`DMOLoss.parameter_groups`): the rollout calls the
 local model with detached weights and the critic target's weights are buffers, so the actor loss reaches
 only the actor; summing every ``loss_*`` entry and stepping one optimiser is therefore valid too.
-Tensors of the pure functions are time-first ``(H, B)``; the loss reads TorchRL's batch-first ``[B, H]``.
+The equations are the DMO section of :mod:`torchrl_mbdpo.modules.functional` (time-first ``(H, B)``
+tensors); the loss reads TorchRL's batch-first ``[B, H]`` rollouts and owns the networks.
 """
 from __future__ import annotations
 
@@ -29,105 +30,25 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from tensordict.nn import TensorDictModule
 from tensordict.utils import NestedKey
 from torch.func import functional_call
 from torchrl.objectives import LossModule
-from torchrl.objectives.value.functional import td_lambda_return_estimate
 
 from ..modules.decoupled import DecoupledRollout, decoupled_rollout
-from ..modules.functional import gaussian_tanh_policy
+from ..modules.functional import (
+    consistency_loss,
+    gaussian_tanh_policy,
+    rho_weighted_ce,
+    sapo_objective,
+    soft_td_lambda_targets,
+    temperature_loss,
+    value_regression_loss,
+)
 from ..modules.layers import mlp, weight_init
-from .utils import consistency_loss, rho_weighted_ce
 
-__all__ = [
-    "segment_discounts",
-    "sapo_objective",
-    "soft_td_lambda_targets",
-    "value_regression_loss",
-    "temperature_loss",
-    "DMOLoss",
-]
-
-
-# --------------------------------------------------------------------------- pure math (time-first)
-def segment_discounts(done: torch.Tensor, gamma: float | torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``gamma^{k_t}``, ``(H, B)``, where ``k_t`` counts the steps since the rollout start or since the last
-    episode end: ``k_0 = 0``, ``k_{t+1} = 0 if done_t else k_t + 1``. An episode that restarts inside the
-    rollout is discounted from its own first step, as in SHAC/SAPO."""
-    k = torch.zeros_like(done[0], dtype=dtype)
-    powers = []
-    for done_t in done:
-        powers.append(k)
-        k = torch.where(done_t.bool(), torch.zeros_like(k), k + 1)
-    gamma = torch.as_tensor(gamma, dtype=dtype, device=done.device)
-    return torch.pow(gamma, torch.stack(powers))
-
-
-def sapo_objective(
-    rewards: torch.Tensor,
-    entropy: torch.Tensor,
-    next_values: torch.Tensor,
-    done: torch.Tensor,
-    terminated: torch.Tensor,
-    gamma: float | torch.Tensor,
-    alpha: float | torch.Tensor,
-) -> torch.Tensor:
-    """Per-rollout SAPO return ``J_b``, ``(B,)``, all inputs ``(H, B)``:
-
-        J = sum_t gamma^{k_t} [ r_t + alpha * entropy_t + gamma * e_t * (1 - term_t) * V(z'_t) ]
-
-    with ``e_t = done_t or t = H-1`` (a segment ends) and ``V(z'_t)`` the value of the transition's next latent.
-    Without episode ends this is ``sum_{t<H} gamma^t (r_t + alpha H_t) + gamma^H V(z_H)``; a truncated episode
-    bootstraps from its terminal latent, a terminated one does not.
-    """
-    discounts = segment_discounts(done, gamma, rewards.dtype)
-    segment_end = done.bool().clone()
-    segment_end[-1] = True
-    bootstrap = gamma * (segment_end & ~terminated.bool()).to(rewards.dtype) * next_values
-    return (discounts * (rewards + alpha * entropy + bootstrap)).sum(0)
-
-
-def soft_td_lambda_targets(
-    rewards: torch.Tensor,
-    entropy: torch.Tensor,
-    next_values: torch.Tensor,
-    done: torch.Tensor,
-    terminated: torch.Tensor,
-    gamma: float,
-    lmbda: float,
-    alpha: float | torch.Tensor,
-) -> torch.Tensor:
-    """Soft TD(lambda) targets of the critic, ``(H, B)``, all inputs ``(H, B)`` and detached here:
-
-        G_t = r_t + alpha H_t + gamma [ (1 - lambda) V'(z'_t) + lambda G_{t+1} ],   G_{H-1} = r + alpha H + gamma V'(z'_{H-1})
-
-    with ``G_{t+1}`` replaced by ``V'(z'_t)`` where an episode ends and ``V'(z'_t) = 0`` where it terminates.
-    The entropy bonus makes ``V`` the soft value that the actor objective bootstraps from. Computed by
-    TorchRL's ``td_lambda_return_estimate``.
-    """
-    soft_rewards = (rewards + alpha * entropy).detach().unsqueeze(-1)
-    return td_lambda_return_estimate(
-        gamma, lmbda,
-        next_state_value=next_values.detach().unsqueeze(-1),
-        reward=soft_rewards,
-        done=done.bool().unsqueeze(-1),
-        terminated=terminated.bool().unsqueeze(-1),
-        time_dim=0,
-    ).squeeze(-1)
-
-
-def value_regression_loss(values: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``mean (V(z_t) - sg(G_t))^2``: a plain scalar regression of the critic (SHAC/SAPO), not two-hot."""
-    return F.mse_loss(values.float(), targets.detach().float())
-
-
-def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float | torch.Tensor) -> torch.Tensor:
-    """SAC's temperature loss ``mean -log(alpha) * sg(log pi + target_entropy)``: alpha falls while the
-    entropy ``-log pi`` exceeds the target and rises below it."""
-    return (-log_alpha * (log_prob + target_entropy).detach()).mean()
+__all__ = ["DMOLoss"]
 
 
 def _detached_call(module: torch.nn.Module, *args: torch.Tensor) -> torch.Tensor:
@@ -414,8 +335,8 @@ class DMOLoss(LossModule):
 
     # ------------------------------------------------------------------ losses
     def actor_loss(self, tensordict: TensorDictBase) -> torch.Tensor:
-        """``-mean_b J_b / H`` (:func:`sapo_objective`): SHAC/SAPO's normalisation by batch size and horizon,
-        so the step size does not depend on ``H``. ``alpha`` is detached; ``V`` is the target critic, whose
+        """``-mean_b J_b / H`` (:func:`~torchrl_mbdpo.modules.functional.sapo_objective`): SHAC/SAPO's normalisation by
+        batch size and horizon, so the step size does not depend on ``H``. ``alpha`` is detached; ``V`` is the target critic, whose
         weights are buffers: the gradient reaches the actor only (through actions, latents and rewards)."""
         r = self._time_first(tensordict)
         next_values = self.value(r.next_latent, target=True)
@@ -423,7 +344,7 @@ class DMOLoss(LossModule):
         return -objective.mean() / r.reward.shape[0]
 
     def critic_loss(self, tensordict: TensorDictBase) -> torch.Tensor:
-        """MSE of ``V(sg(z_t))`` to the soft TD(lambda) targets (:func:`soft_td_lambda_targets`)."""
+        """MSE of ``V(sg(z_t))`` to the soft TD(lambda) targets (:func:`~torchrl_mbdpo.modules.functional.soft_td_lambda_targets`)."""
         r = self._time_first(tensordict)
         with torch.no_grad():
             next_values = self.value(r.next_latent.detach(), target=True)
@@ -432,7 +353,7 @@ class DMOLoss(LossModule):
         return value_regression_loss(self.value(r.latent.detach()), targets)
 
     def alpha_loss(self, tensordict: TensorDictBase) -> torch.Tensor:
-        """:func:`temperature_loss` on the rollout's log-probabilities."""
+        """:func:`~torchrl_mbdpo.modules.functional.temperature_loss` on the rollout's log-probabilities."""
         r = self._time_first(tensordict)
         return temperature_loss(self.log_alpha, r.log_prob, self.target_entropy)
 

@@ -26,15 +26,11 @@ from tensordict.utils import NestedKey
 from torchrl.objectives import LossModule
 
 from ..modules.energy import EnergyNormalizer
-from ..modules.functional import diffusion_schedule
-from ..modules.layers import autocast_precision
-from ..modules.planning import world_model_value
-from ..modules.torchrl_components import TorchRLComponents, next_key
-from .utils import (
-    RunningScale,
+from ..modules.functional import (
     binary_contrastive_loss,
     consistency_loss,
     contrastive_pairs,
+    diffusion_schedule,
     ema_moments,
     mc_score_target,
     negative_candidates,
@@ -47,6 +43,10 @@ from .utils import (
     termination_loss,
     value_loss,
 )
+from ..modules.layers import autocast_precision
+from ..modules.planning import world_model_value
+from ..modules.scale import RunningScale
+from ..modules.torchrl_components import TorchRLComponents, next_key
 
 __all__ = ["MBDPOLoss", "TDMPC2Loss", "make_optimizers", "update"]
 

@@ -119,9 +119,13 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     try:
         record = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:
-        raise CheckpointError(f"{path} could not be read as a checkpoint ({type(err).__name__}: {err}); it may be truncated or corrupted.") from err
+        raise CheckpointError(
+            f"{path} could not be read as a checkpoint ({type(err).__name__}: {err}); it may be truncated or corrupted."
+        ) from err
     if not isinstance(record, dict) or "format_version" not in record:
-        raise CheckpointError(f"{path} is not a torchrl_mbdpo checkpoint (no format_version); official MBDPO/TD-MPC2 files are not supported here.")
+        raise CheckpointError(
+            f"{path} is not a torchrl_mbdpo checkpoint (no format_version); official MBDPO/TD-MPC2 files are not supported here."
+        )
     version = record["format_version"]
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{path} has format version {version}, newer than this library's {FORMAT_VERSION}: upgrade torchrl_mbdpo.")
@@ -146,7 +150,8 @@ def load_latest(directory: str | Path, map_location="cpu") -> tuple[dict, Path]:
 
 def check_compatible(saved: dict, requested: dict, what: str, path) -> None:
     """Raise a readable error listing every field where a checkpoint's config differs from the requested one."""
-    diffs = [f"{k}: checkpoint has {saved.get(k)!r}, requested {requested.get(k)!r}" for k in sorted(set(saved) | set(requested)) if saved.get(k) != requested.get(k)]
+    diffs = [f"{k}: checkpoint has {saved.get(k)!r}, requested {requested.get(k)!r}"
+             for k in sorted(set(saved) | set(requested)) if saved.get(k) != requested.get(k)]
     if diffs:
         raise CheckpointError(
             f"The checkpoint {path} was made with another {what}:\n  " + "\n  ".join(diffs)

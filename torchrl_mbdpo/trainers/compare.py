@@ -163,7 +163,8 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def markdown_table(final_rows: list[dict]) -> str:
-    lines = ["| task | algo | step | seeds | return (mean ± sd) | policy prior | TD err replay / planner | drift log-ratio | wall time (s) |",
+    lines = ["| task | algo | step | seeds | return (mean ± sd) | policy prior | TD err replay / planner | drift log-ratio "
+             "| wall time (s) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in final_rows:
         lines.append(

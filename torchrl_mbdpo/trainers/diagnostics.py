@@ -4,7 +4,7 @@ MBDPO's claim is that its search and its value function stay aligned, while TD-M
 away from the policy prior whose actions the value function is trained on. Both measures are
 computed at every evaluation from the evaluation episodes the planner just played (deterministic,
 so the executed action is the planner's choice) and one replay batch: a few hundred transitions,
-milliseconds.
+little next to the evaluation episodes themselves.
 """
 from __future__ import annotations
 

@@ -58,8 +58,8 @@ from ..modules.decoupled import EnvGlobalModel
 from ..objectives.dmo import DMOLoss
 from .checkpoint import CheckpointError, load_checkpoint, save_run_checkpoint
 from .config import TrainConfig, default_work_dir, from_container, to_container
-from .evaluation import EvalLog, episode_success, evaluate, truncate_csv_logs
 from .agent import world_model_config
+from .evaluation import EvalLog, episode_success, evaluate, evaluation_seeds, truncate_csv_logs
 from .run_control import rng_state as _rng_state, run_to_resume, set_rng_state as _set_rng_state
 
 __all__ = ["FORWARD_MODELS", "DMOPolicy", "DMOTrainer", "make_dmo_trainer", "make_dmo_loss", "load_dmo_policy"]
@@ -406,8 +406,8 @@ class DMOTrainer:
                     metrics["train_return"] = sum(self._train_returns) / len(self._train_returns)
                     self._train_returns.clear()
                 self._log(metrics)
-                self._pbar.set_postfix(actor=f"{metrics['loss_actor']:.3g}", eval=f"{float(self.last_eval.get('episode_reward', math.nan)):.1f}",
-                                       refresh=False)
+                last_return = float(self.last_eval.get("episode_reward", math.nan))
+                self._pbar.set_postfix(actor=f"{metrics['loss_actor']:.3g}", eval=f"{last_return:.1f}", refresh=False)
                 if self._too_many_nonfinite():
                     self._stop = True
                     break
@@ -432,9 +432,10 @@ class DMOTrainer:
     def run_evaluation(self) -> dict:
         """Deterministic-policy returns on the eval env, seeded by ``(seed, step)`` and isolated from training RNGs."""
         step, n = self.env_steps, self.cfg.eval_episodes
+        seeds = evaluation_seeds(self.cfg.seed, step)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.cfg.seed * 1_000_003 + step)
-            self.eval_env.set_seed(self.cfg.seed + 10_000 + step)
+            torch.manual_seed(seeds.torch)
+            self.eval_env.set_seed(seeds.env)
             played = []
             returns = torch.tensor(evaluate(self.eval_env, self.eval_policy, n, self.task_spec.episode_length, transitions=played))
         played = torch.cat([td.reshape(-1) for td in played])
@@ -513,7 +514,7 @@ def make_dmo_trainer(cfg: TrainConfig) -> DMOTrainer:
     d = cfg.dmo
     env = make_env(cfg.task, seed=cfg.seed, num_envs=d.num_envs)
     spec = env.task_spec
-    eval_env = make_env(cfg.task, seed=cfg.seed + 10_000, num_envs=max(1, min(d.num_envs, cfg.eval_episodes)))
+    eval_env = make_env(cfg.task, seed=evaluation_seeds(cfg.seed, 0).env, num_envs=max(1, min(d.num_envs, cfg.eval_episodes)))
     obs_dim, action_dim = observation_size(env), env.action_spec.shape[-1]
     episodic = spec.episodic if cfg.episodic is None else cfg.episodic
     world_model = MBDPOWorldModel(world_model_config(cfg, obs_dim, action_dim, episodic)).to(cfg.device)

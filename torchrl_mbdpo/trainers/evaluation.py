@@ -1,14 +1,97 @@
-"""Evaluation episodes and the learning-curve files (``eval.csv``, ``eval.png``)."""
+"""Evaluation episodes, their seeds, and the learning-curve files (``eval.csv``, ``eval.png``)."""
 from __future__ import annotations
 
 import csv
+import io
 import math
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-__all__ = ["evaluate", "episode_success", "EvalLog", "plot_eval_curve"]
+from .run_control import named_seed
+
+__all__ = ["evaluate", "episode_success", "EvalSeeds", "evaluation_seeds", "CsvLog", "EvalLog", "plot_eval_curve",
+           "truncate_csv_logs"]
+
+class EvalSeeds(NamedTuple):
+    torch: int  # torch's global RNG, inside ``torch.random.fork_rng`` (planner noise)
+    env: int  # ``eval_env.set_seed(...)`` (initial states)
+
+
+def evaluation_seeds(seed: int, step: int) -> EvalSeeds:
+    """The seeds of the evaluation at ``step`` of a run seeded ``seed``: ``torch = seed * 1_000_003 + step``,
+    ``env = seed + 10_000 + step``. They depend on nothing else, so an evaluation gives the same numbers
+    whether the run was resumed or not; build the eval env with ``evaluation_seeds(seed, 0).env``. Every
+    trainer uses this one function::
+
+        seeds = evaluation_seeds(cfg.seed, step)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seeds.torch)
+            eval_env.set_seed(seeds.env)
+            returns = evaluate(eval_env, policy, ...)
+    """
+    return EvalSeeds(torch=named_seed("eval_torch", int(seed), int(step)), env=named_seed("eval_envs", int(seed), int(step)))
+
+
+class CsvLog:
+    """An append-only CSV file of rows keyed by a step column, which a resumed run cuts back to its
+    checkpoint. The one implementation of the logs' append/truncate::
+
+        log = CsvLog(work_dir / "eval.csv", ["step", "episode_reward"])
+        log.append({"step": 0, "episode_reward": -3.0})   # a dict or an iterable of dicts
+        log.truncate(step)                                # drop the rows written after ``step``
+        log.rows()                                        # list of dicts (strings)
+
+    Args:
+        path: the file; its folder is created on the first append.
+        fields: the columns, in order; extra keys of a row are ignored, missing ones left empty.
+        header: ``False`` for header-less files (TorchRL's CSV logger writes ``step,value`` lines).
+        step_field: the column :meth:`truncate` compares with (default: the first).
+    """
+
+    def __init__(self, path: str | Path, fields: list[str], *, header: bool = True, step_field: str | None = None):
+        self.path = Path(path)
+        self.fields = list(fields)
+        self.header = header
+        self.step_field = step_field or self.fields[0]
+        if self.step_field not in self.fields:
+            raise ValueError(f"step_field {self.step_field!r} is not one of the fields {self.fields}")
+
+    def append(self, rows: Mapping | Iterable[Mapping]) -> None:
+        rows = [rows] if isinstance(rows, Mapping) else list(rows)
+        new = not self.path.exists()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
+            if new and self.header:
+                writer.writeheader()
+            writer.writerows(rows)
+            f.flush()
+
+    def rows(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        with open(self.path, newline="") as f:
+            if self.header:
+                return list(csv.DictReader(f))
+            return list(csv.DictReader(f, fieldnames=self.fields))
+
+    def truncate(self, step: int) -> None:
+        """Drop the rows whose step is after ``step`` (written by a run killed after its last checkpoint), so
+        a resumed run leaves no duplicated or missing rows. Kept rows are left byte for byte; blank lines go."""
+        if not self.path.exists():
+            return
+        lines = self.path.read_text().splitlines(keepends=True)
+        head, body = (lines[:1], lines[1:]) if self.header else ([], lines)
+        column = self.fields.index(self.step_field)
+        if self.header and head:
+            names = next(csv.reader(io.StringIO(head[0])))
+            column = names.index(self.step_field) if self.step_field in names else column
+        kept = [line for line in body if line.strip() and int(float(next(csv.reader(io.StringIO(line)))[column])) <= step]
+        self.path.write_text("".join(head + kept))
 
 
 class _Checked:
@@ -55,32 +138,27 @@ def episode_success(played) -> float:
 
 
 class EvalLog:
-    """Append-only ``eval.csv`` (``step`` in agent steps); rewritten PNG learning curve."""
+    """``eval.csv`` (``step`` in agent steps; a :class:`CsvLog` of :attr:`FIELDS`) and its PNG learning
+    curve, redrawn after each row."""
 
-    FIELDS = ["step", "episode_reward", "episode_reward_std", "prior_episode_reward", "episode_success", "td_error_replay", "td_error_planner",
-              "action_drift_l2", "action_drift_logratio", "env_steps", "wall_time_s"]
+    FIELDS = ["step", "episode_reward", "episode_reward_std", "prior_episode_reward", "episode_success", "td_error_replay",
+              "td_error_planner", "action_drift_l2", "action_drift_logratio", "env_steps", "wall_time_s"]
 
     def __init__(self, work_dir: str | Path, title: str = ""):
         self.csv_path = Path(work_dir) / "eval.csv"
         self.png_path = Path(work_dir) / "eval.png"
         self.title = title
+        self.log = CsvLog(self.csv_path, self.FIELDS)
 
     def append(self, row: dict) -> None:
-        new = not self.csv_path.exists()
-        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.csv_path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.FIELDS, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
-            f.flush()
+        self.log.append(row)
         plot_eval_curve(self.csv_path, self.png_path, self.title)
 
     def rows(self) -> list[dict]:
-        if not self.csv_path.exists():
-            return []
-        with open(self.csv_path) as f:
-            return list(csv.DictReader(f))
+        return self.log.rows()
+
+    def truncate(self, step: int) -> None:
+        self.log.truncate(step)
 
 
 def plot_eval_curve(csv_path, png_path, title: str = "") -> None:
@@ -130,17 +208,12 @@ def plot_eval_curve(csv_path, png_path, title: str = "") -> None:
 
 def truncate_csv_logs(work_dir, step: int, keep_last: bool = True) -> None:
     """Drop the log rows written after ``step`` (by a run killed after its last checkpoint), so a resumed
-    run leaves no duplicated or missing rows: ``eval.csv`` (with header) and TorchRL's CSV scalars
-    (``logs/**/scalars/*.csv``, lines ``step,value``). ``keep_last=False`` also drops the evaluation at
-    ``step`` itself (the checkpoint was taken before it, so the resumed run makes it again)."""
+    run leaves no duplicated or missing rows: ``eval.csv`` and TorchRL's CSV scalars
+    (``logs/**/scalars/*.csv``, header-less ``step,value`` lines), each with :meth:`CsvLog.truncate`.
+    ``keep_last=False`` also drops the rows at ``step`` itself (the checkpoint was taken before that step's
+    evaluation and logging, so the resumed run makes them again)."""
     work_dir = Path(work_dir)
-    eval_csv = work_dir / "eval.csv"
-    if eval_csv.exists():
-        lines = eval_csv.read_text().splitlines(keepends=True)
-        kept = lines[:1] + [line for line in lines[1:] if (int(float(line.split(",", 1)[0])) <= step if keep_last
-                                                           else int(float(line.split(",", 1)[0])) < step)]
-        eval_csv.write_text("".join(kept))
+    last = step if keep_last else step - 1
+    CsvLog(work_dir / "eval.csv", EvalLog.FIELDS).truncate(last)
     for scalars in (work_dir / "logs").glob("**/scalars/*.csv"):
-        lines = scalars.read_text().splitlines(keepends=True)
-        scalars.write_text("".join(line for line in lines if line.strip() and (int(float(line.split(",", 1)[0])) <= step if keep_last
-                                                                              else int(float(line.split(",", 1)[0])) < step)))
+        CsvLog(scalars, ["step", "value"], header=False).truncate(last)

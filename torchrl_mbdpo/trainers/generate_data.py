@@ -72,7 +72,8 @@ class _ChunkWriter:
             raise DatasetError("No complete episode to write.")
         self.out.mkdir(parents=True, exist_ok=True)
         stacked = {key: torch.cat(values) for key, values in self.rows.items()}
-        order = torch.randperm(len(stacked["obs"]), generator=torch.Generator().manual_seed(seed))  # tasks mixed across chunks, as TD-MPC2's
+        # tasks mixed across chunks, as TD-MPC2's
+        order = torch.randperm(len(stacked["obs"]), generator=torch.Generator().manual_seed(seed))
         for c, start in enumerate(range(0, len(order), episodes_per_chunk)):
             idx = order[start: start + episodes_per_chunk]
             write_chunk(self.out / f"chunk_{c}.pt", *(stacked[k][idx] for k in ("obs", "action", "reward", "task")))

@@ -41,7 +41,6 @@ SEED_STREAMS = {
     "train_envs": lambda seed, step: seed + 7919 * step,  # training envs, re-seeded at every resumable point
     "eval_envs": lambda seed, step: seed + 10_000 + step,  # evaluation episodes at ``step``
     "eval_torch": lambda seed, step: seed * 1_000_003 + step,  # the planner's draws during that evaluation
-    "eval_env_build": lambda seed, step: seed + 10_000,  # the evaluation env's construction
     "data_parallel": lambda seed, rank: seed + 7919 * rank,  # each process's slice sampling (torchrun)
 }
 

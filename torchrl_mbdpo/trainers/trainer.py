@@ -39,7 +39,7 @@ from .agent import build_agent
 from .config import TrainConfig, default_work_dir, to_container
 from .diagnostics import action_drift, td_error
 from .dmo import make_dmo_trainer
-from .evaluation import EvalLog, episode_success, evaluate, truncate_csv_logs
+from .evaluation import EvalLog, episode_success, evaluate, evaluation_seeds, truncate_csv_logs
 from .run_control import RunControl, RunInterrupted, named_seed, rng_state, run_to_resume, seed_everything, set_rng_state
 
 __all__ = ["MBDPOOptimizationStepper", "MBDPOTrainer", "OnlineRun", "make_trainer"]
@@ -399,8 +399,9 @@ class OnlineRun:
         cfg, step = self.cfg, self.trainer.collected_frames
         L, n = self.task_spec.episode_length, cfg.eval_episodes
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(named_seed("eval_torch", cfg.seed, step))
-            self.eval_env.set_seed(named_seed("eval_envs", cfg.seed, step))
+            seeds = evaluation_seeds(cfg.seed, step)
+            torch.manual_seed(seeds.torch)
+            self.eval_env.set_seed(seeds.env)
             played = []
             planner = torch.tensor(evaluate(self.eval_env, self.trainer.planner, n, L, transitions=played, check=self.control.check))
             prior = torch.tensor(evaluate(self.eval_env, self.prior_actor, n, L, check=self.control.check))
@@ -529,7 +530,7 @@ def make_trainer(cfg: TrainConfig, *, env_maker=None, agent=None, task_names=Non
     spec = env.task_spec
     world_model, loss, actor = agent or build_agent(cfg, observation_size(env), env.action_spec.shape[-1], spec)
     env.append_transform(actor.make_tensordict_primer())
-    eval_env = env_maker(seed=named_seed("eval_env_build", cfg.seed), num_envs=max(1, min(cfg.num_envs, cfg.eval_episodes)))
+    eval_env = env_maker(seed=evaluation_seeds(cfg.seed, 0).env, num_envs=max(1, min(cfg.num_envs, cfg.eval_episodes)))
     eval_env.append_transform(actor.make_tensordict_primer())
     frames_per_batch = max(1, cfg.num_envs)
     random_frames, pretrain_updates = _seed_phase(cfg, spec, frames_per_batch)
