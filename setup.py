@@ -38,6 +38,8 @@ setup(
             "mbdpo-compare=torchrl_mbdpo.cli:compare_main",
             "mbdpo-finetune=torchrl_mbdpo.cli:finetune_main",
             "mbdpo-dataset=torchrl_mbdpo.cli:dataset_main",
+            "mbdpo-import=torchrl_mbdpo.cli:import_main",
+            "mbdpo-export=torchrl_mbdpo.cli:export_main",
         ]
     },
 )

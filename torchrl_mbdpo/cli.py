@@ -1,5 +1,5 @@
-"""Console scripts ``mbdpo-train``, ``mbdpo-eval``, ``mbdpo-compare``, ``mbdpo-finetune`` and
-``mbdpo-dataset`` (Hydra overrides: ``key=value``, ``planner.steps=5``)."""
+"""Console scripts ``mbdpo-train``, ``mbdpo-eval``, ``mbdpo-compare``, ``mbdpo-finetune``,
+``mbdpo-dataset``, ``mbdpo-import`` and ``mbdpo-export`` (Hydra overrides: ``key=value``, ``planner.steps=5``)."""
 from __future__ import annotations
 
 import os
@@ -38,6 +38,25 @@ class DatasetConfig:
     seed: int = 0
 
 
+@dataclass
+class ImportConfig:
+    checkpoint: Optional[str] = None  # an official MBDPO or TD-MPC2 .pt file (agent.save)
+    out: Optional[str] = None  # default: runs/imported/<file name>/checkpoints/latest.pt
+    task: Optional[str] = None  # single-task: the task it was trained on (default: the only one of its sizes, or named in the file name)
+    tasks: Optional[List[str]] = None  # multi-task: the task names in embedding order (default: mt30 / mt80 by their number)
+    exclude_tasks: List[str] = field(default_factory=list)  # multi-task: tasks of the set it was not trained on
+    algo: Optional[str] = None  # mbdpo | tdmpc2 (default: the file's)
+    overwrite: bool = False
+
+
+@dataclass
+class ExportConfig:
+    checkpoint: Optional[str] = None  # a checkpoint of this library (default: the newest runs/**/checkpoints/latest.pt)
+    out: Optional[str] = None  # the official-layout file to write ({"model": state_dict}, as agent.save)
+    format: str = "mbdpo"  # mbdpo | tdmpc2 (without the energy and score networks)
+    overwrite: bool = False
+
+
 def _register():
     from .trainers.config import CompareConfig, register_configs
     from .trainers.finetune import FinetuneConfig
@@ -47,6 +66,8 @@ def _register():
     ConfigStore.instance().store(name="mbdpo_compare_schema", node=CompareConfig)
     ConfigStore.instance().store(name="mbdpo_finetune_schema", node=FinetuneConfig)
     ConfigStore.instance().store(name="mbdpo_dataset_schema", node=DatasetConfig)
+    ConfigStore.instance().store(name="mbdpo_import_schema", node=ImportConfig)
+    ConfigStore.instance().store(name="mbdpo_export_schema", node=ExportConfig)
 
 
 def _fail(err: Exception):
@@ -235,6 +256,55 @@ def _compare(cfg: DictConfig) -> None:
         _fail(err)
     print(markdown_table(final))
     print(f"plots and tables: {cfg.out_dir}/<task>.png, {cfg.out_dir}/summary.csv, {cfg.out_dir}/final.csv")
+
+
+def _import(cfg: DictConfig) -> None:
+    from .trainers.checkpoint import CheckpointError
+    from .trainers.interop import import_checkpoint
+
+    try:
+        if not cfg.checkpoint:
+            raise ValueError("mbdpo-import needs checkpoint=<an official MBDPO or TD-MPC2 .pt file>")
+        out = Path(cfg.out or f"runs/imported/{Path(cfg.checkpoint).stem}/checkpoints/latest.pt")
+        state = import_checkpoint(cfg.checkpoint, out, task=cfg.task, tasks=list(cfg.tasks) if cfg.tasks else None,
+                                  exclude_tasks=list(cfg.exclude_tasks), algo=cfg.algo, overwrite=cfg.overwrite)
+    except (ValueError, CheckpointError) as err:
+        _fail(err)
+    info, wm = state["imported"], state["world_model_config"]
+    tasks = f"{wm['num_tasks']} tasks (task_dim {wm['task_dim']})" if wm["task_dim"] else f"task {state['task']['name']}"
+    print(f"imported {info['format']} checkpoint {cfg.checkpoint} ({info['q_layout']} Q layout): {wm['obs_type']} obs {wm['obs_dim']}, "
+          f"action {wm['action_dim']}, latent {wm['latent_dim']}, mlp {wm['mlp_dim']}, enc {wm['enc_dim']} x {wm['num_enc_layers']}, "
+          f"{wm['num_q']} Q heads, {tasks}, algo={state['config']['algo']}")
+    for note in info["notes"]:
+        print(f"  note: {note}")
+    print(f"written to {out}; evaluate: mbdpo-eval checkpoint={out}")
+
+
+def _export(cfg: DictConfig) -> None:
+    from .trainers.checkpoint import CheckpointError
+    from .trainers.interop import export_checkpoint
+
+    try:
+        if not cfg.out:
+            raise ValueError("mbdpo-export needs out=<file to write>, e.g. out=models/final.pt")
+        path = Path(cfg.checkpoint) if cfg.checkpoint else _find_latest_checkpoint()
+        out = export_checkpoint(path, cfg.out, fmt=cfg.format, overwrite=cfg.overwrite)
+    except (ValueError, CheckpointError) as err:
+        _fail(err)
+    print(f"exported {path} to {out} ({cfg.format} layout, {{'model': state_dict}} as the official agent.save); "
+          "load it there with agent.load (energy normalisation statistics are not part of that layout)")
+
+
+def import_main():
+    """``mbdpo-import checkpoint=<official .pt> out=<our checkpoint>``."""
+    _register()
+    hydra.main(config_path="config", config_name="import", version_base="1.3")(_import)()
+
+
+def export_main():
+    """``mbdpo-export checkpoint=<our checkpoint> out=<official .pt> [format=mbdpo|tdmpc2]``."""
+    _register()
+    hydra.main(config_path="config", config_name="export", version_base="1.3")(_export)()
 
 
 def train_main():
