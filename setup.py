@@ -19,6 +19,8 @@ setup(
         "tqdm",
         "matplotlib",
         "gymnasium",
+        "imageio",  # evaluation videos (save_video): MP4 through imageio-ffmpeg's bundled ffmpeg
+        "imageio-ffmpeg",
     ],
     extras_require={
         "dev": ["pytest"],

@@ -10,6 +10,7 @@ import math
 import os
 from pathlib import Path
 
+import imageio.v2 as imageio
 import pytest
 import torch
 import torch.nn.functional as F
@@ -204,19 +205,26 @@ def test_import_of_tdmpc2_checkpoints_in_each_layout(kind, layout, tmp_path):
         assert "no action masks" in notes and state["world_model_config"]["action_dims"][3] == 6  # cheetah-run
 
 
-def test_imported_checkpoints_evaluate_and_start_fine_tuning(tmp_path):
-    from torchrl_mbdpo.trainers.finetune import FinetuneConfig, make_finetune_trainer
-
+def test_an_imported_checkpoint_evaluates_with_a_video(tmp_path):
     out = _cli("import_main", f"checkpoint={FIXTURES / NAMES['single']}.pt", "out=single.pt", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "task cheetah-run" in out.stdout and "note: energy normalisation" in out.stdout
-    ev = _cli("eval_main", "checkpoint=single.pt", "eval_episodes=1", *TINY_PLANNER, cwd=tmp_path)
+    ev = _cli("eval_main", "checkpoint=single.pt", "eval_episodes=1", "save_video=true", "video_size=64", *TINY_PLANNER, cwd=tmp_path)
     assert ev.returncode == 0, ev.stderr[-2000:]
     assert "task cheetah-run: mean return" in ev.stdout and math.isfinite(float(ev.stdout.split("mean_return=")[1].split()[0]))
+    video = tmp_path / "videos" / "eval_cheetah-run_step0.mp4"  # mbdpo-eval save_video=true: the evaluated episode
+    assert f"video of the 1 episodes: {video.relative_to(tmp_path)}" in ev.stdout
+    reader = imageio.get_reader(video)
+    assert sum(1 for _ in reader) == 501 and reader.get_meta_data()["size"] == (64, 64)
+    reader.close()
     again = _cli("import_main", f"checkpoint={FIXTURES / NAMES['single']}.pt", "out=single.pt", cwd=tmp_path)
     assert again.returncode == 2 and "exists; nothing was written" in again.stderr and "Traceback" not in again.stderr
 
-    # Multi-task: walker-run held out of "pretraining", fine-tuned from walker-walk's embedding.
+
+def test_an_imported_multitask_checkpoint_starts_fine_tuning(tmp_path):
+    """walker-run held out of the "pretraining", fine-tuned from walker-walk's embedding."""
+    from torchrl_mbdpo.trainers.finetune import FinetuneConfig, make_finetune_trainer
+
     imported = import_checkpoint(FIXTURES / f"{NAMES['mt30']}.pt", tmp_path / "mt30.pt", exclude_tasks=["walker-run"])
     assert "walker-run" not in imported["trained_tasks"] and len(imported["trained_tasks"]) == 29
     _, _, wm, _ = load_agent(tmp_path / "mt30.pt")

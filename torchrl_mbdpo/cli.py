@@ -24,6 +24,9 @@ class EvalConfig:
     device: str = "cpu"
     task: Optional[str] = None  # default: the checkpoint's task (multi-task checkpoints: every trained task)
     planner: Dict[str, Any] = field(default_factory=dict)  # overrides of the run's planner, e.g. +planner.steps=5
+    save_video: Optional[bool] = None  # MP4 of the evaluation episodes; default: on where a CUDA GPU renders, off on CPU
+    video_dir: Optional[str] = None  # default: <run dir>/videos (the folder above checkpoints/)
+    video_size: int = 256  # frame height and width in pixels
 
 
 @dataclass
@@ -185,13 +188,24 @@ def _find_latest_checkpoint() -> Path:
     return found[-1]
 
 
+def _video_path(cfg, checkpoint: Path, task: str, state: dict) -> Path:
+    """``<video_dir>/eval_<task>_step<step>.mp4``; the default folder is ``videos/`` beside the run's ``eval.csv``."""
+    from .trainers.config import file_name_of
+
+    run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    return Path(cfg.video_dir or run_dir / "videos") / f"eval_{file_name_of(task)}_step{state['step']}.mp4"
+
+
 def _eval(cfg: DictConfig) -> None:
+    import contextlib
+    from functools import partial
+
     import torch
 
     from .envs import observation_size
     from .trainers.checkpoint import CheckpointError, load_checkpoint
     from .trainers.dmo import load_dmo_policy
-    from .trainers.evaluation import evaluate
+    from .trainers.evaluation import evaluate, record_video, video_enabled, video_recording
     from .trainers.offline import evaluate_tasks, normalized_score
     from .trainers.trainer import checkpoint_env, load_agent
 
@@ -212,6 +226,11 @@ def _eval(cfg: DictConfig) -> None:
                                   cfg.eval_episodes, seed=cfg.seed, progress=True)
             for row in rows:
                 print(f"  {row['task']:28s} return {row['episode_reward']:8.1f}  success {row['episode_success']:.2f}  score {row['score']:6.1f}")
+            if video_enabled(cfg.save_video):  # one episode per task
+                for task in tasks:
+                    video = record_video(partial(checkpoint_env, state, task, seed=cfg.seed), actor, _video_path(cfg, path, task, state),
+                                         size=cfg.video_size, seed=cfg.seed)
+                    print(f"  video: {video}")
             print(f"checkpoint {path} (step {state['step']}): normalized score {normalized_score(rows):.1f} over {len(rows)} tasks")
             print(f"normalized_score={normalized_score(rows):.3f}")
             return
@@ -225,9 +244,13 @@ def _eval(cfg: DictConfig) -> None:
         env.append_transform(actor.make_tensordict_primer())
     torch.manual_seed(cfg.seed)
     actor.to(cfg.device)
-    returns = evaluate(env, actor, cfg.eval_episodes, env.task_spec.episode_length)
+    video = _video_path(cfg, path, task, state) if video_enabled(cfg.save_video) else None
+    with video_recording(env, video, size=cfg.video_size) if video else contextlib.nullcontext(env) as played:
+        returns = evaluate(played, actor, cfg.eval_episodes, env.task_spec.episode_length)
     mean = sum(returns) / len(returns)
     print(f"checkpoint {path} (step {state['step']}), task {task}: mean return {mean:.1f} over {len(returns)} episodes")
+    if video:
+        print(f"video of the {len(returns)} episodes: {video}")
     print(f"mean_return={mean:.3f}")
 
 

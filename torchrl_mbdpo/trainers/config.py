@@ -118,6 +118,9 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 (torch.autocast for planning and updates; weights stay float32)
     logger: str = "csv"  # csv | tensorboard | wandb (all scalars; eval.csv is always written)
     progress: bool = True
+    # MP4 of evaluation episodes in <work_dir>/videos (TorchRL's VideoRecorder; pixels from the env's renderer).
+    # None: on where a CUDA GPU renders, off on CPU (software rendering costs ~50 ms a frame). See video_enabled().
+    save_video: Optional[bool] = None
     model: ModelOverrides = field(default_factory=ModelOverrides)
     loss: LossConfig = field(default_factory=LossConfig)
     planner: PlannerConfig = field(default_factory=PlannerConfig)  # algo=mbdpo
@@ -160,7 +163,8 @@ def default_work_dir(algo: str, task: str, seed: int, root: str = "runs") -> str
 
 
 # Fields a resumed run may change; every other field must equal the checkpoint's.
-RESUMABLE_FIELDS = ("steps", "data_dir", "cache_dir", "resume", "progress", "work_dir", "device", "threads", "logger", "eval_freq", "eval_episodes", "checkpoint_freq", "max_nonfinite")
+RESUMABLE_FIELDS = ("steps", "data_dir", "cache_dir", "resume", "progress", "work_dir", "device", "threads", "logger", "eval_freq", "eval_episodes", "checkpoint_freq", "max_nonfinite",
+                    "save_video")
 
 
 def register_configs() -> None:
