@@ -16,6 +16,7 @@ setup(
         "mujoco==3.17.0",
         "dm-control==1.0.50",
         "hydra-core>=1.3",
+        "hydra-joblib-launcher>=1.2",  # mbdpo-train -m ...: the runs of a sweep in parallel
         "tqdm",
         "matplotlib",
         "gymnasium",
@@ -26,6 +27,8 @@ setup(
         "dev": ["pytest"],
         "tensorboard": ["tensorboard"],
         "wandb": ["wandb"],
+        # mbdpo-train -m ... hydra/launcher=submitit_slurm: each run of a sweep as a Slurm job
+        "slurm": ["hydra-submitit-launcher>=1.2"],
         # ManiSkill3 also needs a Vulkan device: on CPU, Mesa >= 25 lavapipe (scripts/install_maniskill_vulkan.sh)
         "maniskill": ["mani-skill==3.0.1"],
         "myosuite": ["myosuite==3.0.0"],

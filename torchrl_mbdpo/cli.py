@@ -87,6 +87,7 @@ def _train(cfg: DictConfig) -> None:
 
     try:
         train_cfg: TrainConfig = OmegaConf.to_object(cfg)
+        _multirun_job_settings(train_cfg)
         if train_cfg.mode not in ("online", "offline"):
             raise ValueError(f"mode must be online or offline, got {train_cfg.mode!r}")
         if train_cfg.mode == "offline":
@@ -112,6 +113,49 @@ def _train(cfg: DictConfig) -> None:
         sys.exit(128 + trainer._signal if trainer._signal else 1)
     last = trainer.last_eval
     print(f"final eval at step {last.get('step')}: return {last.get('episode_reward'):.1f}; curve: {trainer.eval_log.png_path}", flush=True)
+
+
+def _multirun_job_settings(train_cfg) -> None:
+    """In a job of ``mbdpo-train -m ...``: its own work dir (see ``sweep_work_dir``) and, under the joblib
+    launcher, a share of the CPU threads (``threads=`` overrides it)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from .trainers.config import SWEPT_KEYS_ENV, sweep_work_dir
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    hydra_cfg = HydraConfig.get()
+    if train_cfg.work_dir is None:
+        swept = [k for k in os.environ.get(SWEPT_KEYS_ENV, "").split(",") if k]
+        train_cfg.work_dir = sweep_work_dir(train_cfg, list(hydra_cfg.overrides.task), swept)
+    n_jobs = OmegaConf.select(hydra_cfg, "launcher.n_jobs", default=None)
+    if train_cfg.threads is None and n_jobs is not None:  # joblib: the runs in parallel share the cores
+        cpus = os.cpu_count() or 1
+        parallel = cpus if n_jobs < 1 else n_jobs
+        total = int(os.environ.get(SWEPT_KEYS_ENV + "_JOBS", "0") or 0)
+        train_cfg.threads = max(1, cpus // max(1, min(parallel, total or parallel, cpus)))
+
+
+def _swept_keys(argv: list[str]) -> tuple[list[str], int]:
+    """The config keys a multirun command line sweeps (``seed=1,2``, ``lr=range(...)``), Hydra's own excluded,
+    and the number of runs (0: unknown)."""
+    if not any(a in ("-m", "--multirun") or a == "hydra.mode=MULTIRUN" for a in argv):
+        return [], 0
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in argv if "=" in a and not a.startswith("-")])
+    except Exception:  # Hydra reports bad overrides itself
+        return [], 0
+    swept = [o for o in overrides if o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
+    jobs = 1
+    for o in swept:
+        try:
+            jobs *= len(list(o.sweep_string_iterator()))
+        except Exception:  # e.g. interval(): only an optimizing sweeper knows
+            jobs = 0
+    return sorted({o.key_or_group for o in swept}), jobs
 
 
 def _run_online(trainer) -> None:
@@ -331,6 +375,14 @@ def export_main():
 
 
 def train_main():
+    """``mbdpo-train key=value ...``; ``mbdpo-train -m seed=1,2,3 task=a,b`` sweeps them (Hydra multirun, joblib
+    launcher: in parallel here; ``hydra/launcher=submitit_slurm`` on a Slurm cluster), each run in its own work dir."""
+    from .trainers.config import SWEPT_KEYS_ENV
+
+    swept, jobs = _swept_keys(sys.argv[1:])
+    if swept:  # tells every job which keys vary and how many runs there are, whatever launcher runs it
+        at = next(i for i, a in enumerate(sys.argv) if i and "=" in a and not a.startswith("-"))  # beside the other overrides
+        sys.argv[at:at] = [f"+hydra.job.env_set.{SWEPT_KEYS_ENV}='{','.join(swept)}'", f"+hydra.job.env_set.{SWEPT_KEYS_ENV}_JOBS='{jobs}'"]
     _register()
     hydra.main(config_path="config", config_name="train", version_base="1.3")(_train)()
 
