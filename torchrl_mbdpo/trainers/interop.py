@@ -315,7 +315,8 @@ def _fill_world_model(wm: MBDPOWorldModel, state: dict, q_online: dict, q_target
     if "log_std_min" not in state:
         notes.append(f"the file has no log_std_min/log_std_dif buffers: the policy's log-std range is the default "
                      f"[{cfg.log_std_min:g}, {cfg.log_std_max:g}]")
-    notes.append("energy normalisation statistics are not saved by the official code: they start at mean 0, std 1")
+    if fmt == "mbdpo":
+        notes.append("energy normalisation statistics are not saved by the official code: they start at mean 0, std 1")
     return notes
 
 
