@@ -22,9 +22,11 @@ from torchrl_mbdpo.trainers.checkpoint import CheckpointError, load_checkpoint, 
 from torchrl_mbdpo.trainers.interop import export_checkpoint, import_checkpoint
 from torchrl_mbdpo.trainers.trainer import load_agent
 
-FIXTURES = Path(os.environ.get("MBDPO_OFFICIAL_FIXTURES", Path(__file__).resolve().parents[1] / "shared" / "fixtures" / "official-mbdpo"))
-if not FIXTURES.is_dir():
-    FIXTURES = Path("/work/shared/fixtures/official-mbdpo")
+_REPO = Path(__file__).resolve().parents[1]
+# shared/ lies in the checkout or beside it (as on CI); MBDPO_OFFICIAL_FIXTURES points elsewhere.
+FIXTURES = next((p for p in [os.environ.get("MBDPO_OFFICIAL_FIXTURES"), _REPO / "shared" / "fixtures" / "official-mbdpo",
+                             _REPO.parent / "shared" / "fixtures" / "official-mbdpo"] if p and Path(p).is_dir()), None)
+FIXTURES = Path(FIXTURES) if FIXTURES else _REPO / "shared" / "fixtures" / "official-mbdpo"
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="the official-MBDPO fixtures (shared/fixtures/official-mbdpo) are not here")
 NAMES = {"single": "mbdpo_official_cheetah-run_size1", "mt30": "mbdpo_official_mt30_size1"}
 OUTPUTS = ["latent", "next_latent", "reward_logits", "q_logits_all", "energy", "score", "pi_raw_mean", "pi_raw_log_std"]
