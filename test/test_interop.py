@@ -279,6 +279,8 @@ def test_bad_files_get_one_clear_error_each_and_nothing_is_overwritten(tmp_path)
     with pytest.raises(CheckpointError, match="overwrite=true"):
         export_checkpoint(tmp_path / "ours.pt", out)
     assert out.read_bytes() == b"precious"
+    with pytest.raises(CheckpointError, match="converts with mbdpo-import"):  # an official file given to mbdpo-eval & co
+        load_checkpoint(FIXTURES / f"{NAMES['single']}.pt")
     with pytest.raises(CheckpointError, match="observation 17 and action 6"):
         import_checkpoint(FIXTURES / f"{NAMES['single']}.pt", task="cartpole-swingup")
 

@@ -121,7 +121,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     except Exception as err:
         raise CheckpointError(f"{path} could not be read as a checkpoint ({type(err).__name__}: {err}); it may be truncated or corrupted.") from err
     if not isinstance(record, dict) or "format_version" not in record:
-        raise CheckpointError(f"{path} is not a torchrl_mbdpo checkpoint (no format_version); official MBDPO/TD-MPC2 files are not supported here.")
+        raise CheckpointError(f"{path} is not a torchrl_mbdpo checkpoint (no format_version); an official MBDPO/TD-MPC2 file converts with mbdpo-import checkpoint={path} out=<new checkpoint>.")
     version = record["format_version"]
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{path} has format version {version}, newer than this library's {FORMAT_VERSION}: upgrade torchrl_mbdpo.")
