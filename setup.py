@@ -16,14 +16,19 @@ setup(
         "mujoco==3.17.0",
         "dm-control==1.0.50",
         "hydra-core>=1.3",
+        "hydra-joblib-launcher>=1.2",  # mbdpo-train -m ...: the runs of a sweep in parallel
         "tqdm",
         "matplotlib",
         "gymnasium",
+        "imageio",  # evaluation videos (save_video): MP4 through imageio-ffmpeg's bundled ffmpeg
+        "imageio-ffmpeg",
     ],
     extras_require={
         "dev": ["pytest", "ruff"],
         "tensorboard": ["tensorboard"],
         "wandb": ["wandb"],
+        # mbdpo-train -m ... hydra/launcher=submitit_slurm: each run of a sweep as a Slurm job
+        "slurm": ["hydra-submitit-launcher>=1.2"],
         # ManiSkill3 also needs a Vulkan device: on CPU, Mesa >= 25 lavapipe (scripts/install_maniskill_vulkan.sh)
         "maniskill": ["mani-skill==3.0.1"],
         "myosuite": ["myosuite==3.0.0"],
@@ -38,6 +43,8 @@ setup(
             "mbdpo-compare=torchrl_mbdpo.cli:compare_main",
             "mbdpo-finetune=torchrl_mbdpo.cli:finetune_main",
             "mbdpo-dataset=torchrl_mbdpo.cli:dataset_main",
+            "mbdpo-import=torchrl_mbdpo.cli:import_main",
+            "mbdpo-export=torchrl_mbdpo.cli:export_main",
         ]
     },
 )

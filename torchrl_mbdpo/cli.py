@@ -1,5 +1,5 @@
-"""Console scripts ``mbdpo-train``, ``mbdpo-eval``, ``mbdpo-compare``, ``mbdpo-finetune`` and
-``mbdpo-dataset`` (Hydra overrides: ``key=value``, ``planner.steps=5``)."""
+"""Console scripts ``mbdpo-train``, ``mbdpo-eval``, ``mbdpo-compare``, ``mbdpo-finetune``,
+``mbdpo-dataset``, ``mbdpo-import`` and ``mbdpo-export`` (Hydra overrides: ``key=value``, ``planner.steps=5``)."""
 from __future__ import annotations
 
 import os
@@ -24,6 +24,9 @@ class EvalConfig:
     device: str = "cpu"
     task: Optional[str] = None  # default: the checkpoint's task (multi-task checkpoints: every trained task)
     planner: Dict[str, Any] = field(default_factory=dict)  # overrides of the run's planner, e.g. +planner.steps=5
+    save_video: Optional[bool] = None  # MP4 of the evaluation episodes; default: on where a CUDA GPU renders, off on CPU
+    video_dir: Optional[str] = None  # default: <run dir>/videos (the folder above checkpoints/)
+    video_size: int = 256  # frame height and width in pixels
 
 
 @dataclass
@@ -38,6 +41,25 @@ class DatasetConfig:
     seed: int = 0
 
 
+@dataclass
+class ImportConfig:
+    checkpoint: Optional[str] = None  # an official MBDPO or TD-MPC2 .pt file (agent.save)
+    out: Optional[str] = None  # default: runs/imported/<file name>/checkpoints/latest.pt
+    task: Optional[str] = None  # single-task: the task it was trained on (default: the only one of its sizes, or named in the file name)
+    tasks: Optional[List[str]] = None  # multi-task: the task names in embedding order (default: mt30 / mt80 by their number)
+    exclude_tasks: List[str] = field(default_factory=list)  # multi-task: tasks of the set it was not trained on
+    algo: Optional[str] = None  # mbdpo | tdmpc2 (default: the file's)
+    overwrite: bool = False
+
+
+@dataclass
+class ExportConfig:
+    checkpoint: Optional[str] = None  # a checkpoint of this library (default: the newest runs/**/checkpoints/latest.pt)
+    out: Optional[str] = None  # the official-layout file to write ({"model": state_dict}, as agent.save)
+    format: str = "mbdpo"  # mbdpo | tdmpc2 (without the energy and score networks)
+    overwrite: bool = False
+
+
 def _register():
     from .trainers.config import CompareConfig, register_configs
     from .trainers.finetune import FinetuneConfig
@@ -47,6 +69,8 @@ def _register():
     ConfigStore.instance().store(name="mbdpo_compare_schema", node=CompareConfig)
     ConfigStore.instance().store(name="mbdpo_finetune_schema", node=FinetuneConfig)
     ConfigStore.instance().store(name="mbdpo_dataset_schema", node=DatasetConfig)
+    ConfigStore.instance().store(name="mbdpo_import_schema", node=ImportConfig)
+    ConfigStore.instance().store(name="mbdpo_export_schema", node=ExportConfig)
 
 
 def _fail(err: Exception):
@@ -63,6 +87,7 @@ def _train(cfg: DictConfig) -> None:
 
     try:
         train_cfg: TrainConfig = OmegaConf.to_object(cfg)
+        _multirun_job_settings(train_cfg)
         if train_cfg.mode not in ("online", "offline"):
             raise ValueError(f"mode must be online or offline, got {train_cfg.mode!r}")
         if train_cfg.mode == "offline":
@@ -88,6 +113,49 @@ def _train(cfg: DictConfig) -> None:
         sys.exit(128 + trainer._signal if trainer._signal else 1)
     last = trainer.last_eval
     print(f"final eval at step {last.get('step')}: return {last.get('episode_reward'):.1f}; curve: {trainer.eval_log.png_path}", flush=True)
+
+
+def _multirun_job_settings(train_cfg) -> None:
+    """In a job of ``mbdpo-train -m ...``: its own work dir (see ``sweep_work_dir``) and, under the joblib
+    launcher, a share of the CPU threads (``threads=`` overrides it)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from .trainers.config import SWEPT_KEYS_ENV, sweep_work_dir
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    hydra_cfg = HydraConfig.get()
+    if train_cfg.work_dir is None:
+        swept = [k for k in os.environ.get(SWEPT_KEYS_ENV, "").split(",") if k]
+        train_cfg.work_dir = sweep_work_dir(train_cfg, list(hydra_cfg.overrides.task), swept)
+    n_jobs = OmegaConf.select(hydra_cfg, "launcher.n_jobs", default=None)
+    if train_cfg.threads is None and n_jobs is not None:  # joblib: the runs in parallel share the cores
+        cpus = os.cpu_count() or 1
+        parallel = cpus if n_jobs < 1 else n_jobs
+        total = int(os.environ.get(SWEPT_KEYS_ENV + "_JOBS", "0") or 0)
+        train_cfg.threads = max(1, cpus // max(1, min(parallel, total or parallel, cpus)))
+
+
+def _swept_keys(argv: list[str]) -> tuple[list[str], int]:
+    """The config keys a multirun command line sweeps (``seed=1,2``, ``lr=range(...)``), Hydra's own excluded,
+    and the number of runs (0: unknown)."""
+    if not any(a in ("-m", "--multirun") or a == "hydra.mode=MULTIRUN" for a in argv):
+        return [], 0
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in argv if "=" in a and not a.startswith("-")])
+    except Exception:  # Hydra reports bad overrides itself
+        return [], 0
+    swept = [o for o in overrides if o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
+    jobs = 1
+    for o in swept:
+        try:
+            jobs *= len(list(o.sweep_string_iterator()))
+        except Exception:  # e.g. interval(): only an optimizing sweeper knows
+            jobs = 0
+    return sorted({o.key_or_group for o in swept}), jobs
 
 
 def _run_online(trainer) -> None:
@@ -165,13 +233,24 @@ def _find_latest_checkpoint() -> Path:
     return found[-1]
 
 
+def _video_path(cfg, checkpoint: Path, task: str, state: dict) -> Path:
+    """``<video_dir>/eval_<task>_step<step>.mp4``; the default folder is ``videos/`` beside the run's ``eval.csv``."""
+    from .trainers.config import file_name_of
+
+    run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    return Path(cfg.video_dir or run_dir / "videos") / f"eval_{file_name_of(task)}_step{state['step']}.mp4"
+
+
 def _eval(cfg: DictConfig) -> None:
+    import contextlib
+    from functools import partial
+
     import torch
 
     from .envs import observation_size
     from .trainers.checkpoint import CheckpointError, load_checkpoint
     from .trainers.dmo import load_dmo_policy
-    from .trainers.evaluation import evaluate
+    from .trainers.evaluation import evaluate, record_video, video_enabled, video_recording
     from .trainers.offline import evaluate_tasks, normalized_score
     from .trainers.agent import checkpoint_env, load_agent
 
@@ -192,6 +271,11 @@ def _eval(cfg: DictConfig) -> None:
                                   cfg.eval_episodes, seed=cfg.seed, progress=True)
             for row in rows:
                 print(f"  {row['task']:28s} return {row['episode_reward']:8.1f}  success {row['episode_success']:.2f}  score {row['score']:6.1f}")
+            if video_enabled(cfg.save_video):  # one episode per task
+                for task in tasks:
+                    video = record_video(partial(checkpoint_env, state, task, seed=cfg.seed), actor, _video_path(cfg, path, task, state),
+                                         size=cfg.video_size, seed=cfg.seed)
+                    print(f"  video: {video}")
             print(f"checkpoint {path} (step {state['step']}): normalized score {normalized_score(rows):.1f} over {len(rows)} tasks")
             print(f"normalized_score={normalized_score(rows):.3f}")
             return
@@ -205,9 +289,13 @@ def _eval(cfg: DictConfig) -> None:
         env.append_transform(actor.make_tensordict_primer())
     torch.manual_seed(cfg.seed)
     actor.to(cfg.device)
-    returns = evaluate(env, actor, cfg.eval_episodes, env.task_spec.episode_length)
+    video = _video_path(cfg, path, task, state) if video_enabled(cfg.save_video) else None
+    with video_recording(env, video, size=cfg.video_size) if video else contextlib.nullcontext(env) as played:
+        returns = evaluate(played, actor, cfg.eval_episodes, env.task_spec.episode_length)
     mean = sum(returns) / len(returns)
     print(f"checkpoint {path} (step {state['step']}), task {task}: mean return {mean:.1f} over {len(returns)} episodes")
+    if video:
+        print(f"video of the {len(returns)} episodes: {video}")
     print(f"mean_return={mean:.3f}")
 
 
@@ -238,7 +326,64 @@ def _compare(cfg: DictConfig) -> None:
     print(f"plots and tables: {cfg.out_dir}/<task>.png, {cfg.out_dir}/summary.csv, {cfg.out_dir}/final.csv")
 
 
+def _import(cfg: DictConfig) -> None:
+    from .trainers.checkpoint import CheckpointError
+    from .trainers.interop import import_checkpoint
+
+    try:
+        if not cfg.checkpoint:
+            raise ValueError("mbdpo-import needs checkpoint=<an official MBDPO or TD-MPC2 .pt file>")
+        out = Path(cfg.out or f"runs/imported/{Path(cfg.checkpoint).stem}/checkpoints/latest.pt")
+        state = import_checkpoint(cfg.checkpoint, out, task=cfg.task, tasks=list(cfg.tasks) if cfg.tasks else None,
+                                  exclude_tasks=list(cfg.exclude_tasks), algo=cfg.algo, overwrite=cfg.overwrite)
+    except (ValueError, CheckpointError) as err:
+        _fail(err)
+    info, wm = state["imported"], state["world_model_config"]
+    tasks = f"{wm['num_tasks']} tasks (task_dim {wm['task_dim']})" if wm["task_dim"] else f"task {state['task']['name']}"
+    print(f"imported {info['format']} checkpoint {cfg.checkpoint} ({info['q_layout']} Q layout): {wm['obs_type']} obs {wm['obs_dim']}, "
+          f"action {wm['action_dim']}, latent {wm['latent_dim']}, mlp {wm['mlp_dim']}, enc {wm['enc_dim']} x {wm['num_enc_layers']}, "
+          f"{wm['num_q']} Q heads, {tasks}, algo={state['config']['algo']}")
+    for note in info["notes"]:
+        print(f"  note: {note}")
+    print(f"written to {out}; evaluate: mbdpo-eval checkpoint={out}")
+
+
+def _export(cfg: DictConfig) -> None:
+    from .trainers.checkpoint import CheckpointError
+    from .trainers.interop import export_checkpoint
+
+    try:
+        if not cfg.out:
+            raise ValueError("mbdpo-export needs out=<file to write>, e.g. out=models/final.pt")
+        path = Path(cfg.checkpoint) if cfg.checkpoint else _find_latest_checkpoint()
+        out = export_checkpoint(path, cfg.out, fmt=cfg.format, overwrite=cfg.overwrite)
+    except (ValueError, CheckpointError) as err:
+        _fail(err)
+    print(f"exported {path} to {out} ({cfg.format} layout, {{'model': state_dict}} as the official agent.save); "
+          "load it there with agent.load (energy normalisation statistics are not part of that layout)")
+
+
+def import_main():
+    """``mbdpo-import checkpoint=<official .pt> out=<our checkpoint>``."""
+    _register()
+    hydra.main(config_path="config", config_name="import", version_base="1.3")(_import)()
+
+
+def export_main():
+    """``mbdpo-export checkpoint=<our checkpoint> out=<official .pt> [format=mbdpo|tdmpc2]``."""
+    _register()
+    hydra.main(config_path="config", config_name="export", version_base="1.3")(_export)()
+
+
 def train_main():
+    """``mbdpo-train key=value ...``; ``mbdpo-train -m seed=1,2,3 task=a,b`` sweeps them (Hydra multirun, joblib
+    launcher: in parallel here; ``hydra/launcher=submitit_slurm`` on a Slurm cluster), each run in its own work dir."""
+    from .trainers.config import SWEPT_KEYS_ENV
+
+    swept, jobs = _swept_keys(sys.argv[1:])
+    if swept:  # tells every job which keys vary and how many runs there are, whatever launcher runs it
+        at = next(i for i, a in enumerate(sys.argv) if i and "=" in a and not a.startswith("-"))  # beside the other overrides
+        sys.argv[at:at] = [f"+hydra.job.env_set.{SWEPT_KEYS_ENV}='{','.join(swept)}'", f"+hydra.job.env_set.{SWEPT_KEYS_ENV}_JOBS='{jobs}'"]
     _register()
     hydra.main(config_path="config", config_name="train", version_base="1.3")(_train)()
 

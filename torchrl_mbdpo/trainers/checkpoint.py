@@ -124,7 +124,8 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         ) from err
     if not isinstance(record, dict) or "format_version" not in record:
         raise CheckpointError(
-            f"{path} is not a torchrl_mbdpo checkpoint (no format_version); official MBDPO/TD-MPC2 files are not supported here."
+            f"{path} is not a torchrl_mbdpo checkpoint (no format_version); an official MBDPO/TD-MPC2 file converts with "
+            f"mbdpo-import checkpoint={path} out=<new checkpoint>."
         )
     version = record["format_version"]
     if version > FORMAT_VERSION:

@@ -118,6 +118,9 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 (torch.autocast for planning and updates; weights stay float32)
     logger: str = "csv"  # csv | tensorboard | wandb (all scalars; eval.csv is always written)
     progress: bool = True
+    # MP4 of evaluation episodes in <work_dir>/videos (TorchRL's VideoRecorder; pixels from the env's renderer).
+    # None: on where a CUDA GPU renders, off on CPU (software rendering costs ~50 ms a frame). See video_enabled().
+    save_video: Optional[bool] = None
     model: ModelOverrides = field(default_factory=ModelOverrides)
     loss: LossConfig = field(default_factory=LossConfig)
     planner: PlannerConfig = field(default_factory=PlannerConfig)  # algo=mbdpo
@@ -159,8 +162,33 @@ def default_work_dir(algo: str, task: str, seed: int, root: str = "runs") -> str
     return f"{root}/{algo}/{file_name_of(task)}/seed{seed}"
 
 
+SWEEP_IDENTITY_KEYS = ("task", "seed", "algo")  # already in the default work dir
+SWEPT_KEYS_ENV = "MBDPO_SWEPT_KEYS"  # set by mbdpo-train -m in every job (hydra.job.env_set): the other swept keys
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def sweep_work_dir(cfg: "TrainConfig", job_overrides, swept_keys, root: str = "runs") -> str | None:
+    """The work dir of one job of a Hydra multirun (``mbdpo-train -m seed=1,2,3 task=a,b``), or None where the
+    trainer's default (``runs/<algo>/<task>/seed<seed>``, offline ``runs/offline/...``) already tells the
+    jobs apart. Jobs that differ in other swept keys (``model_size=1,5``) go under
+    ``<root>/<key=value,...>/``: ``runs/model_size=1/mbdpo/cheetah-run/seed1``, collected by
+    ``mbdpo-compare run=false root=runs/model_size=1``."""
+    swept = {k for k in swept_keys if k not in SWEEP_IDENTITY_KEYS}
+    extras = sorted(o.lstrip("+~") for o in job_overrides if _override_key(o) in swept)
+    if not extras:
+        return None
+    variant = ",".join(extras).replace("/", "_").replace(":", "_").replace(" ", "")
+    if cfg.mode == "offline":
+        return f"{root}/{variant}/offline/{cfg.algo}/{file_name_of(cfg.task)}/size{cfg.model_size}/seed{cfg.seed}"
+    return default_work_dir(cfg.algo, cfg.task, cfg.seed, f"{root}/{variant}")
+
+
 # Fields a resumed run may change; every other field must equal the checkpoint's.
-RESUMABLE_FIELDS = ("steps", "data_dir", "cache_dir", "resume", "progress", "work_dir", "device", "threads", "logger", "eval_freq", "eval_episodes", "checkpoint_freq", "max_nonfinite")
+RESUMABLE_FIELDS = ("steps", "data_dir", "cache_dir", "resume", "progress", "work_dir", "device", "threads", "logger", "eval_freq", "eval_episodes", "checkpoint_freq", "max_nonfinite",
+                    "save_video")
 
 
 def register_configs() -> None:

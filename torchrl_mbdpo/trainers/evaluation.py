@@ -1,20 +1,26 @@
-"""Evaluation episodes, their seeds, and the learning-curve files (``eval.csv``, ``eval.png``)."""
+"""Evaluation episodes, their seeds, their videos (``videos/*.mp4``) and the learning-curve files (``eval.csv``, ``eval.png``)."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from torchrl.data import Unbounded
+from torchrl.envs.transforms import Compose, Transform, TransformedEnv
 from torchrl.envs.utils import ExplorationType, set_exploration_type
+from torchrl.record import VideoRecorder
+from torchrl.record.loggers import Logger
 
 from .run_control import named_seed
 
 __all__ = ["evaluate", "episode_success", "EvalSeeds", "evaluation_seeds", "CsvLog", "EvalLog", "plot_eval_curve",
-           "truncate_csv_logs"]
+           "truncate_csv_logs", "video_enabled", "find_renderer", "RenderedPixels", "MP4FileLogger", "video_recording", "record_video"]
 
 class EvalSeeds(NamedTuple):
     torch: int  # torch's global RNG, inside ``torch.random.fork_rng`` (planner noise)
@@ -217,3 +223,142 @@ def truncate_csv_logs(work_dir, step: int, keep_last: bool = True) -> None:
     CsvLog(work_dir / "eval.csv", EvalLog.FIELDS).truncate(last)
     for scalars in (work_dir / "logs").glob("**/scalars/*.csv"):
         CsvLog(scalars, ["step", "value"], header=False).truncate(last)
+
+
+def video_enabled(save_video: bool | None) -> bool:
+    """The ``save_video`` option: ``True``/``False``, or ``None`` (auto): on where a CUDA GPU is present (MuJoCo
+    renders there through EGL in a few ms per frame), off on CPU (software rendering, ~50 ms per 256x256 frame)."""
+    return torch.cuda.is_available() if save_video is None else bool(save_video)
+
+
+def find_renderer(env, size: int | tuple[int, int] = 256, camera: int | None = None):
+    """A zero-argument function returning the current frame of ``env``'s simulator as a uint8 ``(H, W, 3)``
+    array: the MuJoCo renderer of DMControl tasks (camera 0; 2 for quadruped, as TD-MPC2), or ``render()`` of a
+    Gymnasium env made with ``render_mode="rgb_array"``. Raises ValueError for a batched env or one without a
+    renderer."""
+    if tuple(getattr(env, "batch_size", ())):
+        raise ValueError(f"Videos record one env, got a batch of {tuple(env.batch_size)}: pass a single env (num_envs=1).")
+    height, width = (size, size) if isinstance(size, int) else size
+    base = env
+    while hasattr(base, "base_env") and base.base_env is not base:
+        base = base.base_env
+    inner = getattr(base, "_env", None)
+    physics = getattr(inner, "physics", None)
+    if physics is not None:  # dm_control
+        if camera is None:
+            camera = 2 if "quadruped" in type(physics).__module__ else 0
+        return lambda: physics.render(height=height, width=width, camera_id=camera)
+    if inner is not None and getattr(inner, "render_mode", None) == "rgb_array":
+        return inner.render
+    raise ValueError(f"save_video: {type(base).__name__} ({type(inner).__name__}) offers no renderer this library knows "
+                     "(DMControl tasks, or Gymnasium envs made with render_mode='rgb_array'); run with save_video=false.")
+
+
+class RenderedPixels(Transform):
+    """Writes the simulator's frame (``render()``, uint8 ``(H, W, 3)``) at ``"pixels"`` after every reset and
+    step: pixels for :class:`~torchrl.record.VideoRecorder` from a state-observation task."""
+
+    def __init__(self, render, out_key="pixels"):
+        super().__init__(in_keys=[], out_keys=[out_key])
+        self.render = render
+
+    def _call(self, next_tensordict):
+        return next_tensordict.set(self.out_keys[0], torch.as_tensor(self.render().copy()))
+
+    def _reset(self, tensordict, tensordict_reset):
+        return self._call(tensordict_reset)
+
+    def transform_observation_spec(self, observation_spec):
+        frame = self.render()
+        observation_spec[self.out_keys[0]] = Unbounded(shape=frame.shape, dtype=torch.uint8, device=observation_spec.device)
+        return observation_spec
+
+
+class MP4FileLogger(Logger):
+    """A TorchRL logger that only logs videos, each to one MP4 file (H.264 through imageio's bundled ffmpeg,
+    written to a temporary file and renamed): ``path`` itself, or ``<path stem>_<step>.mp4`` if ``per_step``."""
+
+    def __init__(self, path, per_step: bool = False):
+        self.path, self.per_step, self.written = Path(path), per_step, []
+        super().__init__(exp_name=self.path.stem, log_dir=str(self.path.parent))
+
+    def _create_experiment(self):
+        return None
+
+    def log_video(self, name: str, video, step: int | None = None, **kwargs) -> None:
+        import imageio.v2 as imageio
+
+        frames = torch.as_tensor(video)
+        frames = frames.reshape(-1, *frames.shape[-3:]) if frames.ndim > 4 else frames  # (T, C, H, W)
+        if frames.shape[1] in (1, 3) and frames.shape[-1] not in (1, 3):
+            frames = frames.permute(0, 2, 3, 1)
+        path = self.path.with_name(f"{self.path.stem}_{step}{self.path.suffix}") if self.per_step and step is not None else self.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+        try:
+            imageio.mimwrite(tmp, frames.to(torch.uint8).cpu().numpy(), format="FFMPEG", fps=kwargs.get("fps", 30),
+                             codec="libx264", macro_block_size=1, ffmpeg_log_level="error")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        self.written.append(path)
+
+    def log_scalar(self, name, value, step=None):
+        pass
+
+    def log_hparams(self, cfg):
+        pass
+
+    def log_histogram(self, name, data, **kwargs):
+        pass
+
+    def __repr__(self):
+        return f"MP4FileLogger({self.path})"
+
+
+@contextlib.contextmanager
+def video_recording(env, path, *, fps: int = 30, size: int | tuple[int, int] = 256, camera: int | None = None, logger=None,
+                    tag: str | None = None):
+    """``env`` wrapped so that every frame of the episodes played in the block is recorded (TorchRL's
+    ``VideoRecorder`` over :class:`RenderedPixels`) and written, when the block ends without error, as one MP4
+    at ``path`` (or logged to a TorchRL ``logger`` under ``tag``, e.g. the run's wandb/tensorboard logger).
+    ``env`` itself is not changed (the wrapper is a separate ``TransformedEnv``)."""
+    renderer = find_renderer(env, size, camera)
+    path = Path(path)
+    logger = logger if logger is not None else MP4FileLogger(path)
+    recorder = VideoRecorder(logger, tag=tag or path.stem, in_keys=["pixels"], skip=1, make_grid=False, fps=fps)
+    wrapped = TransformedEnv(env, Compose(RenderedPixels(renderer), recorder), auto_unwrap=False)
+    yield wrapped
+    recorder.dump()
+
+
+def record_video(env, policy, path, *, episodes: int = 1, max_steps: int | None = None, fps: int = 30,
+                 size: int | tuple[int, int] = 256, camera: int | None = None, seed: int | None = None, logger=None,
+                 check=None) -> Path:
+    """Play ``episodes`` deterministic episodes of ``policy`` and write them as one MP4 at ``path``
+    (``episodes * (max_steps + 1)`` frames: each episode's reset frame and one per step, fewer for episodes
+    that end early).
+
+    ``env``: a single (unbatched) env, or a zero-argument factory of one (then closed after). ``max_steps``:
+    default the env's episode length (``env.task_spec``). ``seed`` seeds the policy's noise; the global RNG
+    state is restored afterwards, so recording perturbs no training run. A planner's warm-start primer is
+    added when the env lacks it. ``check``: as :func:`evaluate`'s."""
+    own = not hasattr(env, "rollout") and callable(env)
+    env = env() if own else env
+    try:
+        if max_steps is None:
+            spec = getattr(env, "task_spec", None)
+            max_steps = spec.episode_length if spec is not None else 1000
+        primer_env = env
+        if hasattr(policy, "make_tensordict_primer") and getattr(policy, "plan_key", None) not in env.observation_spec.keys(True, True):
+            primer_env = TransformedEnv(env, policy.make_tensordict_primer(), auto_unwrap=False)
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices):
+            if seed is not None:
+                torch.manual_seed(seed)
+            with video_recording(primer_env, path, fps=fps, size=size, camera=camera, logger=logger) as recording:
+                evaluate(recording, policy, episodes, max_steps, check=check)
+    finally:
+        if own:
+            env.close()
+    return Path(path)

@@ -39,7 +39,7 @@ from .agent import build_agent
 from .config import TrainConfig, default_work_dir, to_container
 from .diagnostics import action_drift, td_error
 from .dmo import make_dmo_trainer
-from .evaluation import EvalLog, episode_success, evaluate, evaluation_seeds, truncate_csv_logs
+from .evaluation import EvalLog, episode_success, evaluate, evaluation_seeds, record_video, truncate_csv_logs, video_enabled
 from .run_control import RunControl, RunInterrupted, named_seed, rng_state, run_to_resume, seed_everything, set_rng_state
 
 __all__ = ["MBDPOOptimizationStepper", "MBDPOTrainer", "OnlineRun", "make_trainer"]
@@ -302,8 +302,9 @@ class OnlineRun:
     checkpoint files, signals and resume (:mod:`~torchrl_mbdpo.trainers.run_control`)."""
 
     def __init__(self, trainer: MBDPOTrainer, cfg: TrainConfig, *, task_spec, eval_env, episode_writer: EpisodeWriter, work_dir,
-                 task_names=None):
+                 task_names=None, env_maker=None):
         self.trainer, self.cfg, self.task_spec, self.eval_env = trainer, cfg, task_spec, eval_env
+        self.env_maker = env_maker  # ``env_maker(seed, num_envs)``: the env of the evaluation videos
         self.episode_writer, self.task_names = episode_writer, task_names
         self.work_dir = Path(work_dir)
         self.prior_actor = PolicyPriorActor(trainer.loss_module.latent_model)
@@ -407,6 +408,9 @@ class OnlineRun:
             prior = torch.tensor(evaluate(self.eval_env, self.prior_actor, n, L, check=self.control.check))
             played = torch.cat([td.reshape(-1) for td in played])
             diagnostics = self._diagnostics(played)
+            if self.env_maker is not None and video_enabled(cfg.save_video):  # one more episode, on its own env
+                record_video(partial(self.env_maker, seed=seeds.env, num_envs=1), self.trainer.planner,
+                             self.work_dir / "videos" / f"eval_{step}.mp4", max_steps=L, seed=seeds.torch, check=self.control.check)
         row = {
             "step": step,
             "episode_reward": planner.mean().item(),
@@ -550,7 +554,8 @@ def make_trainer(cfg: TrainConfig, *, env_maker=None, agent=None, task_names=Non
         progress_bar=cfg.progress, seed=cfg.seed, save_trainer_interval=math.inf, log_interval=min(1000, max(cfg.eval_freq, 1)),
         replay_writer=writer, updates_per_frame=cfg.utd, max_nonfinite=cfg.max_nonfinite,
     )
-    run = OnlineRun(trainer, cfg, task_spec=spec, eval_env=eval_env, episode_writer=writer, work_dir=work_dir, task_names=task_names)
+    run = OnlineRun(trainer, cfg, task_spec=spec, eval_env=eval_env, episode_writer=writer, work_dir=work_dir, task_names=task_names,
+                    env_maker=env_maker)
     if state is not None:
         run.load_state(state)
     return trainer
