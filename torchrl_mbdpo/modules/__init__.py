@@ -1,4 +1,4 @@
-from .actors import DiffusionActor, MBDPOPlanner, MPPIActor
+from .actors import DiffusionActor, MPPIActor
 from .decoupled import DecoupledRollout, EnvGlobalModel, GlobalStep, decoupled_rollout
 from .energy import EnergyNormalizer
 from .functional import gradient_swap
@@ -11,7 +11,6 @@ from .world_model import MODEL_SIZES, MBDPOWorldModel, WorldModelConfig, resolve
 
 __all__ = [
     "DiffusionActor",
-    "MBDPOPlanner",
     "MPPIActor",
     "TorchRLComponents",
     "make_energy_network",
@@ -32,3 +31,13 @@ __all__ = [
     "decoupled_rollout",
     "EnvGlobalModel",
 ]
+
+
+def __getattr__(name):
+    # MBDPOPlanner needs TorchRL's TD-MPC2 stack (torchrl >= 0.15): imported on first use, with one clear
+    # error naming the install where it is missing.
+    if name == "MBDPOPlanner":
+        from .planners import MBDPOPlanner
+
+        return MBDPOPlanner
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

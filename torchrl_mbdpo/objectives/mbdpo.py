@@ -565,21 +565,23 @@ class TDMPC2Loss(MBDPOLoss):
         super().__init__(world_model, policy_prior, q_ensemble, target_q_pair=target_q_pair, energy_coef=0.0, **kwargs)
 
 
-def make_optimizers(loss: MBDPOLoss, lr: float = 3e-4, enc_lr_scale: float = 0.3, capturable: bool = False
-                    ) -> tuple[torch.optim.Adam, torch.optim.Adam]:
-    """The official optimisers (spec §2.5).
+def make_optimizers(loss: MBDPOLoss, lr: float = 3e-4, enc_lr_scale: float = 0.3, capturable: bool = False, actor_eps: float = 1e-5,
+                    weight_decay: float = 0.0) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+    """The official optimisers (TD-MPC2's, arXiv 2310.16828 §4; the official ``tdmpc2.py`` agent).
 
     ``model_optim``: Adam over every model parameter except the policy prior's: the encoder at
     ``lr * enc_lr_scale``, the rest (dynamics, reward, termination, F, score net, Qs, task embedding)
-    at ``lr``. ``pi_optim``: ``Adam(eps=1e-5)`` over the policy prior.
+    at ``lr``. ``pi_optim``: ``Adam(eps=actor_eps)`` over the policy prior. ``weight_decay`` and
+    ``capturable`` as TorchRL's TD-MPC2 trainer factory offers them (both off in the official code).
     """
     model = loss.latent_model
     encoder = list(model.encoder.parameters())
     policy = list(model.policy.parameters())
     excluded = {id(p) for p in encoder + policy}
     rest = [p for p in model.parameters() if id(p) not in excluded]
-    model_optim = torch.optim.Adam([{"params": encoder, "lr": lr * enc_lr_scale}, {"params": rest}], lr=lr, capturable=capturable)
-    pi_optim = torch.optim.Adam(policy, lr=lr, eps=1e-5, capturable=capturable)
+    model_optim = torch.optim.Adam([{"params": encoder, "lr": lr * enc_lr_scale}, {"params": rest}], lr=lr,
+                                   weight_decay=weight_decay, capturable=capturable)
+    pi_optim = torch.optim.Adam(policy, lr=lr, eps=actor_eps, weight_decay=weight_decay, capturable=capturable)
     return model_optim, pi_optim
 
 
