@@ -18,7 +18,12 @@ OFFLINE_ARGS ?= mode=offline model_size=1 model.latent_dim=64 model.mlp_dim=128 
 	batch_size=256 steps=3000 eval_freq=1500 eval_episodes=3 checkpoint_freq=1500 \
 	planner.steps=4 planner.num_samples=64 planner.num_elites=8 planner.num_pi_trajs=4
 
-.PHONY: setup system-deps demo demo-offline test lint bench clean
+# TorchRL's own TD-MPC2 stack (torchrl >= 0.15, as dated nightlies): a second environment, where MBDPO
+# plugs into TorchRL's TD-MPC2 recipe (trainer=mbdpo) and the drop-in tests run.
+VENV_NEXT ?= .venv-next
+PY_NEXT := $(VENV_NEXT)/bin/python
+
+.PHONY: setup setup-next system-deps demo demo-offline test test-next lint bench clean
 
 setup: system-deps $(VENV)/.installed
 
@@ -27,12 +32,22 @@ setup: system-deps $(VENV)/.installed
 system-deps:
 	@scripts/install_maniskill_vulkan.sh
 
-$(VENV)/.installed: setup.py constraints.txt
+$(VENV)/.installed: setup.py constraints.txt requirements/common.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q -U pip
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e ".[dev,myosuite,metaworld,maniskill]"
 	$(PIP) install -q --no-deps metaworld==3.1.1  # its mujoco==3.3.0 pin is deliberately ignored (envs/metaworld.py)
+	touch $@
+
+setup-next: $(VENV_NEXT)/.installed
+
+$(VENV_NEXT)/.installed: setup.py constraints.txt requirements/common.txt requirements/torchrl-next.txt
+	test -x $(PY_NEXT) || python3 -m venv $(VENV_NEXT)
+	$(PY_NEXT) -m pip install -q -U pip
+	$(PY_NEXT) -m pip install -q torch==2.13.0
+	$(PY_NEXT) -m pip install -q -c constraints.txt -r requirements/torchrl-next.txt
+	$(PY_NEXT) -m pip install -q --no-deps -e .  # its torchrl==0.14.1 pin is the default install's, not this one's
 	touch $@
 
 demo: setup
@@ -47,6 +62,10 @@ demo-offline: setup
 test: setup
 	$(PY) -m pytest -q
 
+# The drop-in tests under TorchRL's TD-MPC2 stack (the default `make test` checks their import error there).
+test-next: setup-next
+	$(PY_NEXT) -m pytest -q test/test_torchrl_dropin.py
+
 # ruff's settings live in pyproject.toml
 lint: setup
 	$(PY) -m ruff check .
@@ -56,4 +75,4 @@ bench: setup
 	$(PY) benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(VENV_NEXT) runs
