@@ -307,3 +307,28 @@ def test_export_replay_of_an_online_run(tmp_path):
     assert torch.equal(chunk["obs"][stored, 1:, :5], replay["next.observation"][first])
     assert torch.equal(chunk["action"][stored, 1:, :1], replay["action"][first])
     validate_dataset(tmp_path / "exported", "mt30")
+
+
+def test_sigterm_mid_training_then_resume_ends_bitwise_equal(dataset, tmp_path):
+    import os
+    import signal
+
+    straight = make_offline_trainer(offline_config(tmp_path / "a", dataset, steps=60, checkpoint_freq=1000))
+    straight.train()
+    stopped = make_offline_trainer(offline_config(tmp_path / "b", dataset, steps=60, checkpoint_freq=1000))
+    step = stopped.stepper.step
+
+    def stepping(*args):  # SIGTERM arrives during update 25; that update finishes, the run stops after it
+        if stopped.stepper.update_count == 24:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(*args)
+
+    stopped.stepper.step = stepping
+    stopped.train()
+    assert stopped.control.signal == signal.SIGTERM and load_checkpoint(tmp_path / "b" / "offline" / "checkpoints" / "latest.pt")["step"] == 25
+    make_offline_trainer(offline_config(tmp_path / "b", dataset, steps=60, checkpoint_freq=1000, resume=True)).train()
+    a = load_checkpoint(tmp_path / "a" / "offline" / "checkpoints" / "latest.pt")
+    b = load_checkpoint(tmp_path / "b" / "offline" / "checkpoints" / "latest.pt")
+    assert a["step"] == b["step"] == 60
+    for key, value in a["world_model"].items():
+        assert torch.equal(value, b["world_model"][key]), key

@@ -8,16 +8,16 @@ the task list; ``resume=true`` continues a run, ``mbdpo-finetune`` starts online
 """
 from __future__ import annotations
 
-import csv
 import math
-import signal
 import time
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
 import torch
+from tensordict import TensorDict
 from torchrl.record.loggers import get_logger
+from torchrl.trainers import Trainer
 from tqdm.auto import tqdm
 
 from ..data.task_sets import TASK_SETS
@@ -25,15 +25,14 @@ from ..data.tdmpc2_dataset import DatasetError, DatasetInfo, describe_dataset, l
 from ..envs import make_multitask_env
 from ..modules import MBDPOWorldModel
 from ..objectives.mbdpo import make_optimizers
-from .checkpoint import save_run_checkpoint
 from .config import TrainConfig, to_container
 from .distributed import DistContext, broadcast_state, init_distributed, make_gradient_averager, sync_running_stats
-from .evaluation import episode_success, evaluate
 from .agent import build_loss_and_actor, world_model_config
-from .run_control import rng_state as _rng_state, run_to_resume, set_rng_state as _set_rng_state
+from .evaluation import CsvLog, episode_success, evaluate, evaluation_seeds
+from .run_control import RunControl, RunInterrupted, named_seed, rng_state, run_to_resume, set_rng_state
 from .trainer import MBDPOOptimizationStepper
 
-__all__ = ["offline_tasks", "evaluate_tasks", "normalized_score", "OfflineTrainer", "make_offline_trainer"]
+__all__ = ["offline_tasks", "evaluate_tasks", "normalized_score", "UpdateClock", "OfflineTrainer", "make_offline_trainer"]
 
 
 def offline_tasks(task, info: DatasetInfo, exclude=()) -> list[str]:
@@ -66,19 +65,22 @@ def normalized_score(rows: list[dict]) -> float:
 
 @torch.no_grad()
 def evaluate_tasks(actor, task_names: list[str], tasks: list[str], obs_size: int, action_size: int, episodes: int,
-                   seed: int = 0, progress: bool = False) -> list[dict]:
-    """Planner returns of ``episodes`` episodes on each task, with success and the task's score."""
+                   seed: int = 0, progress: bool = False, check=None) -> list[dict]:
+    """Planner returns of ``episodes`` episodes on each task, with success and the task's score (``check``: as
+    :func:`~torchrl_mbdpo.trainers.evaluation.evaluate`'s)."""
     rows = []
     for task in tqdm(tasks, desc="evaluating tasks", disable=not progress, leave=False):
         env = make_multitask_env(task, task_names.index(task), obs_size, action_size, seed=seed)
         env.append_transform(actor.make_tensordict_primer())
         played = []
-        returns = evaluate(env, actor, episodes, env.task_spec.episode_length, transitions=played)
+        try:
+            returns = evaluate(env, actor, episodes, env.task_spec.episode_length, transitions=played, check=check)
+        finally:
+            env.close()
         success = episode_success(torch.cat([td.reshape(-1) for td in played]))
         reward = sum(returns) / len(returns)
         rows.append({"task": task, "episode_reward": reward, "episode_success": success,
                      "score": task_score(reward, success, env.task_spec.reports_success)})
-        env.close()
     return rows
 
 
@@ -91,30 +93,18 @@ class TaskEvalLog:
     def __init__(self, work_dir: Path):
         self.csv_path, self.tasks_path = work_dir / "eval.csv", work_dir / "eval_tasks.csv"
         self.png_path = work_dir / "eval_tasks.png"
-
-    @staticmethod
-    def _append(path: Path, fields: list[str], rows: list[dict]) -> None:
-        new = not path.exists()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerows(rows)
+        self.scores = CsvLog(self.csv_path, ["step", "normalized_score", "wall_time_s"])
+        self.per_task = CsvLog(self.tasks_path, self.TASK_FIELDS)
 
     def append(self, step: int, rows: list[dict], wall_time_s: float) -> float:
         score = normalized_score(rows)
-        self._append(self.tasks_path, self.TASK_FIELDS, [{"step": step, **r} for r in rows])
-        self._append(self.csv_path, ["step", "normalized_score", "wall_time_s"], [{"step": step, "normalized_score": score, "wall_time_s": wall_time_s}])
+        self.per_task.append([{"step": step, **r} for r in rows])
+        self.scores.append({"step": step, "normalized_score": score, "wall_time_s": wall_time_s})
         self.plot()
         return score
 
     def rows(self, path=None) -> list[dict]:
-        path = path or self.csv_path
-        if not path.exists():
-            return []
-        with open(path) as f:
-            return list(csv.DictReader(f))
+        return (self.per_task if path == self.tasks_path else self.scores).rows()
 
     def plot(self) -> None:
         import matplotlib
@@ -148,80 +138,125 @@ class TaskEvalLog:
 
     def truncate(self, step: int) -> None:
         """Drop rows written after ``step`` (a run killed after its last checkpoint)."""
-        for path in (self.csv_path, self.tasks_path):
-            if path.exists():
-                lines = path.read_text().splitlines(keepends=True)
-                path.write_text("".join(lines[:1] + [ln for ln in lines[1:] if int(ln.split(",", 1)[0]) <= step]))
+        self.scores.truncate(step)
+        self.per_task.truncate(step)
 
 
-class OfflineTrainer:
-    """The update loop of offline pretraining; see the module docstring."""
+class UpdateClock:
+    """The collector of an offline run, for TorchRL's ``Trainer`` loop: one empty batch per update (the loop
+    counts it as one frame), nothing collected. Its position is the run's update count."""
+
+    init_random_frames = 0
+
+    def __init__(self, total_updates: int):
+        self.total_frames = total_updates
+        self.frames = 0
+
+    def __iter__(self):
+        while self.frames < self.total_frames:
+            self.frames += 1
+            yield TensorDict(batch_size=[1])
+
+    def set_seed(self, seed, static_seed: bool = False):
+        return seed
+
+    def shutdown(self) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {"frames": self.frames}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.frames = state["frames"]
+
+
+class OfflineTrainer(Trainer):
+    """Offline pretraining as a ``torchrl.trainers.Trainer``: an :class:`UpdateClock` drives the loop, the
+    dataset's ``ReplayBuffer`` (``SliceSampler`` over episodes) gives each update its batch, the
+    :class:`~torchrl_mbdpo.trainers.trainer.MBDPOOptimizationStepper` makes it (gradients averaged over
+    processes under torchrun), and the run control of :mod:`.run_control` checkpoints, stops on signals and
+    resumes. Every update leaves the state resumable; evaluations run every ``eval_freq`` updates."""
 
     def __init__(self, cfg: TrainConfig, *, dataset, info: DatasetInfo, tasks, world_model, loss, actor, work_dir, dist: DistContext):
         self.cfg, self.dataset, self.info, self.tasks = cfg, dataset, info, tasks
         self.world_model, self.loss, self.actor, self.dist = world_model, loss, actor, dist
         self.work_dir = Path(work_dir)
         model_optim, pi_optim = make_optimizers(loss, lr=cfg.lr, enc_lr_scale=cfg.enc_lr_scale)
-        self.stepper = MBDPOOptimizationStepper(loss, model_optim, pi_optim, target_tau=cfg.tau, precision=cfg.precision,
-                                                grad_sync=make_gradient_averager(dist))
-        self.clip_norm = cfg.grad_clip_norm
+        stepper = MBDPOOptimizationStepper(loss, model_optim, pi_optim, target_tau=cfg.tau, precision=cfg.precision,
+                                           grad_sync=make_gradient_averager(dist))
+        logger = get_logger(cfg.logger, logger_name=str(self.work_dir / "logs"), experiment_name="mbdpo") if dist.is_main else None
+        super().__init__(collector=UpdateClock(cfg.steps), total_frames=cfg.steps, frame_skip=1, optim_steps_per_batch=1, loss_module=loss,
+                         optimization_stepper=stepper, logger=logger, progress_bar=cfg.progress and dist.is_main,
+                         save_trainer_interval=math.inf, log_interval=max(1, min(1000, cfg.eval_freq)), clip_norm=cfg.grad_clip_norm)
+        self.stepper = stepper
         self.eval_log = TaskEvalLog(self.work_dir)
-        self.logger = get_logger(cfg.logger, logger_name=str(self.work_dir / "logs"), experiment_name="mbdpo") if dist.is_main else None
-        self.step = 0
+        self.control = RunControl(self.work_dir, cfg.checkpoint_freq, self.checkpoint_state, unit="updates", writer=dist.is_main)
+        self.next_eval = 0
         self.last_eval: dict = {}
         self.stop_message = ""
-        self._signal = None
+        self._device = next(loss.parameters()).device
         self._t0 = time.time()
+        self.register_op("setup", self._evaluate_if_due)
+        self.register_op("process_optim_batch", self._sample)
+        self.register_op("post_optim", partial(sync_running_stats, dist, loss))
+        self.register_op("post_steps_log", self._after_update)
+        self.register_op("shutdown", self._on_shutdown)
 
-    # ----------------------------------------------------------------- loop
-    def train(self) -> None:
-        cfg = self.cfg
+    @property
+    def step(self) -> int:
+        return self.collected_frames
 
-        def request_stop(signum, _frame):
-            self._signal = signum
+    @property
+    def _signal(self):
+        return self.control.signal
 
-        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="offline updates", disable=not (cfg.progress and self.dist.is_main))
-        try:
-            if self.step == 0:
+    # ----------------------------------------------------------------- the loop's hooks
+    def _sample(self, _batch):
+        return self.dataset.sample().to(self._device)
+
+    def _after_update(self, _batch=None):
+        if self.stepper.skipped_in_a_row >= self.cfg.max_nonfinite:
+            self.stop_message = (f"Stopped at update {self.step}: {self.stepper.skipped_in_a_row} updates in a row had a non-finite "
+                                 "loss or gradient. Lower lr, or check the dataset with `mbdpo-dataset check`.")
+            self.request_stop(self.stop_message)
+            return
+        self._evaluate_if_due()
+        if self.step >= self.control.next_checkpoint:
+            self.control.point(self.step, keep_snapshot=False)
+            self.dist.barrier()
+
+    def _evaluate_if_due(self, _batch=None):
+        if self.step >= self.next_eval and not self._stop_training:
+            try:
                 self.run_evaluation()
-            log_every = max(1, min(1000, cfg.eval_freq))
-            while self.step < cfg.steps:
-                metrics = self.stepper.step(self, self.dataset.sample().to(cfg.device))
-                sync_running_stats(self.dist, self.loss)
-                self.step += 1
-                bar.update()
-                if self.stepper.skipped_in_a_row >= cfg.max_nonfinite:
-                    self.stop_message = (f"Stopped at update {self.step}: {self.stepper.skipped_in_a_row} updates in a row had a non-finite "
-                                         "loss or gradient. Lower lr, or check the dataset with `mbdpo-dataset check`.")
-                    break
-                if self.step % log_every == 0 and self.logger is not None:
-                    for key, value in metrics.items():
-                        self.logger.log_scalar(f"train/{key}", value.item(), step=self.step)
-                    bar.set_postfix(loss=f"{metrics['loss_model'].item():.3f}", score=self.last_eval.get("normalized_score", math.nan),
-                                    refresh=False)
-                if self.step % cfg.eval_freq == 0 or self.step == cfg.steps:
-                    self.run_evaluation()
-                if self._signal is not None:
-                    self.stop_message = f"Received signal {self._signal}: checkpoint written at update {self.step}, stopping."
-                    break
-                if self.step % cfg.checkpoint_freq == 0:
-                    self.save_checkpoint()
-        finally:
-            bar.close()
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-        self.save_checkpoint()
+            except RunInterrupted:
+                return  # abandoned; the checkpoint written on stop still owes it
+            self.next_eval = (self.step // self.cfg.eval_freq + 1) * self.cfg.eval_freq
+
+    def _on_shutdown(self):
+        if not self._stop_training and self.last_eval.get("step") != self.step:
+            self._evaluate_if_due()
+        if self.control.stop_requested:
+            self.stop_message = f"Received signal {self.control.signal}: checkpoint written at update {self.step}, stopping."
+        self.control.save()
+        self.dist.barrier()
         if self.stop_message and self.dist.is_main:
             print(self.stop_message, flush=True)
+
+    # ----------------------------------------------------------------- public
+    def train(self) -> None:
+        """Train, stopping after the current update (an evaluation is abandoned) with a checkpoint on SIGTERM/SIGINT."""
+        with self.control.handle_signals(self.request_stop):
+            super().train()
 
     def run_evaluation(self) -> dict:
         """Every trained task, ``eval_episodes`` episodes each, on the main process (the others wait)."""
         if self.cfg.eval_episodes > 0 and self.dist.is_main:
+            seeds = evaluation_seeds(self.cfg.seed, self.step)
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.cfg.seed * 1_000_003 + self.step)
+                torch.manual_seed(seeds.torch)
                 rows = evaluate_tasks(self.actor, self.info.tasks, self.tasks, self.world_model.cfg.obs_dim, self.world_model.cfg.action_dim,
-                                      self.cfg.eval_episodes, seed=self.cfg.seed + 10_000 + self.step, progress=self.cfg.progress)
+                                      self.cfg.eval_episodes, seed=seeds.env, progress=self.cfg.progress, check=self.control.check)
             score = self.eval_log.append(self.step, rows, round(time.time() - self._t0, 1))
             self.last_eval = {"step": self.step, "normalized_score": score, "tasks": rows}
             if self.logger is not None:
@@ -243,24 +278,31 @@ class OfflineTrainer:
             "world_model": self.world_model.state_dict(),
             "loss": self.loss.state_dict(),
             "optimizers": self.stepper.state_dict(),
-            "rng": _rng_state(),
+            "trainer": {"next_eval": self.next_eval, "run_control": self.control.state_dict()},
+            "rng": rng_state(),
         }
 
     def save_checkpoint(self):
-        if self.dist.is_main:
-            save_run_checkpoint(self.checkpoint_state(), self.work_dir, self.step)
+        path = self.control.save()
         self.dist.barrier()
+        return path
 
     def load_state(self, state: dict) -> None:
         self.world_model.load_state_dict(state["world_model"])
         self.loss.load_state_dict(state["loss"])
         self.stepper.load_state_dict(state["optimizers"])
-        self.step = state["step"]
+        self.collected_frames = self.collector.frames = state["step"]
+        trainer_state = state.get("trainer", {})  # absent in checkpoints of earlier versions
+        self.next_eval = trainer_state.get("next_eval", (self.step // self.cfg.eval_freq + 1) * self.cfg.eval_freq)
+        if "run_control" in trainer_state:
+            self.control.load_state_dict(trainer_state["run_control"])
+        else:
+            self.control.next_checkpoint = (self.step // self.cfg.checkpoint_freq + 1) * self.cfg.checkpoint_freq
         if self.dist.is_main:
-            self.eval_log.truncate(self.step)
+            self.eval_log.truncate(self.step if self.next_eval > self.step else self.step - 1)
         rows = self.eval_log.rows()
         self.last_eval = {"step": int(rows[-1]["step"]), "normalized_score": float(rows[-1]["normalized_score"])} if rows else {}
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
 
 
 def make_offline_trainer(cfg: TrainConfig) -> OfflineTrainer:
@@ -295,7 +337,7 @@ def make_offline_trainer(cfg: TrainConfig) -> OfflineTrainer:
     world_model = MBDPOWorldModel(wm_cfg)
     loss, actor = build_loss_and_actor(cfg, world_model, info.discounts())
     broadcast_state(dist, world_model)
-    torch.manual_seed(cfg.seed + 7919 * dist.rank)  # each process samples its own slices
+    torch.manual_seed(named_seed("data_parallel", cfg.seed, dist.rank))  # each process samples its own slices
     if dist.is_main:
         print(f"offline {cfg.algo}: {len(tasks)} task(s), {transitions_in(info, tasks):,} transitions, model_size={cfg.model_size} "
               f"({sum(p.numel() for p in world_model.parameters()):,} parameters), batch {cfg.batch_size} over {dist.world_size} "

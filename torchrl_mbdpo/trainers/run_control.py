@@ -104,10 +104,12 @@ class RunControl:
             multiple).
         state_fn: the run's whole state, as a checkpoint holds it (``step`` included).
         unit: what a step is, for messages.
+        writer: whether this process writes the files (data-parallel runs: the main process only).
     """
 
-    def __init__(self, work_dir, checkpoint_freq: int, state_fn: Callable[[], dict], unit: str = "step"):
+    def __init__(self, work_dir, checkpoint_freq: int, state_fn: Callable[[], dict], unit: str = "step", writer: bool = True):
         self.work_dir = Path(work_dir)
+        self.writer = writer
         self.checkpoint_freq = max(int(checkpoint_freq), 1)
         self.state_fn = state_fn
         self.unit = unit
@@ -155,7 +157,7 @@ class RunControl:
             self.next_checkpoint = (step // self.checkpoint_freq + 1) * self.checkpoint_freq
         if keep_snapshot:
             self._snapshot = self._copy_state()
-            if due:
+            if due and self.writer:
                 save_run_checkpoint(self._snapshot, self.work_dir, step)
         elif due:
             self.save(step)
@@ -175,6 +177,8 @@ class RunControl:
 
     def save(self, step: int | None = None) -> Path | None:
         """Write the current state (it must be resumable) to ``checkpoints/latest.pt``."""
+        if not self.writer:
+            return None
         state = self.state_fn()
         return save_run_checkpoint(state, self.work_dir, state["step"] if step is None else step)
 

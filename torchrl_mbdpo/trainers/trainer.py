@@ -80,14 +80,24 @@ class MBDPOOptimizationStepper(OptimizationStepper):
             self.skipped_in_a_row = 0
         return metrics
 
+    def _model_params(self) -> list:
+        return [p for group in self.optimizer_model.param_groups for p in group["params"]]
+
     def state_dict(self):
+        # Gradients left on model parameters by the policy step (multi-task: the task embedding, which the
+        # policy loss reaches but the actor optimiser does not hold) join the next model step, as in the
+        # official code; a checkpoint keeps them so a resumed run makes that step too.
+        leftover = {i: p.grad.clone() for i, p in enumerate(self._model_params()) if p.grad is not None}
         return {"update_count": self.update_count, "optimizer_model": self.optimizer_model.state_dict(),
                 "optimizer_actor": self.optimizer_actor.state_dict(), "skipped_total": self.skipped_total,
-                "skipped_in_a_row": self.skipped_in_a_row}
+                "skipped_in_a_row": self.skipped_in_a_row, "leftover_grads": leftover}
 
     def load_state_dict(self, state_dict):
         self.optimizer_model.load_state_dict(state_dict["optimizer_model"])
         self.optimizer_actor.load_state_dict(state_dict["optimizer_actor"])
+        leftover = state_dict.get("leftover_grads", {})
+        for i, p in enumerate(self._model_params()):
+            p.grad = leftover[i].to(p.device).clone() if i in leftover else None
         self.update_count = state_dict.get("update_count", 0)
         self.skipped_total = state_dict["skipped_total"]
         self.skipped_in_a_row = state_dict["skipped_in_a_row"]
