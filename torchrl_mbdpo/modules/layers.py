@@ -53,6 +53,8 @@ def autocast_precision(precision: str, device: torch.device | str):
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     device_type = torch.device(device).type
+    if precision == "fp32" and not torch.amp.is_autocast_available(device_type):
+        device_type = "cpu"  # a disabled context on a device without autocast (the meta device of the capture tests)
     return torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
@@ -168,7 +170,13 @@ class Ensemble(nn.Module):
     through ``torch.vmap`` (each member draws its own dropout mask), never a Python loop over heads.
 
     ``forward(*inputs, params=None)`` returns ``(num_members, *batch, out)``. Passing ``params``
-    (same layout as ``self.params``, e.g. target or detached copies) evaluates those weights instead.
+    (same layout as ``self.params``, e.g. target or detached copies, or a selection of heads) evaluates
+    those weights instead.
+
+    The members are called as ``torch.func.functional_call`` of a weightless skeleton (meta tensors) on a
+    flat ``{name: stacked tensor}`` dict read off ``params``: the call traces as one graph under
+    ``torch.compile`` (``TensorDict.to_module`` inside ``vmap`` does not), and the storage (one
+    ``TensorDictParams``, as TorchRL's ``TdMpc2QEnsemble``, updated in place by ``SoftUpdate``) is unchanged.
     """
 
     def __init__(self, modules: list[nn.Module]):
@@ -178,17 +186,24 @@ class Ensemble(nn.Module):
             skeleton = copy.deepcopy(modules[0])
         # Kept out of the module tree: it only provides the call structure (meta tensors, no state).
         self.__dict__["_skeleton"] = skeleton
+        # (key in ``params``, name in ``skeleton.named_parameters()``) of every stacked tensor.
+        self._names = tuple((key, key if isinstance(key, str) else ".".join(key))
+                            for key in self.params.keys(include_nested=True, leaves_only=True))
         self.num_members = len(modules)
         self._repr = str(modules[0])
 
-    def _call(self, params, *inputs):
-        with params.to_module(self._skeleton):
-            return self._skeleton(*inputs)
-
-    def forward(self, *inputs: torch.Tensor, params: TensorDict | None = None) -> torch.Tensor:
+    def flat_params(self, params: TensorDict | None = None) -> dict[str, torch.Tensor]:
+        """``{dotted name: stacked tensor}`` of ``params`` (default: the online weights)."""
         params = self.params if params is None else params
+        return {name: params.get(key) for key, name in self._names}
+
+    def _call(self, flat, *inputs):
+        return torch.func.functional_call(self._skeleton, flat, inputs)
+
+    def forward(self, *inputs: torch.Tensor, params: TensorDict | dict | None = None) -> torch.Tensor:
+        flat = params if isinstance(params, dict) else self.flat_params(params)
         in_dims = (0,) + (None,) * len(inputs)
-        return torch.vmap(self._call, in_dims, randomness="different")(params, *inputs)
+        return torch.vmap(self._call, in_dims, randomness="different")(flat, *inputs)
 
     def train(self, mode: bool = True):
         super().train(mode)
