@@ -9,14 +9,14 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-import helpers
-from torchrl_mbdpo.modules import DiffusionActor, MBDPOWorldModel, MPPIActor, PlannerConfig, WorldModelConfig
-from torchrl_mbdpo.modules import functional
+from torchrl_mbdpo.modules import DiffusionActor, MBDPOWorldModel, MPPIActor, PlannerConfig, WorldModelConfig, functional
 from torchrl_mbdpo.modules.capture import CaptureAudit, CaptureError
 from torchrl_mbdpo.modules.compile import CompileOptions, compile_report
 from torchrl_mbdpo.modules.mppi import MPPIConfig
 from torchrl_mbdpo.objectives import MBDPOLoss, TDMPC2Loss
 from torchrl_mbdpo.objectives.mbdpo import CompiledUpdate, make_optimizers, update
+
+import helpers
 
 OBS, ACT = helpers.OBS_DIM, helpers.ACTION_DIM
 VARIANTS = {

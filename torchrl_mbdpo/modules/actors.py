@@ -74,7 +74,9 @@ class _LatentPlanningActor(TensorDictModuleBase):
         ``torch._inductor.config.fallback_random = True`` makes the draws eager's). ``compile_report()`` of
         :mod:`torchrl_mbdpo.modules.compile` holds the first call's time. ``actor.compile_options = None`` plans eagerly again.
         """
-        self.compile_options = options if options is not None else CompileOptions(mode=mode, backend=backend, cudagraphs=cudagraphs, **kwargs)
+        if options is None:
+            options = CompileOptions(mode=mode, backend=backend, cudagraphs=cudagraphs, **kwargs)
+        self.compile_options = options
         self._compiled = {}
         schedule = getattr(self.planner, "schedule", None)
         if schedule is not None:

@@ -26,6 +26,7 @@ from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from tensordict.utils import NestedKey
 from torchrl.objectives import LossModule
 
+from ..modules.compile import CompileOptions, compiled, cuda_graph
 from ..modules.energy import EnergyNormalizer
 from ..modules.functional import (
     binary_contrastive_loss,
@@ -45,7 +46,6 @@ from ..modules.functional import (
     termination_loss,
     value_loss,
 )
-from ..modules.compile import CompileOptions, compiled, cuda_graph
 from ..modules.layers import autocast_precision
 from ..modules.planning import world_model_value
 from ..modules.scale import RunningScale
