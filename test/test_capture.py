@@ -153,7 +153,8 @@ def test_update_is_capture_safe(loss_cls, variant, num_q):
 
 
 def test_update_audit_fails_on_the_host_guard_and_a_cpu_step_counter():
-    """The update tests can fail: the Python-branch guard and a non-capturable Adam (CPU step counter) are caught."""
+    """The update tests can fail: the Python-branch guard and a non-capturable Adam (CPU step counter) are caught
+    (with non-capturable optimisers the default guard is the branch: a sync-free one would sync per parameter)."""
     with meta_device():
         loss, updater = tiny_loss()
         capturable = make_optimizers(loss, capturable=True)
@@ -162,7 +163,9 @@ def test_update_audit_fails_on_the_host_guard_and_a_cpu_step_counter():
     with capturable_on_meta(), pytest.raises(CaptureError, match="host synchronisation"), CaptureAudit("meta"):
         update(loss, batch, *capturable, updater, sync_free=False)
     with pytest.raises(CaptureError, match="on cpu"), CaptureAudit("meta"):
-        update(loss, batch, *plain, updater)
+        update(loss, batch, *plain, updater, sync_free=True)
+    with pytest.raises(CaptureError, match="host synchronisation"), CaptureAudit("meta"):
+        update(loss, batch, *plain, updater)  # the default with host step counters: the branch
 
 
 # ------------------------------------------------------------------------------------------ the sync-free guard

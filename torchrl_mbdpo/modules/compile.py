@@ -37,7 +37,8 @@ class CompileOptions:
     Args:
         mode: ``torch.compile``'s mode (``None``/``"default"``, ``"reduce-overhead"`` for CUDA graphs through
             Inductor's cudagraph trees, ``"max-autotune-no-cudagraphs"`` as the official MBDPO code, ...).
-        backend: ``torch.compile``'s backend (``"inductor"``; ``"aot_eager"`` or ``"eager"`` trace only).
+        backend: ``torch.compile``'s backend (``"inductor"``; ``"aot_eager"`` or ``"eager"`` trace only; ``None``: no
+            ``torch.compile`` at all, e.g. to capture the eager code with ``cudagraphs=True``).
         fullgraph: fail on a graph break instead of splitting the graph (the hot paths have none).
         dynamic: ``False`` (default) specialises on shapes: one graph per batch size, no symbolic shapes.
         cudagraphs: also capture with tensordict's ``CudaGraphModule`` (CUDA only; static input buffers,
@@ -83,7 +84,10 @@ class _Timed:
 
 
 def compiled(fn: Callable, name: str, options: CompileOptions) -> Callable:
-    """``torch.compile(fn)`` with ``options``; the first call's duration is reported under ``name``."""
+    """``torch.compile(fn)`` with ``options``; the first call's duration is reported under ``name``. With
+    ``options.backend=None``, ``fn`` itself (not compiled; its first call is still timed)."""
+    if options.backend is None:
+        return _Timed(fn, name)
     kwargs = dict(backend=options.backend, fullgraph=options.fullgraph, dynamic=options.dynamic)
     if options.mode is not None:
         kwargs["mode"] = options.mode

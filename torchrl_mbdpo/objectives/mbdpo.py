@@ -655,8 +655,9 @@ class UpdateStep:
     the whole step).
 
     The non-finite guard: a non-finite loss or gradient norm skips the step. With ``sync_free=False`` (the
-    default on CPU, where reading a flag costs nothing) a Python ``if`` on the flag skips the optimiser step,
-    as before; with ``sync_free=True`` (default elsewhere) the step runs and ``torch.where`` puts back the
+    default on CPU, where reading a flag costs nothing, and with non-capturable optimisers, whose step counters
+    live on the host anyway) a Python ``if`` on the flag skips the optimiser step, as before; with
+    ``sync_free=True`` (default off the CPU with capturable optimisers) the step runs and ``torch.where`` puts back the
     previous parameters, optimiser moments and step counts, target weights and running statistics (the
     values are the branch's, bit for bit; only the flag ``nonfinite_skipped`` says whether it skipped, as a
     tensor that nothing here reads).
@@ -735,8 +736,14 @@ class UpdateStep:
         return info.detach()
 
     # ------------------------------------------------------------------ the step
+    def _state_on_device(self) -> bool:
+        """Whether the optimisers keep their step counters on the parameters' device (capturable or fused Adam):
+        otherwise a sync-free restore copies device values into host tensors, a sync for every parameter."""
+        return all(g.get("capturable", False) or g.get("fused", False) for o in (self.model_optim, self.pi_optim) for g in o.param_groups)
+
     def resolve_sync_free(self, device: torch.device) -> bool:
-        sync_free = device.type != "cpu" if self.sync_free is None else self.sync_free
+        # Default: sync-free off the CPU where the optimiser state lives on the device; else one host read per step.
+        sync_free = (device.type != "cpu" and self._state_on_device()) if self.sync_free is None else self.sync_free
         if sync_free and not (_init_zero_state(self.model_optim) and _init_zero_state(self.pi_optim)):
             return False  # an optimiser without a known fresh state: this step reads the flag on the host
         return sync_free
@@ -780,7 +787,8 @@ class CompiledUpdate(UpdateStep):
     step (both backward passes and the optimiser steps included) is captured by tensordict's
     ``CudaGraphModule``: build the optimisers with ``make_optimizers(loss, capturable=True)`` for it. The
     returned ``info`` holds tensors on the update's device; ``info["nonfinite_skipped"]`` (1. for a skipped
-    step) is not read here. Shapes are static (``dynamic=False``): keep the batch size fixed.
+    step) is not read here. Shapes are static (``dynamic=False``): keep the batch size fixed. Off the CPU, Adam
+    optimisers built with ``capturable=False`` are switched to ``capturable=True`` at the first call.
 
     Keyword Args: see :class:`~torchrl_mbdpo.modules.compile.CompileOptions` (or pass ``options=``).
     """
@@ -798,13 +806,28 @@ class CompiledUpdate(UpdateStep):
         if not self.options.cudagraphs:
             return self.run(batch)
         if self._captured is None:
-            device = _device_of(batch, self.loss.latent_model)
-            if device.type == "cuda":
-                for group in self.model_optim.param_groups + self.pi_optim.param_groups:
-                    if not (group.get("capturable", False) or group.get("fused", False)):
-                        raise ValueError("cudagraphs=True needs capturable optimisers: make_optimizers(loss, capturable=True).")
             self._captured = cuda_graph(self.run, self.options, tensordict_io=True)
         return self._captured(batch)
+
+    def run(self, batch: TensorDictBase) -> TensorDictBase:
+        device = _device_of(batch, self.loss.latent_model)
+        if device.type != "cpu" and not self._state_on_device():
+            _make_capturable(self.model_optim)
+            _make_capturable(self.pi_optim)
+        return super().run(batch)
+
+
+def _make_capturable(optimizer: torch.optim.Optimizer) -> None:
+    """Switch an Adam to ``capturable=True`` in place: its step counters move to the parameters' device (the
+    same float32 values; a state dict loads into either form)."""
+    for group in optimizer.param_groups:
+        if group.get("capturable", False) or group.get("fused", False):
+            continue
+        group["capturable"] = True
+        for p in group["params"]:
+            step = optimizer.state.get(p, {}).get("step")
+            if isinstance(step, torch.Tensor):
+                optimizer.state[p]["step"] = step.to(device=p.device, dtype=torch.float32)
 
 
 def update(
@@ -826,8 +849,9 @@ def update(
     averages the gradients over processes there).
 
     A non-finite loss or gradient skips the update: the parameters, optimiser moments, running statistics and
-    target network keep their last values. ``sync_free`` (default: True off the CPU) skips it without reading
-    anything on the host (see :class:`UpdateStep`); the CPU default reads the flag (free there).
+    target network keep their last values. ``sync_free`` (default: True off the CPU with capturable optimisers,
+    ``make_optimizers(loss, capturable=True)``) skips it without reading anything on the host (see
+    :class:`UpdateStep`); otherwise the flag is read once per optimiser (free on the CPU).
 
     Returns detached scalars, under TorchRL's ``TdMpc2OptimizationStepper`` names where it has them: every
     weighted ``loss_*`` term, ``loss_model`` (their sum), ``loss_actor``, the metrics, ``model_grad_norm``,
