@@ -317,3 +317,18 @@ def test_compile_options_validate():
     with pytest.raises(ValueError, match="cudagraphs=True"):
         CompileOptions(mode="reduce-overhead", cudagraphs=True)
     assert CompileOptions(mode="default").mode is None
+
+
+def test_chunked_mish_equals_the_unchunked_composite_bit_for_bit():
+    """The CPU fast path of Mish runs large no-grad tensors in cache-sized row blocks: the same values, bit for bit."""
+    from torchrl_mbdpo.modules.layers import Mish
+
+    mish = Mish()
+    with torch.no_grad():
+        for shape in [(2304, 384), (5000, 7, 33), (300_000,)]:
+            x = torch.randn(*shape) * 5
+            assert x.numel() > 2 * Mish.CHUNK_NUMEL
+            q = x.clamp(max=20.0).exp_().add_(1.0)
+            expected = torch.addcdiv(x, x, q.mul_(q).add_(1.0), value=-2.0)
+            assert torch.equal(mish(x), expected)
+            torch.testing.assert_close(mish(x), torch.nn.functional.mish(x), atol=5e-6, rtol=0)
