@@ -11,6 +11,7 @@ from tensordict.utils import NestedKey
 from torchrl.data import Unbounded
 from torchrl.envs import TensorDictPrimer
 
+from .compile import CompileOptions, compiled, cuda_graph
 from .energy import EnergyNormalizer
 from .functional import warm_start_mean
 from .layers import autocast_precision, eval_mode
@@ -52,6 +53,32 @@ class _LatentPlanningActor(TensorDictModuleBase):
         self.multitask = world_model.cfg.multitask
         self.in_keys = [observation_key, plan_key, is_init_key] + (["task"] if self.multitask else [])
         self.out_keys = [action_key, next_key(plan_key)]
+        self.compile_options: CompileOptions | None = None
+        self._compiled: dict = {}
+
+    def compile_planner(self, mode: str | None = None, backend: str = "inductor", *, cudagraphs: bool = False,
+                        options: CompileOptions | None = None, **kwargs):
+        """Plan through ``torch.compile`` from now on (returns ``self``): ``actor.compile_planner()`` (Inductor),
+        ``actor.compile_planner("max-autotune-no-cudagraphs")`` (the official code's mode),
+        ``actor.compile_planner("reduce-overhead")`` (CUDA graphs through Inductor's cudagraph trees) or
+        ``actor.compile_planner(cudagraphs=True)`` (CUDA graphs through tensordict's ``CudaGraphModule``, one
+        per env count and exploration flag).
+
+        One group of envs (see :meth:`plan`) is one graph with no break and no host synchronisation: encoder,
+        warm start, every denoising (or MPPI) iteration unrolled, exploration noise. Exploring and greedy plans
+        are compiled apart (``plan(..., explore=...)``), as is each env count (``dynamic=False``); weight updates
+        do not recompile. Same plans as eager for the same random draws (with Inductor, up to its own RNG:
+        ``torch._inductor.config.fallback_random = True`` makes the draws eager's). ``compile_report()`` of
+        :mod:`torchrl_mbdpo.modules.compile` holds the first call's time. ``actor.compile_options = None`` plans eagerly again.
+        """
+        if options is None:
+            options = CompileOptions(mode=mode, backend=backend, cudagraphs=cudagraphs, **kwargs)
+        self.compile_options = options
+        self._compiled = {}
+        schedule = getattr(self.planner, "schedule", None)
+        if schedule is not None:
+            schedule()  # cache the schedule's floats now: a cache miss inside the trace would break the graph
+        return self
 
     @property
     def world_model(self):
@@ -87,6 +114,12 @@ class _LatentPlanningActor(TensorDictModuleBase):
                 for i in range(0, obs.shape[0], group)
             ]
             return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        if self.compile_options is not None:
+            return self._plan_compiled(obs, prev_plan, is_init, task, explore)
+        return self._plan_group(obs, prev_plan, is_init, task, explore)
+
+    def _plan_group(self, obs, prev_plan, is_init, task, explore: bool):
+        """One group of envs, planned at once (the unit that is compiled)."""
         wm = self.latent_model
         with autocast_precision(self.precision, obs.device):
             z0 = wm.encode_obs(obs, task)
@@ -94,6 +127,36 @@ class _LatentPlanningActor(TensorDictModuleBase):
             mean0 = warm_start_mean(prev_plan, is_init)
             action, plan = self._plan_latents(z0, mean0, task, wm.action_mask(task), explore)
         return action.clamp(-1, 1).to(prev_plan.dtype), plan.to(prev_plan.dtype)
+
+    # Two functions, so that the exploring and the greedy planner are two code objects with a compile cache each.
+    def _plan_exploring(self, obs, prev_plan, is_init, task=None):
+        return self._plan_group(obs, prev_plan, is_init, task, True)
+
+    def _plan_greedy(self, obs, prev_plan, is_init, task=None):
+        return self._plan_group(obs, prev_plan, is_init, task, False)
+
+    def _plan_compiled(self, obs, prev_plan, is_init, task, explore: bool):
+        options = self.compile_options
+        schedule = getattr(self.planner, "schedule", None)
+        if schedule is not None:
+            schedule()  # the planner config may have changed since compile_planner (a new entry, computed eagerly)
+        fn_key = bool(explore)
+        fn = self._compiled.get(fn_key)
+        if fn is None:
+            raw = self._plan_exploring if explore else self._plan_greedy
+            fn = self._compiled[fn_key] = compiled(raw, f"{type(self).__name__}.plan(explore={bool(explore)})", options)
+        args = (obs, prev_plan, is_init) if task is None else (obs, prev_plan, is_init, task)
+        if options.cudagraphs:
+            key = (fn_key, tuple(obs.shape), task is None, obs.device)
+            captured = self._compiled.get(key)
+            if captured is None:
+                captured = self._compiled[key] = cuda_graph(fn, options)
+            return captured(*args)
+        if options.uses_cudagraph_trees:
+            torch.compiler.cudagraph_mark_step_begin()
+            action, plan = fn(*args)
+            return action.clone(), plan.clone()  # cudagraph trees overwrite their outputs at the next replay
+        return fn(*args)
 
     def _plan_latents(self, z0, mean0, task, mask, explore):
         raise NotImplementedError
@@ -153,6 +216,7 @@ class DiffusionActor(_LatentPlanningActor):
                              f"{world_model.cfg.horizon}; planner.horizon={planner.horizon} does not match.")
         super().__init__(world_model, planner, discount, observation_key, max_batch_rows, precision, **keys)
         self.energy_norm = energy_norm if energy_norm is not None else world_model.energy_norm
+        planner.schedule()  # computed (on the CPU) and cached now, not inside the first plan
 
     def _rows_per_env(self) -> int:
         return self.planner.num_samples if self.planner.score_source == "mc" else 1

@@ -58,8 +58,10 @@ __all__ = [
     "termination_loss",
     "policy_loss",
     "percentile",
+    "random_q_pair",
     # TD-MPC2: MPPI
     "mppi_elite_moments",
+    "categorical_sample",
     # MBDPO: energy network
     "contrastive_pairs",
     "negative_candidates",
@@ -186,7 +188,8 @@ def discount_from_episode_length(
 def rho_weights(rho: float, horizon: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """Temporal weights ``rho^t``, ``t = 0..horizon-1``: errors further along the imagined rollout count less
     (TD-MPC2 §3.1, the ``lambda^t`` of its objective; official ``MBDPO/mbdpo.py:589-680``, ``rho = 0.5``)."""
-    return torch.pow(torch.as_tensor(rho, dtype=dtype, device=device), torch.arange(horizon, device=device, dtype=dtype))
+    # ``full``, not ``as_tensor``: a fill on the device, no host-to-device copy (CUDA-graph capture forbids one).
+    return torch.pow(torch.full((), rho, dtype=dtype, device=device), torch.arange(horizon, device=device, dtype=dtype))
 
 
 def td_target(
@@ -242,24 +245,50 @@ def policy_loss(q: torch.Tensor, scaled_entropy: torch.Tensor, rho: torch.Tensor
     return (per_step * rho).mean()
 
 
-def percentile(x: torch.Tensor, q: Sequence[float]) -> torch.Tensor:
+def percentile(x: torch.Tensor, q: Sequence[float] | torch.Tensor) -> torch.Tensor:
     """Percentiles ``q`` (in %) of ``x`` along its first dim, interpolated linearly between order statistics:
     the P5/P95 of TD-MPC2's running Q scale ``S <- lerp(S, max(P95 - P5, 1), tau)`` (TD-MPC2 §3.1 "moving
     5-95% percentiles"; official ``MBDPO/common/scale.py``).
 
     A line-for-line port of ``RunningScale._percentile``, float32 positions included; numerically it equals
-    ``torch.quantile(..., interpolation="linear")``. Returns ``(len(q), *x.shape[1:])``.
+    ``torch.quantile(..., interpolation="linear")``. ``q`` may be a tensor on ``x``'s device (as
+    :class:`~torchrl_mbdpo.modules.RunningScale` keeps it), so that no tensor is built from host data per call.
+    Returns ``(len(q), *x.shape[1:])``.
     """
     n = x.shape[0]
     ordered = torch.sort(x.reshape(n, -1), dim=0).values
-    positions = torch.tensor(list(q), dtype=torch.float32, device=x.device) * (n - 1) / 100
+    if isinstance(q, torch.Tensor):
+        q = q.to(device=x.device, dtype=torch.float32)
+    else:
+        q = torch.tensor(list(q), dtype=torch.float32, device=x.device)
+    positions = q * (n - 1) / 100
     floored = torch.floor(positions)
     ceiled = (floored + 1).clamp_max(n - 1)
     weight_ceiled = positions - floored
     weight_floored = 1.0 - weight_ceiled
     d0 = ordered[floored.long()] * weight_floored.unsqueeze(1)
     d1 = ordered[ceiled.long()] * weight_ceiled.unsqueeze(1)
-    return (d0 + d1).reshape(len(q), *x.shape[1:]).to(x.dtype)
+    return (d0 + d1).reshape(q.shape[0], *x.shape[1:]).to(x.dtype)
+
+
+def random_q_pair(num_q: int, device=None) -> torch.Tensor:
+    """Two distinct Q heads drawn uniformly, ``randperm(num_q)[:2]`` (TD-MPC2's ``Q(..., return_type="min"/"avg")``;
+    official ``MBDPO/common/world_model.py``). With two heads the pair is ``arange(2)``: every reduction over
+    the pair (min, mean) is symmetric, so this is the same distribution without a draw (and Inductor's
+    pattern matcher fails on ``randperm(2)``)."""
+    if num_q == 2:
+        return torch.arange(2, device=device)
+    return torch.randperm(num_q, device=device)[:2]
+
+
+def categorical_sample(weights: torch.Tensor) -> torch.Tensor:
+    """One index per row of ``weights`` ``(B, E)`` (non-negative, each row with a positive sum), drawn with
+    probability proportional to its weight: ``argmax(w / Exp(1))``, the exponential race (Gumbel-max in
+    disguise). It is the arithmetic of ``torch.multinomial(weights, 1)``'s one-sample path, same draws from
+    the same generator state, without its host-side validity check (``.item()``), which forbids CUDA-graph
+    capture. Returns ``(B,)`` long."""
+    q = torch.empty_like(weights).exponential_(1)
+    return (weights / q).argmax(-1)
 
 
 # --------------------------------------------------------------------------- MPPI (the TD-MPC2 baseline's planner)

@@ -53,6 +53,8 @@ def autocast_precision(precision: str, device: torch.device | str):
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     device_type = torch.device(device).type
+    if precision == "fp32" and not torch.amp.is_autocast_available(device_type):
+        device_type = "cpu"  # a disabled context on a device without autocast (the meta device of the capture tests)
     return torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
@@ -85,17 +87,35 @@ class Mish(nn.Module):
     ``x - 2x / ((1 + e^x)^2 + 1)``: one exponential instead of three transcendental functions, faster
     on CPU (README, benchmarks), equal within 2e-6. With autograd it is ``F.mish``, whose fused backward beats the
     composite one, and so it is below ``FAST_MIN_NUMEL`` elements, where the five calls of the composite
-    cost more than they save (one environment's score-network step). No parameters, so checkpoints are
-    unchanged."""
+    cost more than they save (one environment's score-network step). Above ``CHUNK_NUMEL`` elements the
+    composite runs on row blocks of that size, written into one output: its four passes then stay in the
+    CPU's cache (one pass over a few MB falls off a cliff there, slower than ``F.mish``), with the same values
+    bit for bit. No parameters, so checkpoints are unchanged."""
 
     FAST_MIN_NUMEL = 4096
+    CHUNK_NUMEL = 131072
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _REFERENCE or torch.is_grad_enabled() or x.numel() < self.FAST_MIN_NUMEL:
             return F.mish(x)
+        if (x.numel() > 2 * self.CHUNK_NUMEL and x.device.type == "cpu" and x.is_contiguous() and not torch.compiler.is_compiling()
+                and not torch._C._functorch.is_batchedtensor(x)):
+            flat = x.reshape(-1, x.shape[-1])
+            out = torch.empty_like(flat)
+            rows = max(1, self.CHUNK_NUMEL // x.shape[-1])
+            for block, block_out in zip(flat.split(rows), out.split(rows)):
+                self._composite(block, block_out)
+            return out.view(x.shape)
+        return self._composite(x)
+
+    @staticmethod
+    def _composite(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         # Clamping at 20 changes nothing in float32: there the result is already x.
         q = x.clamp(max=20.0).exp_().add_(1.0)
-        return torch.addcdiv(x, x, q.mul_(q).add_(1.0), value=-2.0)  # mul_, not square_: vmap has no rule for it
+        # mul_, not square_: vmap has no rule for it
+        if out is None:
+            return torch.addcdiv(x, x, q.mul_(q).add_(1.0), value=-2.0)
+        return torch.addcdiv(x, x, q.mul_(q).add_(1.0), value=-2.0, out=out)
 
 
 class NormedLinear(nn.Sequential):
@@ -168,7 +188,13 @@ class Ensemble(nn.Module):
     through ``torch.vmap`` (each member draws its own dropout mask), never a Python loop over heads.
 
     ``forward(*inputs, params=None)`` returns ``(num_members, *batch, out)``. Passing ``params``
-    (same layout as ``self.params``, e.g. target or detached copies) evaluates those weights instead.
+    (same layout as ``self.params``, e.g. target or detached copies, or a selection of heads) evaluates
+    those weights instead.
+
+    The members are called as ``torch.func.functional_call`` of a weightless skeleton (meta tensors) on a
+    flat ``{name: stacked tensor}`` dict read off ``params``: the call traces as one graph under
+    ``torch.compile`` (``TensorDict.to_module`` inside ``vmap`` does not), and the storage (one
+    ``TensorDictParams``, as TorchRL's ``TdMpc2QEnsemble``, updated in place by ``SoftUpdate``) is unchanged.
     """
 
     def __init__(self, modules: list[nn.Module]):
@@ -178,17 +204,24 @@ class Ensemble(nn.Module):
             skeleton = copy.deepcopy(modules[0])
         # Kept out of the module tree: it only provides the call structure (meta tensors, no state).
         self.__dict__["_skeleton"] = skeleton
+        # (key in ``params``, name in ``skeleton.named_parameters()``) of every stacked tensor.
+        self._names = tuple((key, key if isinstance(key, str) else ".".join(key))
+                            for key in self.params.keys(include_nested=True, leaves_only=True))
         self.num_members = len(modules)
         self._repr = str(modules[0])
 
-    def _call(self, params, *inputs):
-        with params.to_module(self._skeleton):
-            return self._skeleton(*inputs)
-
-    def forward(self, *inputs: torch.Tensor, params: TensorDict | None = None) -> torch.Tensor:
+    def flat_params(self, params: TensorDict | None = None) -> dict[str, torch.Tensor]:
+        """``{dotted name: stacked tensor}`` of ``params`` (default: the online weights)."""
         params = self.params if params is None else params
+        return {name: params.get(key) for key, name in self._names}
+
+    def _call(self, flat, *inputs):
+        return torch.func.functional_call(self._skeleton, flat, inputs)
+
+    def forward(self, *inputs: torch.Tensor, params: TensorDict | dict | None = None) -> torch.Tensor:
+        flat = params if isinstance(params, dict) else self.flat_params(params)
         in_dims = (0,) + (None,) * len(inputs)
-        return torch.vmap(self._call, in_dims, randomness="different")(params, *inputs)
+        return torch.vmap(self._call, in_dims, randomness="different")(flat, *inputs)
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from .functional import mppi_elite_moments
+from .functional import categorical_sample, mppi_elite_moments
 
 __all__ = ["MPPIConfig", "mppi_sample"]
 
@@ -81,6 +81,6 @@ def mppi_sample(
         mean, std, elites, weights = mppi_elite_moments(values, candidates, cfg.num_elites, cfg.temperature, cfg.min_std, cfg.max_std)
         if mask_h is not None:
             mean, std = mean * mask_h, std * mask_h
-    choice = torch.multinomial(weights, 1).squeeze(1)
+    choice = categorical_sample(weights)  # torch.multinomial(weights, 1)'s draw, without its host sync
     plan = elites[torch.arange(B, device=elites.device), choice]
     return plan, mean, std

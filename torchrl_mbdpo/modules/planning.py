@@ -56,10 +56,24 @@ class PlannerConfig:
                 f"planner.num_pi_trajs={self.num_pi_trajs} must lie in [0, num_samples={self.num_samples}]"
             )
 
-    def schedule(self) -> tuple[list[float], list[float]]:
-        """``(alphas, alphas_cumprod)`` as Python floats, so indexing them in the loop never syncs."""
-        alphas, abar = diffusion_schedule(self.steps, self.beta0, self.betaT)
-        return alphas.double().tolist(), abar.double().tolist()
+    def schedule(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(alphas, alphas_cumprod)`` as Python floats, so indexing them in the loop never syncs. Computed once
+        per ``(steps, beta0, betaT)`` (on the CPU, whatever the default device) and cached: a plan reads
+        constants, with no ``.tolist()`` (a graph break under ``torch.compile``, a sync on a GPU)."""
+        return cached_schedule(self.steps, self.beta0, self.betaT)
+
+
+_SCHEDULES: dict[tuple, tuple[tuple[float, ...], tuple[float, ...]]] = {}
+
+
+def cached_schedule(steps: int, beta0: float, betaT: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """:func:`~.functional.diffusion_schedule` as two tuples of Python floats (float32 values), cached."""
+    key = (int(steps), float(beta0), float(betaT))
+    if key not in _SCHEDULES:
+        with torch.device("cpu"):
+            alphas, abar = diffusion_schedule(*key)
+        _SCHEDULES[key] = (tuple(alphas.double().tolist()), tuple(abar.double().tolist()))
+    return _SCHEDULES[key]
 
 
 def _expand_mask(mask, shape):

@@ -22,10 +22,12 @@ class RunningScale(nn.Module):
         self.tau = tau
         self.percentiles = tuple(percentiles)
         self.register_buffer("value", torch.ones(1))
+        # On the module's device, so that an update builds no tensor from host data (not saved: it is config).
+        self.register_buffer("_percentiles", torch.tensor(self.percentiles, dtype=torch.float32), persistent=False)
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
-        low, high = percentile(x.detach(), self.percentiles)
+        low, high = percentile(x.detach(), self._percentiles)
         new = torch.lerp(self.value, torch.clamp(high - low, min=1.0).reshape(-1)[:1].to(self.value), self.tau)
         self.value.copy_(torch.where(torch.isfinite(new), new, self.value))
 

@@ -21,7 +21,7 @@ from tensordict.utils import NestedKey
 from torch import nn
 
 from .energy import EnergyNormalizer
-from .functional import PolicySample, make_bins, timestep_embedding, two_hot_inv
+from .functional import PolicySample, make_bins, random_q_pair, timestep_embedding, two_hot_inv
 from .layers import TaskConditioned, mlp, weight_init, zero_last_layer
 
 __all__ = ["TorchRLComponents", "EnergyNetwork", "make_energy_network", "make_score_network", "make_termination_head", "next_key"]
@@ -202,7 +202,7 @@ class TorchRLComponents(nn.Module):
 
     def q_value(self, z, a, task=None, reduce: str = "avg", pair: torch.Tensor | None = None, source: str = "online"):
         if pair is None:
-            pair = torch.randperm(self.cfg.num_q, device=z.device)[:2]
+            pair = random_q_pair(self.cfg.num_q, z.device)
         q = two_hot_inv(self.q_logits(z, a, task, source=source, heads=pair), self.bins)
         return q.min(0).values if reduce == "min" else q.mean(0)
 

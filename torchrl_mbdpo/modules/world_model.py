@@ -17,7 +17,7 @@ from torch import nn
 from torchrl.modules import WorldModel
 
 from .energy import EnergyNormalizer
-from .functional import PolicySample, gaussian_tanh_policy, make_bins, timestep_embedding, two_hot_inv
+from .functional import PolicySample, gaussian_tanh_policy, make_bins, random_q_pair, timestep_embedding, two_hot_inv
 from .layers import Ensemble, PixelEncoder, SimNorm, TaskConditioned, eval_mode, mlp, using_reference_kernels, weight_init, zero_last_layer
 
 __all__ = ["MODEL_SIZES", "resolve_model_size", "WorldModelConfig", "MBDPOWorldModel"]
@@ -226,15 +226,17 @@ class MBDPOWorldModel(WorldModel):
         """Logits of the Q heads, ``(num_heads, *batch, num_bins)``, from the weights of ``source`` (as TorchRL's
         ``TdMpc2QEnsemble``): ``"online"``, ``"detached"`` (online values, no gradient to them) or ``"target"``
         (the Polyak copy, always without dropout). ``heads`` selects heads (all by default)."""
+        ensemble = self.qs.module.net
         if source == "online":
-            params = self.q_params
+            params = ensemble.flat_params(self.q_params)
         elif source == "detached":
-            params = self.q_params.detach()
+            params = {name: p.detach() for name, p in ensemble.flat_params(self.q_params).items()}
         elif source == "target":
-            params = self.target_q_params
+            params = ensemble.flat_params(self.target_q_params)
         else:
             raise ValueError(f"source must be one of {self.Q_SOURCES}, got {source!r}")
-        params = params if heads is None else params[heads]
+        if heads is not None:
+            params = {name: p[heads] for name, p in params.items()}
         if source == "target":
             with eval_mode(self.qs):
                 return self.qs.module(z, a, *self.task_args(task), params=params)
@@ -245,7 +247,7 @@ class MBDPOWorldModel(WorldModel):
 
         Only the two selected heads are evaluated."""
         if pair is None:
-            pair = torch.randperm(self.cfg.num_q, device=z.device)[:2]
+            pair = random_q_pair(self.cfg.num_q, z.device)
         q = two_hot_inv(self.q_logits(z, a, task, source=source, heads=pair), self.bins)
         return q.min(0).values if reduce == "min" else q.mean(0)
 
@@ -273,11 +275,13 @@ class MBDPOWorldModel(WorldModel):
         if cfg.multitask:
             fixed = fixed + F.linear(self.task_emb(self.task_args(task)[0].reshape(z.shape[:-1]).long()), w_task)
         tau_terms = F.linear(timestep_embedding(torch.arange(num_taus, device=z.device), cfg.time_embed_dim), w_tau)
-        rest = nn.Sequential(*list(net[0])[1:], *list(net)[1:])
+        rest = list(net[0])[1:] + list(net)[1:]  # the layers after the first Linear (no new Module: compile-friendly)
 
         def score_fn(x, tau: int):
             h = torch.addmm(fixed + tau_terms[tau], x.flatten(-2), w_x.t())
-            return rest(h).unflatten(-1, x.shape[-2:])
+            for layer in rest:
+                h = layer(h)
+            return h.unflatten(-1, x.shape[-2:])
 
         return score_fn
 

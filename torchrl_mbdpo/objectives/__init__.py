@@ -27,7 +27,7 @@ from ..modules.functional import (
 )
 from ..modules.scale import RunningScale
 from .dmo import DMOLoss
-from .mbdpo import MBDPOLoss, TDMPC2Loss, make_optimizers, update
+from .mbdpo import CompiledUpdate, MBDPOLoss, TDMPC2Loss, UpdateStep, make_optimizers, update
 
 __all__ = [
     "DMOLoss",
@@ -38,6 +38,8 @@ __all__ = [
     "value_regression_loss",
     "MBDPOLoss",
     "TDMPC2Loss",
+    "CompiledUpdate",
+    "UpdateStep",
     "make_optimizers",
     "update",
     "RunningScale",
