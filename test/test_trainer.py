@@ -149,3 +149,11 @@ def test_command_line_bad_input_gets_one_clear_error(tmp_path, args, message, cl
 def test_eval_of_missing_checkpoint_says_how_to_fix(tmp_path, cli):
     out = cli("eval_main", f"checkpoint={tmp_path / 'nope.pt'}")
     assert out.returncode == 2 and "No checkpoint at" in out.stderr
+
+
+def test_compile_true_compiles_the_planner_and_the_update(tiny_config):
+    trainer = make_trainer(tiny_config(compile=True, compile_mode="max-autotune-no-cudagraphs"))
+    assert trainer.planner.compile_options.mode == "max-autotune-no-cudagraphs"
+    assert trainer.optimization_stepper.compile_options is trainer.planner.compile_options
+    eager = make_trainer(tiny_config(root=None, work_dir=str(trainer.run.work_dir) + "-eager"))
+    assert eager.planner.compile_options is None and eager.optimization_stepper.compile_options is None

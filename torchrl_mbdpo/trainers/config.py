@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any, List, Optional
 
+from ..modules.compile import CompileOptions
 from ..modules.mppi import MPPIConfig
 from ..modules.planning import PlannerConfig
 
@@ -140,6 +141,10 @@ class TrainConfig:
     def active_planner(self) -> PlannerConfig | MPPIConfig:
         """The planner settings of ``algo`` (their ``horizon`` is the world model's and the slices')."""
         return self.mppi if self.algo == "tdmpc2" else self.planner
+
+    def compile_options(self) -> CompileOptions | None:
+        """How the planner and the update are compiled (``compile=true``), or ``None`` for eager."""
+        return CompileOptions(mode=self.compile_mode, cudagraphs=self.cudagraphs) if self.compile else None
 
 
 @dataclass

@@ -182,8 +182,11 @@ class OfflineTrainer(Trainer):
         self.world_model, self.loss, self.actor, self.dist = world_model, loss, actor, dist
         self.work_dir = Path(work_dir)
         model_optim, pi_optim = make_optimizers(loss, lr=cfg.lr, enc_lr_scale=cfg.enc_lr_scale)
+        compile_options = cfg.compile_options()
+        if compile_options is not None:
+            actor.compile_planner(options=compile_options)
         stepper = MBDPOOptimizationStepper(loss, model_optim, pi_optim, target_tau=cfg.tau, precision=cfg.precision,
-                                           grad_sync=make_gradient_averager(dist))
+                                           grad_sync=make_gradient_averager(dist), compile_options=compile_options)
         logger = get_logger(cfg.logger, logger_name=str(self.work_dir / "logs"), experiment_name="mbdpo") if dist.is_main else None
         super().__init__(collector=UpdateClock(cfg.steps), total_frames=cfg.steps, frame_skip=1, optim_steps_per_batch=1, loss_module=loss,
                          optimization_stepper=stepper, logger=logger, progress_bar=cfg.progress and dist.is_main,

@@ -34,7 +34,7 @@ from ..data import TRANSITION_KEYS, EpisodeWriter, make_replay_buffer
 from ..envs import make_env, observation_size
 from ..modules import PolicyPriorActor
 from ..objectives import MBDPOLoss
-from ..objectives.mbdpo import make_optimizers, update
+from ..objectives.mbdpo import CompiledUpdate, make_optimizers, update
 from .agent import build_agent
 from .config import TrainConfig, default_work_dir, to_container
 from .diagnostics import action_drift, td_error
@@ -55,7 +55,7 @@ class MBDPOOptimizationStepper(OptimizationStepper):
     ``actor_grad_norm``, ...) plus MBDPO's terms (``loss_energy``, ``loss_score``, ...)."""
 
     def __init__(self, loss_module: MBDPOLoss, optimizer_model, optimizer_actor, *, target_tau: float = 0.01,
-                 zero_grad_set_to_none: bool = True, precision: str = "fp32", grad_sync=None):
+                 zero_grad_set_to_none: bool = True, precision: str = "fp32", grad_sync=None, compile_options=None):
         if not 0 <= target_tau <= 1:
             raise ValueError(f"target_tau must be in [0, 1], got {target_tau!r}.")
         model_ids = {id(p) for group in optimizer_model.param_groups for p in group["params"]}
@@ -64,20 +64,38 @@ class MBDPOOptimizationStepper(OptimizationStepper):
         self.loss_module, self.optimizer_model, self.optimizer_actor = loss_module, optimizer_model, optimizer_actor
         self.target_tau, self.precision, self.grad_sync = float(target_tau), precision, grad_sync
         self.target_updater = SoftUpdate(loss_module, tau=target_tau)
+        self.compile_options = compile_options  # CompileOptions: the update runs as a CompiledUpdate
+        self._compiled = None
         self.update_count = 0
-        self.skipped_total = 0
-        self.skipped_in_a_row = 0
+        # Kept as tensors on the update's device and read only when asked (``skipped_in_a_row``), so that a
+        # compiled or captured update is not synchronised with the host after every step.
+        self._skipped_total = self._in_a_row = None
+
+    @property
+    def skipped_total(self) -> int:
+        return 0 if self._skipped_total is None else int(self._skipped_total.item())
+
+    @property
+    def skipped_in_a_row(self) -> int:
+        return 0 if self._in_a_row is None else int(self._in_a_row.item())
 
     def step(self, trainer, sub_batch):
         clip_norm = getattr(trainer, "clip_norm", None)
-        metrics = update(self.loss_module, sub_batch, self.optimizer_model, self.optimizer_actor, self.target_updater,
-                         20.0 if clip_norm is None else clip_norm, self.precision, self.grad_sync)
-        self.update_count += 1
-        if metrics["nonfinite_skipped"].item():
-            self.skipped_total += 1
-            self.skipped_in_a_row += 1
+        clip_norm = 20.0 if clip_norm is None else clip_norm
+        if self.compile_options is not None:
+            if self._compiled is None:
+                self._compiled = CompiledUpdate(self.loss_module, self.optimizer_model, self.optimizer_actor, self.target_updater, clip_norm,
+                                                self.precision, self.grad_sync, options=self.compile_options)
+            metrics = self._compiled(sub_batch)
         else:
-            self.skipped_in_a_row = 0
+            metrics = update(self.loss_module, sub_batch, self.optimizer_model, self.optimizer_actor, self.target_updater, clip_norm,
+                             self.precision, self.grad_sync)
+        self.update_count += 1
+        skipped = metrics["nonfinite_skipped"].detach().clone()
+        if self._in_a_row is None:
+            self._skipped_total, self._in_a_row = torch.zeros_like(skipped), torch.zeros_like(skipped)
+        self._skipped_total += skipped
+        self._in_a_row = skipped * (self._in_a_row + 1)
         return metrics
 
     def _model_params(self) -> list:
@@ -99,8 +117,9 @@ class MBDPOOptimizationStepper(OptimizationStepper):
         for i, p in enumerate(self._model_params()):
             p.grad = leftover[i].to(p.device).clone() if i in leftover else None
         self.update_count = state_dict.get("update_count", 0)
-        self.skipped_total = state_dict["skipped_total"]
-        self.skipped_in_a_row = state_dict["skipped_in_a_row"]
+        device = next(self.loss_module.parameters()).device
+        self._skipped_total = torch.tensor(float(state_dict["skipped_total"]), device=device)
+        self._in_a_row = torch.tensor(float(state_dict["skipped_in_a_row"]), device=device)
 
 
 def _model_parts(module) -> tuple:
@@ -281,7 +300,8 @@ class MBDPOTrainer(Trainer):
     def _sample(self, _batch):
         # A stop request (signal, non-finite updates) ends the updates of this batch; the ones still owed
         # stay in ``pending_updates``, so a checkpoint taken now resumes them.
-        too_many_nonfinite = self.max_nonfinite and self.optimization_stepper.skipped_in_a_row >= self.max_nonfinite
+        # Per update on CPU (free); off the CPU once per batch (below), not to synchronise every update.
+        too_many_nonfinite = self.max_nonfinite and self._device.type == "cpu" and self.optimization_stepper.skipped_in_a_row >= self.max_nonfinite
         if self._stop_training or too_many_nonfinite or not self.pending_updates:
             raise StopIteration
         self.pending_updates -= 1
@@ -555,8 +575,13 @@ def make_trainer(cfg: TrainConfig, *, env_maker=None, agent=None, task_names=Non
     first_steps = state["config"]["steps"] if state is not None else cfg.steps
     replay_buffer = make_replay_buffer(cfg.active_planner().horizon, cfg.batch_size, min(cfg.buffer_size, max(first_steps, 1)))
     writer = EpisodeWriter(replay_buffer, TRANSITION_KEYS + (["task"] if world_model.cfg.multitask else []), deferred=True)
-    model_optim, pi_optim = make_optimizers(loss, lr=cfg.lr, enc_lr_scale=cfg.enc_lr_scale)
-    stepper = MBDPOOptimizationStepper(loss, model_optim, pi_optim, target_tau=cfg.tau, precision=cfg.precision)
+    model_optim, pi_optim = make_optimizers(loss, lr=cfg.lr, enc_lr_scale=cfg.enc_lr_scale,
+                                            capturable=cfg.compile and not cfg.device.startswith("cpu"))
+    compile_options = cfg.compile_options()
+    if compile_options is not None:
+        actor.compile_planner(options=compile_options)
+    stepper = MBDPOOptimizationStepper(loss, model_optim, pi_optim, target_tau=cfg.tau, precision=cfg.precision,
+                                       compile_options=compile_options)
     logger = get_logger(cfg.logger, logger_name=str(work_dir / "logs"), experiment_name="mbdpo")
     trainer = MBDPOTrainer(
         collector=collector, total_frames=cfg.steps, loss_module=loss, planner=actor, optimization_stepper=stepper,
