@@ -225,3 +225,14 @@ def run_cli(main: str, *args, cwd, timeout: float | None = None) -> subprocess.C
     env = {**os.environ, "MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-c", f"from torchrl_mbdpo.cli import {main}; {main}()", *args],
                           cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+# ------------------------------------------------------------------------------------------ DMO in a pixel world model (Push-T)
+TINY_PLAY = dict(episodes=4, image_size=16, episode_length=12, seed=0)  # 48 transitions of 16x16 frames
+
+
+def write_tiny_play_data(path, **overrides):
+    """A tiny Push-T play dataset (:data:`TINY_PLAY`: 4 episodes of 12 steps, 16x16 frames) in ``path``."""
+    from torchrl_mbdpo.dmo.play_data import write_play_dataset
+
+    return write_play_dataset(path, **{**TINY_PLAY, **overrides}, progress=False)

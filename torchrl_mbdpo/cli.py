@@ -1,5 +1,5 @@
 """Console scripts ``mbdpo-train``, ``mbdpo-eval``, ``mbdpo-compare``, ``mbdpo-finetune``,
-``mbdpo-dataset``, ``mbdpo-import`` and ``mbdpo-export`` (Hydra overrides: ``key=value``, ``planner.steps=5``)."""
+``mbdpo-dataset``, ``mbdpo-import``, ``mbdpo-export`` and ``mbdpo-dmo`` (Hydra overrides: ``key=value``, ``planner.steps=5``)."""
 from __future__ import annotations
 
 import os
@@ -71,6 +71,12 @@ def _register():
     ConfigStore.instance().store(name="mbdpo_dataset_schema", node=DatasetConfig)
     ConfigStore.instance().store(name="mbdpo_import_schema", node=ImportConfig)
     ConfigStore.instance().store(name="mbdpo_export_schema", node=ExportConfig)
+
+
+def _register_dmo():
+    from .dmo.play_data import PlayDataConfig
+
+    ConfigStore.instance().store(name="mbdpo_dmo_dataset_schema", node=PlayDataConfig)
 
 
 def _fail(err: Exception):
@@ -409,3 +415,32 @@ def dataset_main():
         sys.argv[1] = f"action={sys.argv[1]}"
     _register()
     hydra.main(config_path="config", config_name="dataset", version_base="1.3")(_dataset)()
+
+
+# ------------------------------------------------------------------------------------------ mbdpo-dmo
+DMO_COMMANDS = ("dataset",)
+
+
+def _dmo_dataset(cfg: DictConfig) -> None:
+    from .dmo.play_data import PlayDatasetError, write_play_dataset
+
+    try:
+        info = write_play_dataset(cfg.out, cfg.episodes, image_size=cfg.image_size, episode_length=cfg.episode_length,
+                                  scripted_fraction=cfg.scripted_fraction, noise=cfg.noise, seed=cfg.seed, progress=cfg.progress)
+    except (ValueError, PlayDatasetError) as err:
+        _fail(err)
+    behaviours = ", ".join(f"{n} {name}" for name, n in info.behaviours.items())
+    print(f"play dataset written to {cfg.out}: {info.episodes} episodes ({behaviours}), {info.transitions} transitions, "
+          f"{info.image_size}x{info.image_size} frames, {info.seconds:.1f} s")
+
+
+def dmo_main():
+    """``mbdpo-dmo dataset out=<dir> episodes=N`` (Push-T play data)."""
+    command = sys.argv[1] if len(sys.argv) > 1 else None
+    if command not in DMO_COMMANDS:
+        print(f"usage: mbdpo-dmo {{{'|'.join(DMO_COMMANDS)}}} key=value ...  (got {command!r})", file=sys.stderr)
+        sys.exit(2)
+    del sys.argv[1]
+    _register_dmo()
+    task = {"dataset": _dmo_dataset}[command]
+    hydra.main(config_path="config", config_name=f"dmo_{command}", version_base="1.3")(task)()
