@@ -236,3 +236,20 @@ def write_tiny_play_data(path, **overrides):
     from torchrl_mbdpo.dmo.play_data import write_play_dataset
 
     return write_play_dataset(path, **{**TINY_PLAY, **overrides}, progress=False)
+
+
+def tiny_diffusion_config(**overrides):
+    """A 16x16, two-level, 8/16-channel diffusion world model conditioned on 2 frames."""
+    from torchrl_mbdpo.dmo.diffusion import DiffusionConfig
+
+    return DiffusionConfig(**{**dict(image_size=16, context=2, channels=(8, 16), norm_groups=4), **overrides})
+
+
+def tiny_world_model_train_config(data, work_dir, **overrides):
+    """:class:`WorldModelTrainConfig` of a seconds-long run of the tiny model on ``data`` (1 held-out episode)."""
+    from torchrl_mbdpo.dmo.world_model_training import WorldModelTrainConfig
+
+    arch = dict(context=2, channels=[8, 16], norm_groups=4)
+    run = dict(updates=6, batch_size=4, held_out=1, held_out_windows=4, eval_freq=3, checkpoint_freq=3, frames_every=2,
+               frames_steps=6, progress=False)
+    return WorldModelTrainConfig(data=str(data), work_dir=str(work_dir), **{**arch, **run, **overrides})

@@ -75,8 +75,10 @@ def _register():
 
 def _register_dmo():
     from .dmo.play_data import PlayDataConfig
+    from .dmo.world_model_training import WorldModelTrainConfig
 
     ConfigStore.instance().store(name="mbdpo_dmo_dataset_schema", node=PlayDataConfig)
+    ConfigStore.instance().store(name="mbdpo_dmo_world_model_schema", node=WorldModelTrainConfig)
 
 
 def _fail(err: Exception):
@@ -418,7 +420,7 @@ def dataset_main():
 
 
 # ------------------------------------------------------------------------------------------ mbdpo-dmo
-DMO_COMMANDS = ("dataset",)
+DMO_COMMANDS = ("dataset", "world_model")
 
 
 def _dmo_dataset(cfg: DictConfig) -> None:
@@ -434,13 +436,37 @@ def _dmo_dataset(cfg: DictConfig) -> None:
           f"{info.image_size}x{info.image_size} frames, {info.seconds:.1f} s")
 
 
+def _dmo_world_model(cfg: DictConfig) -> None:
+    from .dmo.diffusion import ArchitectureError
+    from .dmo.play_data import PlayDatasetError
+    from .dmo.world_model_training import WorldModelTrainer
+    from .trainers.checkpoint import CheckpointError
+
+    try:
+        trainer = WorldModelTrainer(OmegaConf.to_object(cfg))
+    except (ValueError, PlayDatasetError, CheckpointError, ArchitectureError, ImportError) as err:
+        _fail(err)
+    n = sum(p.numel() for p in trainer.model.parameters())
+    m = trainer.model_cfg
+    print(f"world model ({n / 1e6:.2f}M parameters, {m.image_size}x{m.image_size}, k={m.context}, {m.num_steps} denoising steps) "
+          f"on {trainer.dataset.path}: {len(trainer.train_episodes)} train / {len(trainer.held_out_episodes)} held-out episodes, "
+          f"updates {trainer.update} -> {trainer.cfg.updates}, work_dir={trainer.work_dir}", flush=True)
+    last = trainer.train()
+    if trainer.stop_message:
+        print(trainer.stop_message, file=sys.stderr)
+        sys.exit(128 + trainer._signal)
+    print(f"update {last.get('update')}: held-out loss {last.get('held_out_loss')}; checkpoint {trainer.checkpoint_path}; "
+          f"loss curve {trainer.work_dir / 'loss.png'}; frames {trainer.checkpoint_path.parent / 'frames.png'}", flush=True)
+
+
 def dmo_main():
-    """``mbdpo-dmo dataset out=<dir> episodes=N`` (Push-T play data)."""
+    """``mbdpo-dmo dataset out=<dir> episodes=N`` (Push-T play data) / ``mbdpo-dmo world_model data=<dir> [work_dir=...]``
+    (the diffusion world model)."""
     command = sys.argv[1] if len(sys.argv) > 1 else None
     if command not in DMO_COMMANDS:
         print(f"usage: mbdpo-dmo {{{'|'.join(DMO_COMMANDS)}}} key=value ...  (got {command!r})", file=sys.stderr)
         sys.exit(2)
     del sys.argv[1]
     _register_dmo()
-    task = {"dataset": _dmo_dataset}[command]
+    task = {"dataset": _dmo_dataset, "world_model": _dmo_world_model}[command]
     hydra.main(config_path="config", config_name=f"dmo_{command}", version_base="1.3")(task)()

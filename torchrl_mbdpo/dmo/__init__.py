@@ -4,11 +4,17 @@ simulator in the loop (Amigo et al., "Coupled Local and Global World Models for 
 The pipeline's parts live together in this package, in the order they run:
 
 - :mod:`.play_data`: a play dataset of image episodes of the real Push-T env (random and noisy scripted
-  pushing), written into a TorchRL memory-mapped storage on disk, and its loader.
+  pushing), written into a TorchRL memory-mapped storage on disk, and its loader;
+- :mod:`.functional`: the EDM equations (preconditioning, noise levels, sampler) of the global model;
+- :mod:`.diffusion`: the global world model, a DIAMOND-style EDM diffusion model of the next frame given the
+  last ``k`` frames and actions, on a small U-Net (diffusers' ``UNet2DModel``);
+- :mod:`.diffusion_env`: that model as a batched TorchRL model-based env (``ModelBasedEnvBase``);
+- :mod:`.world_model_training`: its offline training (``mbdpo-dmo world_model``): progress, held-out loss
+  curve, checkpoints and resume, a picture of real vs predicted frames.
 
 The simulator-forward DMO of ``algo=dmo`` (``objectives/dmo.py``, ``trainers/dmo.py``, ``modules/decoupled.py``)
 is the earlier setting and stays where it is. Submodules are imported on use: importing this package does
-not import gym-pusht.
+not import diffusers or gym-pusht.
 """
 
-__all__ = ["play_data"]
+__all__ = ["play_data", "functional", "diffusion", "diffusion_env", "world_model_training"]
