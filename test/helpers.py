@@ -253,3 +253,12 @@ def tiny_world_model_train_config(data, work_dir, **overrides):
     run = dict(updates=6, batch_size=4, held_out=1, held_out_windows=4, eval_freq=3, checkpoint_freq=3, frames_every=2,
                frames_steps=6, progress=False)
     return WorldModelTrainConfig(data=str(data), work_dir=str(work_dir), **{**arch, **run, **overrides})
+
+
+def tiny_reward_train_config(data, work_dir, **overrides):
+    """:class:`RewardTrainConfig` of a seconds-long run of a tiny reward network on ``data`` (1 held-out episode)."""
+    from torchrl_mbdpo.dmo.reward import RewardTrainConfig
+
+    run = dict(channels=[8, 8], hidden=16, updates=6, batch_size=8, held_out=1, held_out_pairs=16, eval_freq=3, checkpoint_freq=3,
+               progress=False)
+    return RewardTrainConfig(data=str(data), work_dir=str(work_dir), **{**run, **overrides})

@@ -217,3 +217,14 @@ def test_dataset_command(cli, tmp_path):
 
 
 
+
+
+def test_goal_frame_shows_the_block_covering_the_goal():
+    """In the goal frame the grey T hides the light-green goal region; in a reset frame the goal shows."""
+    from torchrl_mbdpo.envs.pusht import pusht_goal_frame
+
+    green = torch.tensor([144, 238, 144]).reshape(3, 1, 1)
+    visible_goal = lambda frame: int(((frame.int() - green).abs().sum(0) < 30).sum())  # noqa: E731
+    goal = pusht_goal_frame(64)
+    assert goal.shape == (3, 64, 64) and goal.dtype == torch.uint8
+    assert visible_goal(goal) < 5 < visible_goal(make_pusht_env(image_size=64, seed=0).reset()["pixels"])

@@ -75,10 +75,12 @@ def _register():
 
 def _register_dmo():
     from .dmo.play_data import PlayDataConfig
+    from .dmo.reward import RewardTrainConfig
     from .dmo.world_model_training import WorldModelTrainConfig
 
     ConfigStore.instance().store(name="mbdpo_dmo_dataset_schema", node=PlayDataConfig)
     ConfigStore.instance().store(name="mbdpo_dmo_world_model_schema", node=WorldModelTrainConfig)
+    ConfigStore.instance().store(name="mbdpo_dmo_reward_schema", node=RewardTrainConfig)
 
 
 def _fail(err: Exception):
@@ -420,7 +422,7 @@ def dataset_main():
 
 
 # ------------------------------------------------------------------------------------------ mbdpo-dmo
-DMO_COMMANDS = ("dataset", "world_model")
+DMO_COMMANDS = ("dataset", "world_model", "reward")
 
 
 def _dmo_dataset(cfg: DictConfig) -> None:
@@ -459,14 +461,34 @@ def _dmo_world_model(cfg: DictConfig) -> None:
           f"loss curve {trainer.work_dir / 'loss.png'}; frames {trainer.checkpoint_path.parent / 'frames.png'}", flush=True)
 
 
+def _dmo_reward(cfg: DictConfig) -> None:
+    from .dmo.diffusion import ArchitectureError
+    from .dmo.play_data import PlayDatasetError
+    from .dmo.reward import RewardTrainer
+    from .trainers.checkpoint import CheckpointError
+
+    try:
+        trainer = RewardTrainer(OmegaConf.to_object(cfg))
+    except (ValueError, PlayDatasetError, CheckpointError, ArchitectureError, ImportError) as err:
+        _fail(err)
+    print(f"reward ({trainer.cfg.kind}) on {trainer.dataset.path}: updates {trainer.update} -> {trainer.cfg.updates}, "
+          f"work_dir={trainer.work_dir}", flush=True)
+    last = trainer.train()
+    if trainer.stop_message:
+        print(trainer.stop_message, file=sys.stderr)
+        sys.exit(128 + trainer._signal)
+    print(f"update {last.get('update')}: held-out loss {last.get('held_out_loss')}, pair accuracy {last.get('held_out_accuracy') or '-'}, "
+          f"correlation with the env's reward {last.get('env_reward_corr')}; checkpoint {trainer.checkpoint_path}", flush=True)
+
+
 def dmo_main():
     """``mbdpo-dmo dataset out=<dir> episodes=N`` (Push-T play data) / ``mbdpo-dmo world_model data=<dir> [work_dir=...]``
-    (the diffusion world model)."""
+    (the diffusion world model) / ``mbdpo-dmo reward data=<dir> kind=energy|env`` (its reward)."""
     command = sys.argv[1] if len(sys.argv) > 1 else None
     if command not in DMO_COMMANDS:
         print(f"usage: mbdpo-dmo {{{'|'.join(DMO_COMMANDS)}}} key=value ...  (got {command!r})", file=sys.stderr)
         sys.exit(2)
     del sys.argv[1]
     _register_dmo()
-    task = {"dataset": _dmo_dataset, "world_model": _dmo_world_model}[command]
+    task = {"dataset": _dmo_dataset, "world_model": _dmo_world_model, "reward": _dmo_reward}[command]
     hydra.main(config_path="config", config_name=f"dmo_{command}", version_base="1.3")(task)()

@@ -10,11 +10,14 @@ The pipeline's parts live together in this package, in the order they run:
   last ``k`` frames and actions, on a small U-Net (diffusers' ``UNet2DModel``);
 - :mod:`.diffusion_env`: that model as a batched TorchRL model-based env (``ModelBasedEnvBase``);
 - :mod:`.world_model_training`: its offline training (``mbdpo-dmo world_model``): progress, held-out loss
-  curve, checkpoints and resume, a picture of real vs predicted frames.
+  curve, checkpoints and resume, a picture of real vs predicted frames;
+- :mod:`.reward`: the model env's reward, a Bradley-Terry contrastive energy ``f(o_t | o_start, o_goal)``
+  learned from the frames alone, or (ablation) the real env's reward regressed from frames (``mbdpo-dmo reward``);
+- :mod:`.offline_run`: what those two offline trainings share (checkpoints, resume, signals, loss curve).
 
 The simulator-forward DMO of ``algo=dmo`` (``objectives/dmo.py``, ``trainers/dmo.py``, ``modules/decoupled.py``)
 is the earlier setting and stays where it is. Submodules are imported on use: importing this package does
 not import diffusers or gym-pusht.
 """
 
-__all__ = ["play_data", "functional", "diffusion", "diffusion_env", "world_model_training"]
+__all__ = ["play_data", "functional", "diffusion", "diffusion_env", "world_model_training", "reward", "offline_run"]

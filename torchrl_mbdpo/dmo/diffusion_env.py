@@ -6,8 +6,9 @@ actions before the current one ``"past_actions"`` (``(B, k, A)``); the observati
 frame ``"pixels"`` (uint8 ``(B, 3, H, W)``, as :func:`~torchrl_mbdpo.envs.pusht.make_pusht_env`'s). A step
 with ``"action"`` ``a_t`` samples ``o_{t+1}`` from the world model given ``frames`` and
 ``(past_actions[1:], a_t)`` (:class:`DiffusionStep`, the env's ``world_model``), shifts both histories, and
-scores the transition with ``reward_fn`` (the learned reward of a later stage; default: no reward model,
-reward 0). ``terminated_fn`` may end episodes (default: never); episodes are truncated after
+scores the transition with ``reward_fn`` (e.g. :class:`~torchrl_mbdpo.dmo.reward.FrameReward`, the learned
+reward; default: no reward model, reward 0). ``"start_pixels"`` keeps the episode's first frame, which a
+start- and goal-conditioned reward reads. ``terminated_fn`` may end episodes (default: never); episodes are truncated after
 ``max_episode_steps``.
 
 Resets start every sub-env from a context drawn by ``reset_sampler(n) -> TensorDict(frames, past_actions)``
@@ -78,7 +79,7 @@ class DiffusionWorldModelEnv(ModelBasedEnvBase):
     Keyword Args:
         batch_size: the number of sub-envs stepped together.
         max_episode_steps: steps before ``truncated``.
-        reward_fn: ``TensorDict(pixels, frames, action) of the next step -> (B, 1)`` reward; default 0.
+        reward_fn: ``TensorDict(pixels, frames, start_pixels, action) of the next step -> (B, 1)`` reward; default 0.
         terminated_fn: ``same -> (B, 1)`` bool; default never.
         generator: the world model's sampling noise (default: torch's global generator).
     """
@@ -99,6 +100,7 @@ class DiffusionWorldModelEnv(ModelBasedEnvBase):
         uint8 = dict(low=0, high=255, dtype=torch.uint8, device=self.device)
         self.observation_spec = Composite(
             pixels=Bounded(shape=(*B, *frame), **uint8),
+            start_pixels=Bounded(shape=(*B, *frame), **uint8),
             frames=Bounded(shape=(*B, c.context, *frame), **uint8),
             past_actions=Bounded(-1.0, 1.0, (*B, c.context, c.action_dim), dtype=torch.float32, device=self.device),
             step_count=Bounded(0, self.max_episode_steps, (*B, 1), dtype=torch.int64, device=self.device),
@@ -133,7 +135,7 @@ class DiffusionWorldModelEnv(ModelBasedEnvBase):
                              f"{(n, self.context, self.action_dim)}, "
                              f"got {tuple(frames.shape)} and {tuple(past.shape)}.")
         false = torch.zeros(n, 1, dtype=torch.bool, device=self.device)
-        return TensorDict({"pixels": frames[:, -1].clone(), "frames": frames, "past_actions": past,
+        return TensorDict({"pixels": frames[:, -1].clone(), "start_pixels": frames[:, -1].clone(), "frames": frames, "past_actions": past,
                            "step_count": torch.zeros(n, 1, dtype=torch.int64, device=self.device),
                            "done": false, "terminated": false.clone(), "truncated": false.clone()},
                           batch_size=self.batch_size, device=self.device)
@@ -146,7 +148,8 @@ class DiffusionWorldModelEnv(ModelBasedEnvBase):
         frames = torch.cat([inputs["frames"][:, 1:], next_frame[:, None]], dim=1)
         past = torch.cat([inputs["past_actions"][:, 1:], action[:, None]], dim=1)
         step_count = tensordict.get("step_count") + 1
-        out = TensorDict({"pixels": next_frame, "frames": frames, "past_actions": past, "step_count": step_count},
+        out = TensorDict({"pixels": next_frame, "start_pixels": tensordict.get("start_pixels"), "frames": frames, "past_actions": past,
+                          "step_count": step_count},
                          batch_size=self.batch_size, device=self.device)
         scored = out.clone(False).set("action", action)
         reward = self.reward_fn(scored) if self.reward_fn is not None else torch.zeros(*self.batch_size, 1, device=self.device)

@@ -13,7 +13,10 @@ Sources:
   (3 by default); its constants (``sigma_data = 0.5``, ``P_mean = -0.4``, ``P_std = 1.2``,
   ``sigma_min = 2e-3``, ``sigma_max = 5``, ``rho = 7``) are the defaults here.
 - **DMO**: Amigo et al., "Coupled Local and Global World Models for Efficient First Order RL": the global
-  model that produces the forward trajectories is such a DIAMOND-style EDM model with 3 denoising steps.
+  model that produces the forward trajectories is such a DIAMOND-style EDM model with 3 denoising steps, and
+  the reward is a contrastive energy ``f(s_t | s_start, s_goal)`` learned from passive video with a
+  Bradley-Terry objective (Bradley and Terry, "Rank Analysis of Incomplete Block Designs", Biometrika 1952):
+  within a trajectory from ``s_start`` to ``s_goal``, the later of two frames is preferred.
 
 These functions sit here rather than in :mod:`torchrl_mbdpo.modules.functional` (the home of the library's
 other equations) so that the DMO pipeline's files stay together and do not touch the modules under
@@ -26,8 +29,8 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["EDMScalings", "edm_scalings", "edm_training_sigma", "edm_denoised", "edm_training_target", "edm_loss_weight",
-           "karras_sigmas", "euler_step", "frames_to_unit", "unit_to_frames"]
+__all__ = ["bradley_terry_loss", "EDMScalings", "edm_scalings", "edm_training_sigma", "edm_denoised", "edm_training_target",
+           "edm_loss_weight", "karras_sigmas", "euler_step", "frames_to_unit", "unit_to_frames"]
 
 
 class EDMScalings(NamedTuple):
@@ -101,3 +104,10 @@ def unit_to_frames(x: torch.Tensor) -> torch.Tensor:
     """float in [-1, 1] -> uint8 pixels (clamped, rounded)."""
     return ((x.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
 
+
+
+def bradley_terry_loss(preferred: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """Bradley-Terry: ``P(a > b) = sigmoid(f(a) - f(b))``; the negative log-likelihood of the observed preferences,
+    ``mean(-log sigmoid(f_preferred - f_other)) = mean(softplus(f_other - f_preferred))`` (DMO's reward: the later
+    frame of a pair within a trajectory towards ``s_goal`` is the preferred one)."""
+    return torch.nn.functional.softplus(other - preferred).mean()

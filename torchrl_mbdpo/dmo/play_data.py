@@ -299,6 +299,30 @@ class PlayDataset:
         pick = torch.randint(len(candidates), (n,), generator=generator)
         return self.windows(candidates[pick], context)
 
+    def progress_pairs(self, n: int, generator: torch.Generator, episodes: torch.Tensor | None = None) -> TensorDict:
+        """``n`` frame pairs for a progress (Bradley-Terry) reward, from the frames alone (no actions): in an episode
+        drawn uniformly from ``episodes`` (those with >= 2 steps), a start row ``s``, a goal row ``g >= s + 2`` and
+        two distinct rows ``i < j`` in ``[s, g]``. ``"earlier"`` ``o_i``, ``"later"`` ``o_j``, ``"start"`` ``o_s``,
+        ``"goal"`` ``o_g`` (uint8 ``(n, 3, H, W)``) and the rows themselves (``"rows"``, ``(n, 4)``: s, i, j, g)."""
+        episodes = torch.arange(self.info.episodes) if episodes is None else torch.as_tensor(episodes)
+        episodes = episodes[self.episode_steps[episodes] >= 2]
+        if len(episodes) == 0:
+            raise PlayDatasetError("progress_pairs() needs episodes of at least 2 steps.")
+        e = episodes[torch.randint(len(episodes), (n,), generator=generator)]
+        T, first = self.episode_steps[e], self.episode_start[e]
+        u = torch.rand(n, 4, generator=generator, dtype=torch.float64)
+        s = (u[:, 0] * (T - 1)).long()  # [0, T - 2]
+        g = s + 2 + (u[:, 1] * (T - s - 1)).long()  # [s + 2, T]
+        length = g - s + 1
+        a = (u[:, 2] * length).long()
+        b = (u[:, 3] * (length - 1)).long()
+        b = b + (b >= a).long()  # distinct from a
+        i, j = torch.minimum(a, b) + s, torch.maximum(a, b) + s
+        rows = torch.stack([s, i, j, g], 1) + first[:, None]
+        pixels = self.rows["pixels"][rows.reshape(-1)].reshape(n, 4, *self.info.frame_shape)
+        return TensorDict({"start": pixels[:, 0], "earlier": pixels[:, 1], "later": pixels[:, 2], "goal": pixels[:, 3], "rows": rows},
+                          batch_size=[n])
+
     def episode(self, index: int) -> TensorDictBase:
         """The rows of one episode (``T + 1`` of them)."""
         if not 0 <= index < self.info.episodes:

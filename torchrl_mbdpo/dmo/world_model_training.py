@@ -17,17 +17,14 @@ SIGTERM/SIGINT finish the current update, write the checkpoint and exit with 128
 from __future__ import annotations
 
 import json
-import signal
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
 import torch
-from tqdm.auto import tqdm
 
 from .diffusion import ArchitectureError, DiffusionConfig, DiffusionWorldModel, check_architecture
-from .play_data import PlayDatasetError, load_play_dataset
+from .offline_run import OfflineRun
 
 __all__ = ["WorldModelTrainConfig", "WorldModelTrainer", "train_world_model", "load_world_model", "write_frames_picture"]
 
@@ -72,10 +69,6 @@ class WorldModelTrainConfig:
                                num_steps=self.num_steps)
 
 
-def _lr_factor(update: int, warmup: int) -> float:
-    return min(1.0, (update + 1) / warmup) if warmup > 0 else 1.0
-
-
 def write_frames_picture(model: DiffusionWorldModel, episode, path, *, every: int = 5, steps: int = 50, seed: int = 0) -> dict:
     """Real (top row) vs predicted (bottom row) frames of ``episode`` (its rows, :meth:`PlayDataset.episode`) at
     steps ``0, every, 2 every, ...`` up to ``steps`` (or the episode's end): the model imagines open-loop from
@@ -117,170 +110,47 @@ def write_frames_picture(model: DiffusionWorldModel, episode, path, *, every: in
     return {"steps": shown, "mse": mse}
 
 
-def _plot_losses(rows: list[dict], path: Path) -> None:
-    import matplotlib
+class WorldModelTrainer(OfflineRun):
+    """Runs the training of the module docstring (:class:`~torchrl_mbdpo.dmo.offline_run.OfflineRun`);
+    :meth:`train` returns the last ``loss.csv`` row."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    kind, name, command = CHECKPOINT_KIND, "world model", "world_model"
+    fields = LOSS_FIELDS
+    y_label = "EDM loss"
 
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for key, label in (("train_loss", "train (mean since last point)"), ("held_out_loss", "held-out episodes")):
-        pts = [(int(r["update"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
-        if pts:
-            ax.plot(*zip(*pts), marker=".", label=label)
-    ax.set_xlabel("update")
-    ax.set_ylabel("EDM loss")
-    ax.set_yscale("log")
-    ax.legend()
-    ax.set_title("diffusion world model")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-class WorldModelTrainer:
-    """Runs the training of the module docstring; :meth:`train` returns the last ``loss.csv`` row."""
-
-    def __init__(self, cfg: WorldModelTrainConfig):
-        from ..trainers.checkpoint import CheckpointError, load_latest
-        from ..trainers.evaluation import CsvLog
-
-        self.cfg = cfg
-        self._check(cfg)
-        if cfg.threads:
-            torch.set_num_threads(int(cfg.threads))
-        self.dataset = load_play_dataset(cfg.data, image_size=cfg.image_size)
-        self.work_dir = Path(cfg.work_dir or Path("runs") / "dmo_world_model" / Path(cfg.data).name)
-        self.checkpoint_path = self.work_dir / "checkpoints" / "latest.pt"
-        self.model_cfg = cfg.diffusion_config(self.dataset.image_size)
-        self.train_episodes, self.held_out_episodes = self.dataset.split(cfg.held_out)
-        torch.manual_seed(cfg.seed)
-        self.model = DiffusionWorldModel(self.model_cfg).to(cfg.device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.update = 0
-        self.log = CsvLog(self.work_dir / "loss.csv", LOSS_FIELDS)
-        self._signal = None
-        self.stop_message = None
-        self.seconds = 0.0  # training time of earlier sessions (resume)
-        held = self.held_out_episodes if len(self.held_out_episodes) else self.train_episodes
-        self.held_out_batch = self.dataset.sample(cfg.held_out_windows, cfg.context, torch.Generator().manual_seed(cfg.seed + 1), held)
-        if self.checkpoint_path.exists() or (self.work_dir / "checkpoints" / "previous.pt").exists():
-            if not cfg.resume:
-                raise CheckpointError(f"{self.work_dir} already holds a world model run: pass resume=true to continue it, "
-                                      "or another work_dir.")
-            state, path = load_latest(self.checkpoint_path.parent)
-            self._restore(state, path)
-        elif cfg.resume:
-            raise CheckpointError(f"resume=true, but there is no checkpoint at {self.checkpoint_path} to continue.")
-
-    @staticmethod
-    def _check(cfg: WorldModelTrainConfig) -> None:
-        if not cfg.data:
-            raise PlayDatasetError("mbdpo-dmo world_model needs data=<play dataset folder>; write one with "
-                                   "mbdpo-dmo dataset out=<dir> episodes=200")
-        for name in ("updates", "batch_size", "held_out_windows", "eval_freq", "checkpoint_freq", "frames_every"):
+    def extra_checks(self, cfg) -> None:
+        for name in ("held_out_windows", "frames_every"):
             if getattr(cfg, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}.")
-        if cfg.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {cfg.lr}.")
 
-    def _restore(self, state: dict, path) -> None:
-        from ..trainers.checkpoint import CheckpointError
+    def build(self):
+        model_cfg = self.cfg.diffusion_config(self.dataset.image_size)
+        fixed = torch.Generator().manual_seed(self.cfg.seed + 1)
+        self.held_out_batch = self.dataset.sample(self.cfg.held_out_windows, self.cfg.context, fixed, self.eval_episodes)
+        return DiffusionWorldModel(model_cfg), model_cfg
 
-        if state.get("kind") != CHECKPOINT_KIND:
-            raise CheckpointError(f"{path} is not a diffusion world model checkpoint (kind={state.get('kind')!r}).")
-        check_architecture(DiffusionConfig.from_dict(state["model_config"]), self.model_cfg, path)
-        data = state.get("data", {})
-        if data.get("held_out") != self.cfg.held_out or data.get("episodes") != self.dataset.info.episodes:
-            raise CheckpointError(f"{path} was trained on a dataset of {data.get('episodes')} episodes with "
-                                  f"held_out={data.get('held_out')}; "
-                                  f"this run has {self.dataset.info.episodes} and held_out={self.cfg.held_out}: resume with the same data.")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
-        self.update = int(state["update"])
-        self.seconds = float(state.get("seconds", 0.0))
-        self.log.truncate(self.update)
+    def check_architecture(self, saved_config: dict, path) -> None:
+        check_architecture(DiffusionConfig.from_dict(saved_config), self.model_cfg, path)
 
-    def state_dict(self, seconds: float | None = None) -> dict:
-        """The checkpoint's content; ``seconds``: training time so far (default: that of the sessions before this one)."""
-        return {"kind": CHECKPOINT_KIND, "model_config": self.model_cfg.to_dict(), "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(), "update": self.update,
-                "config": asdict(self.cfg), "seconds": self.seconds if seconds is None else seconds,
-                "data": {"path": str(self.dataset.path), "episodes": self.dataset.info.episodes, "held_out": self.cfg.held_out,
-                         "image_size": self.dataset.image_size}}
+    def training_loss(self) -> torch.Tensor:
+        batch = self.dataset.sample(self.cfg.batch_size, self.cfg.context, self.generator, self.train_episodes).to(self.cfg.device)
+        return self.model.loss(batch["frames"], batch["actions"], batch["target"], generator=self.generator).mean()
 
-    def save(self, seconds: float | None = None) -> Path:
-        from ..trainers.checkpoint import save_checkpoint
-
-        return save_checkpoint(self.state_dict(seconds), self.checkpoint_path)
-
-    @torch.no_grad()
     def held_out_loss(self) -> float:
-        b = self.held_out_batch
-        self.model.eval()
-        loss = self.model.loss(b["frames"].to(self.cfg.device), b["actions"].to(self.cfg.device), b["target"].to(self.cfg.device),
-                               generator=torch.Generator().manual_seed(self.cfg.seed + 2)).mean()
-        self.model.train()
-        return float(loss)
+        b = self.held_out_batch.to(self.cfg.device)
+        with torch.no_grad():
+            loss = self.model.loss(b["frames"], b["actions"], b["target"], generator=torch.Generator().manual_seed(self.cfg.seed + 2))
+        return float(loss.mean())
 
-    def _handle(self, signum, frame):
-        self._signal = signum
+    def evaluate(self) -> dict:
+        return {"held_out_loss": f"{self.held_out_loss():.6f}"}
 
-    def train(self) -> dict:
-        cfg = self.cfg
-        handlers = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
-        start, losses, last = time.perf_counter(), [], {}
-        if self.update == 0:
-            self.log.append({"update": 0, "held_out_loss": f"{self.held_out_loss():.6f}", "seconds": "0.0"})
-        try:
-            with tqdm(total=cfg.updates, initial=min(self.update, cfg.updates), desc="world model", disable=not cfg.progress) as bar:
-                while self.update < cfg.updates:
-                    if self._signal is not None:
-                        self.stop_message = f"stopped by signal {self._signal} at update {self.update}; resume with resume=true"
-                        break
-                    batch = self.dataset.sample(cfg.batch_size, cfg.context, self.generator, self.train_episodes).to(cfg.device)
-                    for group in self.optimizer.param_groups:
-                        group["lr"] = cfg.lr * _lr_factor(self.update, cfg.warmup)
-                    loss = self.model.loss(batch["frames"], batch["actions"], batch["target"], generator=self.generator).mean()
-                    self.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.grad_clip > 0:
-                        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                    self.optimizer.step()
-                    self.update += 1
-                    losses.append(loss.item())
-                    bar.update()
-                    bar.set_postfix(loss=f"{losses[-1]:.4f}")
-                    if self.update % cfg.eval_freq == 0 or self.update == cfg.updates:
-                        last = self._log_row(losses, start)
-                        bar.set_postfix(loss=f"{losses[-1]:.4f}" if losses else "", held_out=last["held_out_loss"])
-                        losses = []
-                    if self.update % cfg.checkpoint_freq == 0 and self.update < cfg.updates:
-                        self._checkpoint(start)
-        finally:
-            for s, h in handlers.items():
-                signal.signal(s, h)
-        if losses:
-            last = self._log_row(losses, start)
-        self._checkpoint(start, picture=True)
-        return last
-
-    def _log_row(self, losses: list[float], start: float) -> dict:
-        row = {"update": self.update, "train_loss": f"{sum(losses) / len(losses):.6f}" if losses else "",
-               "held_out_loss": f"{self.held_out_loss():.6f}", "seconds": f"{self.seconds + time.perf_counter() - start:.1f}"}
-        self.log.append(row)
-        _plot_losses(self.log.rows(), self.work_dir / "loss.png")
-        return row
-
-    def _checkpoint(self, start: float, picture: bool = False) -> None:
-        self.save(self.seconds + time.perf_counter() - start)
-        if picture:
-            episode = int(self.held_out_episodes[0]) if len(self.held_out_episodes) else 0
-            self.frames = write_frames_picture(self.model, self.dataset.episode(episode), self.checkpoint_path.parent / "frames.png",
-                                               every=self.cfg.frames_every, steps=self.cfg.frames_steps, seed=self.cfg.seed)
-            (self.checkpoint_path.parent / "frames.json").write_text(json.dumps({"episode": episode, "update": self.update, **self.frames}))
+    def finish(self) -> None:
+        """``frames.png`` and ``frames.json`` beside the checkpoint."""
+        episode = int(self.eval_episodes[0])
+        self.frames = write_frames_picture(self.model, self.dataset.episode(episode), self.checkpoint_path.parent / "frames.png",
+                                           every=self.cfg.frames_every, steps=self.cfg.frames_steps, seed=self.cfg.seed)
+        (self.checkpoint_path.parent / "frames.json").write_text(json.dumps({"episode": episode, "update": self.update, **self.frames}))
 
 
 def train_world_model(cfg: WorldModelTrainConfig) -> WorldModelTrainer:

@@ -42,8 +42,8 @@ from torchrl.envs import (
 from .factory import TaskSpec
 from .suite import Suite, SuiteUnavailableError, register_suite
 
-__all__ = ["PUSHT_EPISODE_LENGTH", "PUSHT_GOAL", "PUSHT_INSTALL_HINT", "PushTSuite", "make_pusht_env", "action_to_position",
-           "position_to_action"]
+__all__ = ["PUSHT_EPISODE_LENGTH", "PUSHT_GOAL", "PUSHT_INSTALL_HINT", "PushTSuite", "make_pusht_env", "pusht_goal_frame",
+           "action_to_position", "position_to_action"]
 
 PUSHT_EPISODE_LENGTH = 300  # gym-pusht registers gym_pusht/PushT-v0 with max_episode_steps=300
 PUSHT_GOAL = (256.0, 256.0, np.pi / 4)  # the goal pose of the block (x, y, angle), fixed in gym-pusht
@@ -134,6 +134,23 @@ def make_pusht_env(*, image_size: int = 64, pixels: bool = True, seed: int = 0, 
     env.task_spec = TaskSpec("pusht", max_episode_steps, action_repeat=1, episodic=True, reports_success=True)
     env.image_size = image_size if pixels else None
     return env
+
+
+def pusht_goal_frame(image_size: int = 64, agent: tuple[float, float] = (256.0, 460.0)) -> torch.Tensor:
+    """The frame of the solved task: the block on its goal pose, the agent at ``agent`` (below it, out of the
+    way), rendered as :func:`make_pusht_env` renders (uint8 ``(3, H, W)``). The goal image of a goal-conditioned
+    reward."""
+    env = make_pusht_env(image_size=image_size, seed=0)
+    env.reset()
+    inner = env.base_env._env.unwrapped
+    inner.agent.position = agent
+    inner.block.angle = PUSHT_GOAL[2]  # the angle first: the T turns about its centre of mass
+    inner.block.position = PUSHT_GOAL[:2]
+    for body in (inner.agent, inner.block):  # pymunk draws the shapes' cached world coordinates
+        inner.space.reindex_shapes_for_body(body)
+    frame = torch.as_tensor(np.ascontiguousarray(inner._render())).permute(2, 0, 1).contiguous()
+    env.close()
+    return frame
 
 
 class PushTSuite(Suite):
