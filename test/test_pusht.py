@@ -228,3 +228,17 @@ def test_goal_frame_shows_the_block_covering_the_goal():
     goal = pusht_goal_frame(64)
     assert goal.shape == (3, 64, 64) and goal.dtype == torch.uint8
     assert visible_goal(goal) < 5 < visible_goal(make_pusht_env(image_size=64, seed=0).reset()["pixels"])
+
+
+def test_stacked_frames_observation():
+    """``observation_frames=3``: the last 3 frames on the channel axis (the first frame repeated after a reset), as
+    the world-model env exposes them to the local pixel model."""
+    env = make_pusht_env(image_size=16, seed=0, observation_frames=3)
+    check_env_specs(env)
+    td = env.rollout(3)
+    assert td["observation"].shape == (3, 9, 16, 16) and td["observation"].dtype == torch.uint8
+    assert torch.equal(td["observation"][0], td["pixels"][0].repeat(3, 1, 1))
+    last = td["next", "observation"][-1]
+    assert torch.equal(last, torch.cat([td["pixels"][-2], td["pixels"][-1], td["next", "pixels"][-1]]))
+    with pytest.raises(ValueError, match="pixels=True"):
+        make_pusht_env(pixels=False, observation_frames=3)

@@ -75,12 +75,16 @@ def _register():
 
 def _register_dmo():
     from .dmo.play_data import PlayDataConfig
+    from .dmo.policy_training import PixelDMOConfig
+    from .dmo.ppo import PPOConfig
     from .dmo.reward import RewardTrainConfig
     from .dmo.world_model_training import WorldModelTrainConfig
 
     ConfigStore.instance().store(name="mbdpo_dmo_dataset_schema", node=PlayDataConfig)
     ConfigStore.instance().store(name="mbdpo_dmo_world_model_schema", node=WorldModelTrainConfig)
     ConfigStore.instance().store(name="mbdpo_dmo_reward_schema", node=RewardTrainConfig)
+    ConfigStore.instance().store(name="mbdpo_dmo_policy_schema", node=PixelDMOConfig)
+    ConfigStore.instance().store(name="mbdpo_dmo_ppo_schema", node=PPOConfig)
 
 
 def _fail(err: Exception):
@@ -422,7 +426,7 @@ def dataset_main():
 
 
 # ------------------------------------------------------------------------------------------ mbdpo-dmo
-DMO_COMMANDS = ("dataset", "world_model", "reward")
+DMO_COMMANDS = ("dataset", "world_model", "reward", "policy", "ppo")
 
 
 def _dmo_dataset(cfg: DictConfig) -> None:
@@ -481,14 +485,45 @@ def _dmo_reward(cfg: DictConfig) -> None:
           f"correlation with the env's reward {last.get('env_reward_corr')}; checkpoint {trainer.checkpoint_path}", flush=True)
 
 
+def _dmo_policy(cfg: DictConfig, ppo: bool = False) -> None:
+    from .dmo.diffusion import ArchitectureError
+    from .dmo.play_data import PlayDatasetError
+    from .dmo.policy_training import PixelDMOTrainer
+    from .dmo.ppo import PPOTrainer
+    from .trainers.checkpoint import CheckpointError
+
+    try:
+        trainer = (PPOTrainer if ppo else PixelDMOTrainer)(OmegaConf.to_object(cfg))
+    except (ValueError, PlayDatasetError, CheckpointError, ArchitectureError, ImportError) as err:
+        _fail(err)
+    c = trainer.cfg
+    what = (f"ppo ({trainer.reward_kind} reward), {c.num_envs} envs x {c.rollout_steps} steps" if ppo else
+            f"dmo policy ({c.forward} forward, {trainer.reward_kind} reward), {c.num_envs} envs x H={c.horizon}")
+    print(f"{what}, in the world model {c.world_model}: iterations {trainer.iteration} -> {c.iterations}, work_dir={trainer.work_dir}",
+          flush=True)
+    last = trainer.train()
+    if trainer.stop_message:
+        print(trainer.stop_message, file=sys.stderr)
+        sys.exit(128 + trainer._signal)
+    print(f"iteration {last.get('iteration')}: real Push-T success {last.get('success_rate')}, return {last.get('mean_return')} after "
+          f"{last.get('world_model_samples')} world-model samples; {trainer.work_dir / 'eval.csv'}", flush=True)
+
+
+def _dmo_ppo(cfg: DictConfig) -> None:
+    _dmo_policy(cfg, ppo=True)
+
+
 def dmo_main():
     """``mbdpo-dmo dataset out=<dir> episodes=N`` (Push-T play data) / ``mbdpo-dmo world_model data=<dir> [work_dir=...]``
-    (the diffusion world model) / ``mbdpo-dmo reward data=<dir> kind=energy|env`` (its reward)."""
+    (the diffusion world model) / ``mbdpo-dmo reward data=<dir> kind=energy|env`` (its reward) / ``mbdpo-dmo policy
+    world_model=<ckpt> reward=<ckpt> data=<dir> [forward=diffusion|local]`` (DMO-SAPO inside the world model) /
+    ``mbdpo-dmo ppo world_model=<ckpt> reward=<ckpt> data=<dir>`` (the PPO baseline, in the same world model)."""
     command = sys.argv[1] if len(sys.argv) > 1 else None
     if command not in DMO_COMMANDS:
         print(f"usage: mbdpo-dmo {{{'|'.join(DMO_COMMANDS)}}} key=value ...  (got {command!r})", file=sys.stderr)
         sys.exit(2)
     del sys.argv[1]
     _register_dmo()
-    task = {"dataset": _dmo_dataset, "world_model": _dmo_world_model, "reward": _dmo_reward}[command]
+    task = {"dataset": _dmo_dataset, "world_model": _dmo_world_model, "reward": _dmo_reward, "policy": _dmo_policy,
+            "ppo": _dmo_ppo}[command]
     hydra.main(config_path="config", config_name=f"dmo_{command}", version_base="1.3")(task)()

@@ -13,11 +13,16 @@ The pipeline's parts live together in this package, in the order they run:
   curve, checkpoints and resume, a picture of real vs predicted frames;
 - :mod:`.reward`: the model env's reward, a Bradley-Terry contrastive energy ``f(o_t | o_start, o_goal)``
   learned from the frames alone, or (ablation) the real env's reward regressed from frames (``mbdpo-dmo reward``);
-- :mod:`.offline_run`: what those two offline trainings share (checkpoints, resume, signals, loss curve).
+- :mod:`.offline_run`: what those two offline trainings share (checkpoints, resume, signals, loss curve);
+- :mod:`.policy_training`: DMO-SAPO inside the world model (``mbdpo-dmo policy``): forward through the diffusion
+  env, gradients from the local pixel latent model (``forward=local``: the "No Diffusion" ablation), evaluated
+  on the real Push-T env;
+- :mod:`.ppo`: the PPO baseline (``mbdpo-dmo ppo``: TorchRL's ``ClipPPOLoss`` + ``GAE`` on image observations,
+  collected by a TorchRL ``Collector`` in the same diffusion env).
 
 The simulator-forward DMO of ``algo=dmo`` (``objectives/dmo.py``, ``trainers/dmo.py``, ``modules/decoupled.py``)
 is the earlier setting and stays where it is. Submodules are imported on use: importing this package does
 not import diffusers or gym-pusht.
 """
 
-__all__ = ["play_data", "functional", "diffusion", "diffusion_env", "world_model_training", "reward", "offline_run"]
+__all__ = ["play_data", "functional", "diffusion", "diffusion_env", "world_model_training", "reward", "offline_run", "policy_training", "ppo"]

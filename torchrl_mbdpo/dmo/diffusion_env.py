@@ -8,7 +8,10 @@ with ``"action"`` ``a_t`` samples ``o_{t+1}`` from the world model given ``frame
 ``(past_actions[1:], a_t)`` (:class:`DiffusionStep`, the env's ``world_model``), shifts both histories, and
 scores the transition with ``reward_fn`` (e.g. :class:`~torchrl_mbdpo.dmo.reward.FrameReward`, the learned
 reward; default: no reward model, reward 0). ``"start_pixels"`` keeps the episode's first frame, which a
-start- and goal-conditioned reward reads. ``terminated_fn`` may end episodes (default: never); episodes are truncated after
+start- and goal-conditioned reward reads. With ``observation_frames=n`` the env also exposes ``"observation"``,
+the last ``n`` frames stacked on the channel axis (uint8 ``(B, 3 n, H, W)``, as
+:func:`~torchrl_mbdpo.envs.pusht.make_pusht_env` with ``observation_frames=n`` and the library's pixel encoder
+read it). ``terminated_fn`` may end episodes (default: never); episodes are truncated after
 ``max_episode_steps``.
 
 Resets start every sub-env from a context drawn by ``reset_sampler(n) -> TensorDict(frames, past_actions)``
@@ -82,11 +85,13 @@ class DiffusionWorldModelEnv(ModelBasedEnvBase):
         reward_fn: ``TensorDict(pixels, frames, start_pixels, action) of the next step -> (B, 1)`` reward; default 0.
         terminated_fn: ``same -> (B, 1)`` bool; default never.
         generator: the world model's sampling noise (default: torch's global generator).
+        observation_frames: expose ``"observation"``, the last ``n <= k`` frames stacked on the channel axis.
     """
 
     def __init__(self, model: DiffusionWorldModel, reset_sampler: Callable[[int], TensorDictBase] | None = None, *,
                  batch_size: int, max_episode_steps: int = 100, reward_fn: Callable | None = None,
-                 terminated_fn: Callable | None = None, generator: torch.Generator | None = None, device="cpu"):
+                 terminated_fn: Callable | None = None, generator: torch.Generator | None = None, observation_frames: int | None = None,
+                 device="cpu"):
         if batch_size < 1 or max_episode_steps < 1:
             raise ValueError(f"batch_size and max_episode_steps must be >= 1, got {batch_size} and {max_episode_steps}.")
         step = TensorDictModule(DiffusionStep(model, generator), in_keys=["frames", "past_actions", "action"], out_keys=["next_frame"])
@@ -96,6 +101,9 @@ class DiffusionWorldModelEnv(ModelBasedEnvBase):
         self.max_episode_steps = int(max_episode_steps)
         c = model.cfg
         self.context, self.action_dim, self.image_size = c.context, c.action_dim, c.image_size
+        if observation_frames is not None and not 1 <= observation_frames <= c.context:
+            raise ValueError(f"observation_frames must lie in [1, {c.context}] (the world model's context), got {observation_frames}.")
+        self.observation_frames = observation_frames
         B, frame = (batch_size,), (3, c.image_size, c.image_size)
         uint8 = dict(low=0, high=255, dtype=torch.uint8, device=self.device)
         self.observation_spec = Composite(
@@ -106,6 +114,8 @@ class DiffusionWorldModelEnv(ModelBasedEnvBase):
             step_count=Bounded(0, self.max_episode_steps, (*B, 1), dtype=torch.int64, device=self.device),
             shape=B, device=self.device,
         )
+        if observation_frames is not None:
+            self.observation_spec["observation"] = Bounded(shape=(*B, 3 * observation_frames, *frame[1:]), **uint8)
         self.action_spec = Bounded(-1.0, 1.0, (*B, c.action_dim), dtype=torch.float32, device=self.device)
         self.reward_spec = Unbounded((*B, 1), dtype=torch.float32, device=self.device)
         self.done_spec = Composite(
@@ -135,10 +145,15 @@ class DiffusionWorldModelEnv(ModelBasedEnvBase):
                              f"{(n, self.context, self.action_dim)}, "
                              f"got {tuple(frames.shape)} and {tuple(past.shape)}.")
         false = torch.zeros(n, 1, dtype=torch.bool, device=self.device)
-        return TensorDict({"pixels": frames[:, -1].clone(), "start_pixels": frames[:, -1].clone(), "frames": frames, "past_actions": past,
-                           "step_count": torch.zeros(n, 1, dtype=torch.int64, device=self.device),
-                           "done": false, "terminated": false.clone(), "truncated": false.clone()},
-                          batch_size=self.batch_size, device=self.device)
+        return self._observe(TensorDict({"pixels": frames[:, -1].clone(), "start_pixels": frames[:, -1].clone(), "frames": frames,
+                                         "past_actions": past, "step_count": torch.zeros(n, 1, dtype=torch.int64, device=self.device),
+                                         "done": false, "terminated": false.clone(), "truncated": false.clone()},
+                                        batch_size=self.batch_size, device=self.device))
+
+    def _observe(self, td: TensorDictBase) -> TensorDictBase:
+        if self.observation_frames is not None:
+            td["observation"] = td["frames"][:, -self.observation_frames:].flatten(1, 2)
+        return td
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         action = tensordict.get("action").to(torch.float32).clamp(-1, 1)
@@ -148,9 +163,8 @@ class DiffusionWorldModelEnv(ModelBasedEnvBase):
         frames = torch.cat([inputs["frames"][:, 1:], next_frame[:, None]], dim=1)
         past = torch.cat([inputs["past_actions"][:, 1:], action[:, None]], dim=1)
         step_count = tensordict.get("step_count") + 1
-        out = TensorDict({"pixels": next_frame, "start_pixels": tensordict.get("start_pixels"), "frames": frames, "past_actions": past,
-                          "step_count": step_count},
-                         batch_size=self.batch_size, device=self.device)
+        out = self._observe(TensorDict({"pixels": next_frame, "start_pixels": tensordict.get("start_pixels"), "frames": frames,
+                                        "past_actions": past, "step_count": step_count}, batch_size=self.batch_size, device=self.device))
         scored = out.clone(False).set("action", action)
         reward = self.reward_fn(scored) if self.reward_fn is not None else torch.zeros(*self.batch_size, 1, device=self.device)
         terminated = (self.terminated_fn(scored).reshape(*self.batch_size, 1).bool() if self.terminated_fn is not None

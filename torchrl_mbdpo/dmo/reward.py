@@ -100,11 +100,13 @@ class FrameScorer(nn.Module):
 
 class FrameReward(nn.Module):
     """A trained :class:`FrameScorer` as the ``reward_fn`` of a model env: reads ``"pixels"`` (and, for an energy,
-    ``"start_pixels"`` and the fixed ``goal`` frame); no gradient."""
+    ``"start_pixels"`` and the fixed ``goal`` frame); no gradient. The reward is ``(score - shift) / scale``
+    (default: the score itself)."""
 
-    def __init__(self, scorer: FrameScorer, goal: torch.Tensor | None = None):
+    def __init__(self, scorer: FrameScorer, goal: torch.Tensor | None = None, shift: float = 0.0, scale: float = 1.0):
         super().__init__()
         self.scorer = scorer.eval()
+        self.shift, self.scale = float(shift), float(scale)
         if scorer.cfg.kind == "energy":
             if goal is None:
                 raise ValueError("An energy reward needs the goal frame (e.g. envs.pusht.pusht_goal_frame(image_size)).")
@@ -116,8 +118,10 @@ class FrameReward(nn.Module):
     def forward(self, td) -> torch.Tensor:
         pixels = td["pixels"]
         if self.goal is None:
-            return self.scorer(pixels)
-        return self.scorer(pixels, td["start_pixels"], self.goal.expand(pixels.shape[0], *self.goal.shape))
+            score = self.scorer(pixels)
+        else:
+            score = self.scorer(pixels, td["start_pixels"], self.goal.expand(pixels.shape[0], *self.goal.shape))
+        return (score - self.shift) / self.scale
 
 
 @dataclass

@@ -27,6 +27,7 @@ import torch
 from torchrl.data import Categorical, Unbounded
 from torchrl.envs import (
     ActionScaling,
+    CatFrames,
     Compose,
     GymWrapper,
     InitTracker,
@@ -119,8 +120,10 @@ def _base_env(*, image_size: int, pixels: bool, coverage: bool = True, device="c
 
 
 def make_pusht_env(*, image_size: int = 64, pixels: bool = True, seed: int = 0, max_episode_steps: int = PUSHT_EPISODE_LENGTH,
-                   device="cpu") -> TransformedEnv:
-    """The seeded Push-T TorchRL env of the module docstring."""
+                   observation_frames: int | None = None, device="cpu") -> TransformedEnv:
+    """The seeded Push-T TorchRL env of the module docstring; ``observation_frames=n`` adds ``"observation"``, the last
+    ``n`` frames stacked on the channel axis (uint8 ``(3 n, H, W)``, the first frame repeated after a reset: TorchRL's
+    ``CatFrames``), what the library's pixel encoder reads."""
     if max_episode_steps < 1:
         raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}.")
     base = _base_env(image_size=image_size, pixels=pixels, device=device)
@@ -128,6 +131,10 @@ def make_pusht_env(*, image_size: int = 64, pixels: bool = True, seed: int = 0, 
     transforms = [RenameTransform(["observation"], ["state"])]
     if pixels:
         transforms.append(PermuteTransform((-1, -3, -2), in_keys=["pixels"]))  # HWC -> CHW
+    if observation_frames is not None:
+        if not pixels:
+            raise ValueError("observation_frames stacks rendered frames: it needs pixels=True.")
+        transforms.append(CatFrames(N=int(observation_frames), dim=-3, in_keys=["pixels"], out_keys=["observation"]))
     transforms += [ActionScaling(), StepCounter(max_steps=max_episode_steps), InitTracker(), RewardSum()]
     env = TransformedEnv(base, Compose(*transforms))
     env.set_seed(seed)

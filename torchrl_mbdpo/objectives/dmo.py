@@ -73,7 +73,8 @@ class _Rollout(NamedTuple):
 
 
 class DMOLoss(LossModule):
-    """DMO-SAPO over an :class:`~torchrl_mbdpo.modules.MBDPOWorldModel` (single-task, state observations).
+    """DMO-SAPO over an :class:`~torchrl_mbdpo.modules.MBDPOWorldModel` (single-task; state observations, or stacked
+    frames with ``obs_type="rgb"``, as in the pixel world model of :mod:`torchrl_mbdpo.dmo`).
 
     Input of :meth:`forward`: a ``[B, H]`` rollout TensorDict (time last, TorchRL's layout), e.g. from
     :meth:`rollout`, with ``latent`` and ``("next", "latent")`` (carrying the decoupled gradients), ``action``,
@@ -156,8 +157,6 @@ class DMOLoss(LossModule):
         cfg = world_model.cfg
         if cfg.multitask:
             raise ValueError("DMOLoss is single-task: the world model has a task embedding (task_dim > 0).")
-        if cfg.obs_type != "state":
-            raise ValueError(f"DMOLoss needs state observations, the world model has obs_type={cfg.obs_type!r}.")
         if not 0.0 < discount <= 1.0:
             raise ValueError(f"discount must lie in (0, 1], got {discount}")
         if not 0.0 <= lmbda <= 1.0:
