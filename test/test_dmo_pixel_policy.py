@@ -154,3 +154,44 @@ def test_ppo_command(cli, artifacts):
               "eval_freq=1", "eval_episodes=1", "eval_steps=3", "progress=false", timeout=600)
     assert out.returncode == 0, out.stderr
     assert "real Push-T success" in out.stdout and "4 world-model samples" in out.stdout
+
+
+# ------------------------------------------------------------------------------------------ the comparison
+TINY_DMO = dict(iterations=1, num_envs=2, horizon=2, episode_steps=4, latent_dim=32, mlp_dim=32, enc_dim=32, critic_updates=1,
+                local_model_updates=1, pretrain_updates=1, batch_size=4, eval_freq=1, eval_episodes=1, eval_steps=3)
+TINY_PPO = dict(iterations=1, num_envs=2, rollout_steps=2, episode_steps=4, hidden=16, ppo_epochs=1, minibatch_size=2, eval_freq=1,
+                eval_episodes=1, eval_steps=3)
+
+
+def test_comparison_trains_reads_and_plots(artifacts, tmp_path, monkeypatch):
+    import csv
+
+    from torchrl_mbdpo.dmo import policy_training, ppo
+    from torchrl_mbdpo.dmo.compare import PixelCompareConfig, compare_pixel_algos
+
+    cfg = PixelCompareConfig(world_model=artifacts["world_model"], reward=artifacts["reward"], data=artifacts["data"], seeds=[0],
+                             root=str(tmp_path / "cmp"), dmo=TINY_DMO, ppo=TINY_PPO, progress=False)
+    summary = compare_pixel_algos(cfg)
+    assert [r["algo"] for r in summary] == ["dmo", "no_diffusion", "ppo"]
+    by_algo = {r["algo"]: r for r in summary}
+    assert by_algo["dmo"]["world_model_samples"] == 4 and by_algo["no_diffusion"]["world_model_samples"] == 0
+    assert by_algo["no_diffusion"]["samples"] == 4 and by_algo["ppo"]["samples"] == 4
+    with open(tmp_path / "cmp" / "comparison.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["algo"], r["iteration"]) for r in rows} == {(a, i) for a in ("dmo", "no_diffusion", "ppo") for i in ("0", "1")}
+    assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 10_000
+    # finished runs are read, not trained again
+    monkeypatch.setattr(policy_training.PixelDMOTrainer, "train", lambda self: pytest.fail("retrained a finished run"))
+    monkeypatch.setattr(ppo.PPOTrainer, "train", lambda self: pytest.fail("retrained a finished run"))
+    assert compare_pixel_algos(cfg) == summary
+
+
+def test_comparison_errors(tmp_path):
+    from torchrl_mbdpo.dmo.compare import PixelCompareConfig, compare_pixel_algos
+
+    with pytest.raises(ValueError, match="Unknown algos"):
+        compare_pixel_algos(PixelCompareConfig(algos=["dmo", "sac"], run=False))
+    with pytest.raises(PlayDatasetError, match="needs world_model=<...>, reward=<...>, data=<...>"):
+        compare_pixel_algos(PixelCompareConfig(root=str(tmp_path)))
+    with pytest.raises(ValueError, match="No evaluation file"):
+        compare_pixel_algos(PixelCompareConfig(root=str(tmp_path), run=False))

@@ -74,6 +74,7 @@ def _register():
 
 
 def _register_dmo():
+    from .dmo.compare import PixelCompareConfig
     from .dmo.play_data import PlayDataConfig
     from .dmo.policy_training import PixelDMOConfig
     from .dmo.ppo import PPOConfig
@@ -85,6 +86,7 @@ def _register_dmo():
     ConfigStore.instance().store(name="mbdpo_dmo_reward_schema", node=RewardTrainConfig)
     ConfigStore.instance().store(name="mbdpo_dmo_policy_schema", node=PixelDMOConfig)
     ConfigStore.instance().store(name="mbdpo_dmo_ppo_schema", node=PPOConfig)
+    ConfigStore.instance().store(name="mbdpo_dmo_compare_schema", node=PixelCompareConfig)
 
 
 def _fail(err: Exception):
@@ -426,7 +428,7 @@ def dataset_main():
 
 
 # ------------------------------------------------------------------------------------------ mbdpo-dmo
-DMO_COMMANDS = ("dataset", "world_model", "reward", "policy", "ppo")
+DMO_COMMANDS = ("dataset", "world_model", "reward", "policy", "ppo", "compare")
 
 
 def _dmo_dataset(cfg: DictConfig) -> None:
@@ -513,11 +515,31 @@ def _dmo_ppo(cfg: DictConfig) -> None:
     _dmo_policy(cfg, ppo=True)
 
 
+def _dmo_compare(cfg: DictConfig) -> None:
+    from .dmo.compare import compare_pixel_algos
+    from .dmo.diffusion import ArchitectureError
+    from .dmo.play_data import PlayDatasetError
+    from .trainers.checkpoint import CheckpointError
+
+    try:
+        summary = compare_pixel_algos(OmegaConf.to_object(cfg))
+    except (ValueError, RuntimeError, PlayDatasetError, CheckpointError, ArchitectureError, ImportError) as err:
+        _fail(err)
+    print("| algo | seeds | real success (final) | return (final) | imagined transitions | seconds |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in summary:
+        print(f"| {r['algo']} | {r['seeds']} | {r['final_success_rate']} ± {r['success_std']} | {r['final_return']} ± {r['return_std']} "
+              f"| {r['samples']} | {r['seconds']} |")
+    out = cfg.out_dir or cfg.root
+    print(f"{out}/comparison.csv, {out}/summary.csv, {out}/comparison.png")
+
+
 def dmo_main():
     """``mbdpo-dmo dataset out=<dir> episodes=N`` (Push-T play data) / ``mbdpo-dmo world_model data=<dir> [work_dir=...]``
     (the diffusion world model) / ``mbdpo-dmo reward data=<dir> kind=energy|env`` (its reward) / ``mbdpo-dmo policy
     world_model=<ckpt> reward=<ckpt> data=<dir> [forward=diffusion|local]`` (DMO-SAPO inside the world model) /
-    ``mbdpo-dmo ppo world_model=<ckpt> reward=<ckpt> data=<dir>`` (the PPO baseline, in the same world model)."""
+    ``mbdpo-dmo ppo world_model=<ckpt> reward=<ckpt> data=<dir>`` (the PPO baseline, in the same world model) /
+    ``mbdpo-dmo compare world_model=<ckpt> reward=<ckpt> data=<dir> seeds=[0,1]`` (DMO, No Diffusion and PPO: CSV and plot)."""
     command = sys.argv[1] if len(sys.argv) > 1 else None
     if command not in DMO_COMMANDS:
         print(f"usage: mbdpo-dmo {{{'|'.join(DMO_COMMANDS)}}} key=value ...  (got {command!r})", file=sys.stderr)
@@ -525,5 +547,5 @@ def dmo_main():
     del sys.argv[1]
     _register_dmo()
     task = {"dataset": _dmo_dataset, "world_model": _dmo_world_model, "reward": _dmo_reward, "policy": _dmo_policy,
-            "ppo": _dmo_ppo}[command]
+            "ppo": _dmo_ppo, "compare": _dmo_compare}[command]
     hydra.main(config_path="config", config_name=f"dmo_{command}", version_base="1.3")(task)()

@@ -18,11 +18,14 @@ The pipeline's parts live together in this package, in the order they run:
   env, gradients from the local pixel latent model (``forward=local``: the "No Diffusion" ablation), evaluated
   on the real Push-T env;
 - :mod:`.ppo`: the PPO baseline (``mbdpo-dmo ppo``: TorchRL's ``ClipPPOLoss`` + ``GAE`` on image observations,
-  collected by a TorchRL ``Collector`` in the same diffusion env).
+  collected by a TorchRL ``Collector`` in the same diffusion env);
+- :mod:`.compare`: ``mbdpo-dmo compare``: DMO, No Diffusion and PPO over seeds, a CSV and a plot of the real-env
+  success rate and return against world-model samples and wall time.
 
 The simulator-forward DMO of ``algo=dmo`` (``objectives/dmo.py``, ``trainers/dmo.py``, ``modules/decoupled.py``)
 is the earlier setting and stays where it is. Submodules are imported on use: importing this package does
 not import diffusers or gym-pusht.
 """
 
-__all__ = ["play_data", "functional", "diffusion", "diffusion_env", "world_model_training", "reward", "offline_run", "policy_training", "ppo"]
+__all__ = ["play_data", "functional", "diffusion", "diffusion_env", "world_model_training", "reward", "offline_run", "policy_training",
+           "ppo", "compare"]
