@@ -36,7 +36,7 @@ $(VENV)/.installed: setup.py constraints.txt requirements/common.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q -U pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e ".[dev,myosuite,metaworld,maniskill]"
+	$(PIP) install -q -c constraints.txt -e ".[dev,myosuite,metaworld,maniskill,pusht]"
 	$(PIP) install -q --no-deps metaworld==3.1.1  # its mujoco==3.3.0 pin is deliberately ignored (envs/metaworld.py)
 	touch $@
 

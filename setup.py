@@ -35,6 +35,9 @@ setup(
         # metaworld itself pins mujoco==3.3.0, which conflicts with dm_control: install it with
         # `pip install --no-deps metaworld==3.1.1`. This extra holds its runtime deps that the base lacks.
         "metaworld": ["imageio"],
+        # DMO in a learned pixel world model of Push-T (torchrl_mbdpo/dmo): the real env and the diffusion U-Net.
+        # gym-pusht pins opencv-python<5 and pymunk<7.
+        "pusht": ["gym-pusht==0.1.8", "diffusers==0.42.1"],
     },
     entry_points={
         "console_scripts": [
@@ -45,6 +48,7 @@ setup(
             "mbdpo-dataset=torchrl_mbdpo.cli:dataset_main",
             "mbdpo-import=torchrl_mbdpo.cli:import_main",
             "mbdpo-export=torchrl_mbdpo.cli:export_main",
+            "mbdpo-dmo=torchrl_mbdpo.cli:dmo_main",
         ]
     },
 )

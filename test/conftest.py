@@ -37,3 +37,12 @@ def cli(tmp_path):
         return helpers.run_cli(main, *args, cwd=tmp_path, timeout=timeout)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_play_data(tmp_path_factory):
+    """The folder of a tiny Push-T play dataset (:func:`helpers.write_tiny_play_data`), written once per session;
+    tests read it only."""
+    path = tmp_path_factory.mktemp("play") / "data"
+    helpers.write_tiny_play_data(path)
+    return path

@@ -225,3 +225,40 @@ def run_cli(main: str, *args, cwd, timeout: float | None = None) -> subprocess.C
     env = {**os.environ, "MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-c", f"from torchrl_mbdpo.cli import {main}; {main}()", *args],
                           cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+# ------------------------------------------------------------------------------------------ DMO in a pixel world model (Push-T)
+TINY_PLAY = dict(episodes=4, image_size=16, episode_length=12, seed=0)  # 48 transitions of 16x16 frames
+
+
+def write_tiny_play_data(path, **overrides):
+    """A tiny Push-T play dataset (:data:`TINY_PLAY`: 4 episodes of 12 steps, 16x16 frames) in ``path``."""
+    from torchrl_mbdpo.dmo.play_data import write_play_dataset
+
+    return write_play_dataset(path, **{**TINY_PLAY, **overrides}, progress=False)
+
+
+def tiny_diffusion_config(**overrides):
+    """A 16x16, two-level, 8/16-channel diffusion world model conditioned on 2 frames."""
+    from torchrl_mbdpo.dmo.diffusion import DiffusionConfig
+
+    return DiffusionConfig(**{**dict(image_size=16, context=2, channels=(8, 16), norm_groups=4), **overrides})
+
+
+def tiny_world_model_train_config(data, work_dir, **overrides):
+    """:class:`WorldModelTrainConfig` of a seconds-long run of the tiny model on ``data`` (1 held-out episode)."""
+    from torchrl_mbdpo.dmo.world_model_training import WorldModelTrainConfig
+
+    arch = dict(context=2, channels=[8, 16], norm_groups=4)
+    run = dict(updates=6, batch_size=4, held_out=1, held_out_windows=4, eval_freq=3, checkpoint_freq=3, frames_every=2,
+               frames_steps=6, progress=False)
+    return WorldModelTrainConfig(data=str(data), work_dir=str(work_dir), **{**arch, **run, **overrides})
+
+
+def tiny_reward_train_config(data, work_dir, **overrides):
+    """:class:`RewardTrainConfig` of a seconds-long run of a tiny reward network on ``data`` (1 held-out episode)."""
+    from torchrl_mbdpo.dmo.reward import RewardTrainConfig
+
+    run = dict(channels=[8, 8], hidden=16, updates=6, batch_size=8, held_out=1, held_out_pairs=16, eval_freq=3, checkpoint_freq=3,
+               progress=False)
+    return RewardTrainConfig(data=str(data), work_dir=str(work_dir), **{**run, **overrides})

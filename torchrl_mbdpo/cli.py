@@ -1,5 +1,5 @@
 """Console scripts ``mbdpo-train``, ``mbdpo-eval``, ``mbdpo-compare``, ``mbdpo-finetune``,
-``mbdpo-dataset``, ``mbdpo-import`` and ``mbdpo-export`` (Hydra overrides: ``key=value``, ``planner.steps=5``)."""
+``mbdpo-dataset``, ``mbdpo-import``, ``mbdpo-export`` and ``mbdpo-dmo`` (Hydra overrides: ``key=value``, ``planner.steps=5``)."""
 from __future__ import annotations
 
 import os
@@ -71,6 +71,22 @@ def _register():
     ConfigStore.instance().store(name="mbdpo_dataset_schema", node=DatasetConfig)
     ConfigStore.instance().store(name="mbdpo_import_schema", node=ImportConfig)
     ConfigStore.instance().store(name="mbdpo_export_schema", node=ExportConfig)
+
+
+def _register_dmo():
+    from .dmo.compare import PixelCompareConfig
+    from .dmo.play_data import PlayDataConfig
+    from .dmo.policy_training import PixelDMOConfig
+    from .dmo.ppo import PPOConfig
+    from .dmo.reward import RewardTrainConfig
+    from .dmo.world_model_training import WorldModelTrainConfig
+
+    ConfigStore.instance().store(name="mbdpo_dmo_dataset_schema", node=PlayDataConfig)
+    ConfigStore.instance().store(name="mbdpo_dmo_world_model_schema", node=WorldModelTrainConfig)
+    ConfigStore.instance().store(name="mbdpo_dmo_reward_schema", node=RewardTrainConfig)
+    ConfigStore.instance().store(name="mbdpo_dmo_policy_schema", node=PixelDMOConfig)
+    ConfigStore.instance().store(name="mbdpo_dmo_ppo_schema", node=PPOConfig)
+    ConfigStore.instance().store(name="mbdpo_dmo_compare_schema", node=PixelCompareConfig)
 
 
 def _fail(err: Exception):
@@ -409,3 +425,127 @@ def dataset_main():
         sys.argv[1] = f"action={sys.argv[1]}"
     _register()
     hydra.main(config_path="config", config_name="dataset", version_base="1.3")(_dataset)()
+
+
+# ------------------------------------------------------------------------------------------ mbdpo-dmo
+DMO_COMMANDS = ("dataset", "world_model", "reward", "policy", "ppo", "compare")
+
+
+def _dmo_dataset(cfg: DictConfig) -> None:
+    from .dmo.play_data import PlayDatasetError, write_play_dataset
+
+    try:
+        info = write_play_dataset(cfg.out, cfg.episodes, image_size=cfg.image_size, episode_length=cfg.episode_length,
+                                  scripted_fraction=cfg.scripted_fraction, noise=cfg.noise, seed=cfg.seed, progress=cfg.progress)
+    except (ValueError, PlayDatasetError) as err:
+        _fail(err)
+    behaviours = ", ".join(f"{n} {name}" for name, n in info.behaviours.items())
+    print(f"play dataset written to {cfg.out}: {info.episodes} episodes ({behaviours}), {info.transitions} transitions, "
+          f"{info.image_size}x{info.image_size} frames, {info.seconds:.1f} s")
+
+
+def _dmo_world_model(cfg: DictConfig) -> None:
+    from .dmo.diffusion import ArchitectureError
+    from .dmo.play_data import PlayDatasetError
+    from .dmo.world_model_training import WorldModelTrainer
+    from .trainers.checkpoint import CheckpointError
+
+    try:
+        trainer = WorldModelTrainer(OmegaConf.to_object(cfg))
+    except (ValueError, PlayDatasetError, CheckpointError, ArchitectureError, ImportError) as err:
+        _fail(err)
+    n = sum(p.numel() for p in trainer.model.parameters())
+    m = trainer.model_cfg
+    print(f"world model ({n / 1e6:.2f}M parameters, {m.image_size}x{m.image_size}, k={m.context}, {m.num_steps} denoising steps) "
+          f"on {trainer.dataset.path}: {len(trainer.train_episodes)} train / {len(trainer.held_out_episodes)} held-out episodes, "
+          f"updates {trainer.update} -> {trainer.cfg.updates}, work_dir={trainer.work_dir}", flush=True)
+    last = trainer.train()
+    if trainer.stop_message:
+        print(trainer.stop_message, file=sys.stderr)
+        sys.exit(128 + trainer._signal)
+    print(f"update {last.get('update')}: held-out loss {last.get('held_out_loss')}; checkpoint {trainer.checkpoint_path}; "
+          f"loss curve {trainer.work_dir / 'loss.png'}; frames {trainer.checkpoint_path.parent / 'frames.png'}", flush=True)
+
+
+def _dmo_reward(cfg: DictConfig) -> None:
+    from .dmo.diffusion import ArchitectureError
+    from .dmo.play_data import PlayDatasetError
+    from .dmo.reward import RewardTrainer
+    from .trainers.checkpoint import CheckpointError
+
+    try:
+        trainer = RewardTrainer(OmegaConf.to_object(cfg))
+    except (ValueError, PlayDatasetError, CheckpointError, ArchitectureError, ImportError) as err:
+        _fail(err)
+    print(f"reward ({trainer.cfg.kind}) on {trainer.dataset.path}: updates {trainer.update} -> {trainer.cfg.updates}, "
+          f"work_dir={trainer.work_dir}", flush=True)
+    last = trainer.train()
+    if trainer.stop_message:
+        print(trainer.stop_message, file=sys.stderr)
+        sys.exit(128 + trainer._signal)
+    print(f"update {last.get('update')}: held-out loss {last.get('held_out_loss')}, pair accuracy {last.get('held_out_accuracy') or '-'}, "
+          f"correlation with the env's reward {last.get('env_reward_corr')}; checkpoint {trainer.checkpoint_path}", flush=True)
+
+
+def _dmo_policy(cfg: DictConfig, ppo: bool = False) -> None:
+    from .dmo.diffusion import ArchitectureError
+    from .dmo.play_data import PlayDatasetError
+    from .dmo.policy_training import PixelDMOTrainer
+    from .dmo.ppo import PPOTrainer
+    from .trainers.checkpoint import CheckpointError
+
+    try:
+        trainer = (PPOTrainer if ppo else PixelDMOTrainer)(OmegaConf.to_object(cfg))
+    except (ValueError, PlayDatasetError, CheckpointError, ArchitectureError, ImportError) as err:
+        _fail(err)
+    c = trainer.cfg
+    what = (f"ppo ({trainer.reward_kind} reward), {c.num_envs} envs x {c.rollout_steps} steps" if ppo else
+            f"dmo policy ({c.forward} forward, {trainer.reward_kind} reward), {c.num_envs} envs x H={c.horizon}")
+    print(f"{what}, in the world model {c.world_model}: iterations {trainer.iteration} -> {c.iterations}, work_dir={trainer.work_dir}",
+          flush=True)
+    last = trainer.train()
+    if trainer.stop_message:
+        print(trainer.stop_message, file=sys.stderr)
+        sys.exit(128 + trainer._signal)
+    print(f"iteration {last.get('iteration')}: real Push-T success {last.get('success_rate')}, return {last.get('mean_return')} after "
+          f"{last.get('world_model_samples')} world-model samples; {trainer.work_dir / 'eval.csv'}", flush=True)
+
+
+def _dmo_ppo(cfg: DictConfig) -> None:
+    _dmo_policy(cfg, ppo=True)
+
+
+def _dmo_compare(cfg: DictConfig) -> None:
+    from .dmo.compare import compare_pixel_algos
+    from .dmo.diffusion import ArchitectureError
+    from .dmo.play_data import PlayDatasetError
+    from .trainers.checkpoint import CheckpointError
+
+    try:
+        summary = compare_pixel_algos(OmegaConf.to_object(cfg))
+    except (ValueError, RuntimeError, PlayDatasetError, CheckpointError, ArchitectureError, ImportError) as err:
+        _fail(err)
+    print("| algo | seeds | real success (final) | return (final) | imagined transitions | seconds |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in summary:
+        print(f"| {r['algo']} | {r['seeds']} | {r['final_success_rate']} ± {r['success_std']} | {r['final_return']} ± {r['return_std']} "
+              f"| {r['samples']} | {r['seconds']} |")
+    out = cfg.out_dir or cfg.root
+    print(f"{out}/comparison.csv, {out}/summary.csv, {out}/comparison.png")
+
+
+def dmo_main():
+    """``mbdpo-dmo dataset out=<dir> episodes=N`` (Push-T play data) / ``mbdpo-dmo world_model data=<dir> [work_dir=...]``
+    (the diffusion world model) / ``mbdpo-dmo reward data=<dir> kind=energy|env`` (its reward) / ``mbdpo-dmo policy
+    world_model=<ckpt> reward=<ckpt> data=<dir> [forward=diffusion|local]`` (DMO-SAPO inside the world model) /
+    ``mbdpo-dmo ppo world_model=<ckpt> reward=<ckpt> data=<dir>`` (the PPO baseline, in the same world model) /
+    ``mbdpo-dmo compare world_model=<ckpt> reward=<ckpt> data=<dir> seeds=[0,1]`` (DMO, No Diffusion and PPO: CSV and plot)."""
+    command = sys.argv[1] if len(sys.argv) > 1 else None
+    if command not in DMO_COMMANDS:
+        print(f"usage: mbdpo-dmo {{{'|'.join(DMO_COMMANDS)}}} key=value ...  (got {command!r})", file=sys.stderr)
+        sys.exit(2)
+    del sys.argv[1]
+    _register_dmo()
+    task = {"dataset": _dmo_dataset, "world_model": _dmo_world_model, "reward": _dmo_reward, "policy": _dmo_policy,
+            "ppo": _dmo_ppo, "compare": _dmo_compare}[command]
+    hydra.main(config_path="config", config_name=f"dmo_{command}", version_base="1.3")(task)()

@@ -1,5 +1,6 @@
 """Environments for MBDPO: DMControl (incl. TD-MPC2's custom tasks), MetaWorld, MyoSuite, ManiSkill,
-Gymnasium and user-provided envs. (MUJOCO_GL is chosen per platform by ``torchrl_mbdpo/__init__.py``.)"""
+Push-T (``pusht``; with pixels: ``pusht.make_pusht_env``), Gymnasium and user-provided envs. (MUJOCO_GL is
+chosen per platform by ``torchrl_mbdpo/__init__.py``.)"""
 from .factory import TaskSpec, available_tasks, make_env, observation_size, spec_of, task_spec
 from .multitask import make_multitask_env
 
@@ -9,6 +10,7 @@ from .multitask import make_multitask_env
 from . import metaworld  # noqa: E402, F401
 from . import myosuite  # noqa: E402, F401
 from . import maniskill  # noqa: E402, F401
+from . import pusht  # noqa: E402, F401
 # isort: on
 
 __all__ = ["TaskSpec", "available_tasks", "make_env", "make_multitask_env", "observation_size", "spec_of", "task_spec"]

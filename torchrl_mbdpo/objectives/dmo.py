@@ -48,13 +48,48 @@ from ..modules.functional import (
 )
 from ..modules.layers import mlp, weight_init
 
-__all__ = ["DMOLoss"]
+__all__ = ["DMOLoss", "dmo_rollout"]
 
 
 def _detached_call(module: torch.nn.Module, *args: torch.Tensor) -> torch.Tensor:
     """``module(*args)`` with its parameters detached: gradient flows to the inputs only."""
     params = {name: p.detach() for name, p in module.named_parameters()}
     return functional_call(module, params, args)
+
+
+def _check_network(network, name: str, latent_dim: int, out_dim: int, out_key: str) -> None:
+    """One clear error for a network that cannot serve as DMOLoss's actor or critic."""
+    if not isinstance(network, TensorDictModule):
+        raise TypeError(f"DMOLoss's {name} must be a TensorDictModule (latent -> {out_key!r}), got {type(network).__name__}.")
+    with torch.no_grad():
+        out = network.module(torch.zeros(1, latent_dim, device=next(iter(network.parameters()), torch.zeros(())).device))
+    if tuple(out.shape) != (1, out_dim):
+        raise ValueError(f"DMOLoss's {name} maps a latent ({latent_dim},) to ({out_dim},) ({out_key}), but this one gives "
+                         f"{tuple(out.shape[1:])}.")
+
+
+def dmo_rollout(loss: "DMOLoss", global_model, horizon: int) -> TensorDictBase:
+    """An ``H``-step DMO rollout of ``loss``'s policy from ``global_model.observation`` (an
+    :class:`~torchrl_mbdpo.modules.decoupled.EnvGlobalModel`: values from the global model, Jacobians from the
+    local one; ``loss.decoupled=False``: the local model's imagination), as the ``[B, H]`` TensorDict
+    :meth:`DMOLoss.forward` reads. The loss itself only reads rollouts; this function (or a collector-built
+    TensorDict under the loss's keys) makes them."""
+    wm = loss.world_model
+    obs0 = global_model.observation
+    with torch.no_grad():
+        z0 = wm.encode_obs(obs0)
+    out = decoupled_rollout(
+        z0,
+        loss.policy,
+        global_model,
+        encode=wm.encode_obs,
+        local_next=lambda z, a: _detached_call(wm.dynamics.module, z, a),
+        local_reward=lambda z, a: wm.decode_reward(_detached_call(wm.reward_head.module, z, a)),
+        horizon=horizon,
+        decoupled=loss.decoupled,
+        obs0=obs0,
+    )
+    return loss.rollout_to_tensordict(out)
 
 
 class _Rollout(NamedTuple):
@@ -73,7 +108,8 @@ class _Rollout(NamedTuple):
 
 
 class DMOLoss(LossModule):
-    """DMO-SAPO over an :class:`~torchrl_mbdpo.modules.MBDPOWorldModel` (single-task, state observations).
+    """DMO-SAPO over an :class:`~torchrl_mbdpo.modules.MBDPOWorldModel` (single-task; state observations, or stacked
+    frames with ``obs_type="rgb"``, as in the pixel world model of :mod:`torchrl_mbdpo.dmo`).
 
     Input of :meth:`forward`: a ``[B, H]`` rollout TensorDict (time last, TorchRL's layout), e.g. from
     :meth:`rollout`, with ``latent`` and ``("next", "latent")`` (carrying the decoupled gradients), ``action``,
@@ -90,7 +126,11 @@ class DMOLoss(LossModule):
             registered on the loss.
 
     Keyword Args:
-        mlp_dim: hidden width of the actor and critic (default: ``world_model.cfg.mlp_dim``).
+        actor_network: the actor, a ``TensorDictModule`` ``latent -> "policy_params"`` (``2 * action_dim``: the mean and
+            raw log-std of the tanh-Gaussian), as TorchRL's ``SACLoss`` receives its networks; default: a 2-layer MLP.
+        critic_network: the state-value critic, a ``TensorDictModule`` ``latent -> "state_value"`` (``1``); default: a
+            2-layer MLP. Its target copy is made here.
+        mlp_dim: hidden width of the default actor and critic (default: ``world_model.cfg.mlp_dim``).
         discount: gamma. lmbda: lambda of the critic's TD(lambda) targets.
         alpha_init: initial entropy temperature (TorchRL SAC's default, 1.0). target_entropy: default ``-action_dim``.
         decoupled: ``False`` runs the "no decoupling" ablation in :meth:`rollout` (pure latent imagination).
@@ -141,6 +181,8 @@ class DMOLoss(LossModule):
     def __init__(
         self,
         world_model,
+        actor_network: TensorDictModule | None = None,
+        critic_network: TensorDictModule | None = None,
         *,
         mlp_dim: int | None = None,
         discount: float = 0.99,
@@ -156,8 +198,6 @@ class DMOLoss(LossModule):
         cfg = world_model.cfg
         if cfg.multitask:
             raise ValueError("DMOLoss is single-task: the world model has a task embedding (task_dim > 0).")
-        if cfg.obs_type != "state":
-            raise ValueError(f"DMOLoss needs state observations, the world model has obs_type={cfg.obs_type!r}.")
         if not 0.0 < discount <= 1.0:
             raise ValueError(f"discount must lie in (0, 1], got {discount}")
         if not 0.0 <= lmbda <= 1.0:
@@ -178,16 +218,18 @@ class DMOLoss(LossModule):
         self.log_std_max = cfg.log_std_max if log_std_max is None else float(log_std_max)
         self.target_entropy = -float(A) if target_entropy is None else float(target_entropy)
 
-        actor = mlp(L, [M, M], 2 * A)
-        critic = mlp(L, [M, M], 1)
-        actor.apply(weight_init)
-        critic.apply(weight_init)
-        self.actor_network = TensorDictModule(actor, in_keys=[latent_key], out_keys=["policy_params"])
-        self.convert_to_functional(
-            TensorDictModule(critic, in_keys=[latent_key], out_keys=["state_value"]),
-            "critic_network",
-            create_target_params=True,
-        )
+        if actor_network is None:
+            actor = mlp(L, [M, M], 2 * A)
+            actor.apply(weight_init)
+            actor_network = TensorDictModule(actor, in_keys=[latent_key], out_keys=["policy_params"])
+        if critic_network is None:
+            critic = mlp(L, [M, M], 1)
+            critic.apply(weight_init)
+            critic_network = TensorDictModule(critic, in_keys=[latent_key], out_keys=["state_value"])
+        _check_network(actor_network, "actor_network", L, 2 * A, "policy_params")
+        _check_network(critic_network, "critic_network", L, 1, "state_value")
+        self.actor_network = actor_network
+        self.convert_to_functional(critic_network, "critic_network", create_target_params=True)
         self.log_alpha = torch.nn.Parameter(torch.tensor(math.log(alpha_init)))
         self._in_keys = None
         self._out_keys = None
@@ -263,23 +305,9 @@ class DMOLoss(LossModule):
 
         The local model runs with detached weights (the actor loss must not train it) and the global model is
         stepped in both modes; with ``decoupled=False`` its transitions only serve the local-model loss.
+        Same as :func:`dmo_rollout` ``(self, global_model, horizon)``.
         """
-        wm = self.world_model
-        obs0 = global_model.observation
-        with torch.no_grad():
-            z0 = wm.encode_obs(obs0)
-        out = decoupled_rollout(
-            z0,
-            self.policy,
-            global_model,
-            encode=wm.encode_obs,
-            local_next=lambda z, a: _detached_call(wm.dynamics.module, z, a),
-            local_reward=lambda z, a: wm.decode_reward(_detached_call(wm.reward_head.module, z, a)),
-            horizon=horizon,
-            decoupled=self.decoupled,
-            obs0=obs0,
-        )
-        return self.rollout_to_tensordict(out)
+        return dmo_rollout(self, global_model, horizon)
 
     def rollout_to_tensordict(self, rollout: DecoupledRollout) -> TensorDictBase:
         """Time-first :class:`DecoupledRollout` tensors -> a batch-first ``[B, H]`` TensorDict under this loss's keys."""

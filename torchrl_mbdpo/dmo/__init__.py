@@ -1,0 +1,31 @@
+"""DMO as its paper describes it: policy learning inside a learned pixel world model of Push-T, with no
+simulator in the loop (Amigo et al., "Coupled Local and Global World Models for Efficient First Order RL").
+
+The pipeline's parts live together in this package, in the order they run:
+
+- :mod:`.play_data`: a play dataset of image episodes of the real Push-T env (random and noisy scripted
+  pushing), written into a TorchRL memory-mapped storage on disk, and its loader;
+- :mod:`.functional`: the EDM equations (preconditioning, noise levels, sampler) of the global model;
+- :mod:`.diffusion`: the global world model, a DIAMOND-style EDM diffusion model of the next frame given the
+  last ``k`` frames and actions, on a small U-Net (diffusers' ``UNet2DModel``);
+- :mod:`.diffusion_env`: that model as a batched TorchRL model-based env (``ModelBasedEnvBase``);
+- :mod:`.world_model_training`: its offline training (``mbdpo-dmo world_model``): progress, held-out loss
+  curve, checkpoints and resume, a picture of real vs predicted frames;
+- :mod:`.reward`: the model env's reward, a Bradley-Terry contrastive energy ``f(o_t | o_start, o_goal)``
+  learned from the frames alone, or (ablation) the real env's reward regressed from frames (``mbdpo-dmo reward``);
+- :mod:`.offline_run`: what those two offline trainings share (checkpoints, resume, signals, loss curve);
+- :mod:`.policy_training`: DMO-SAPO inside the world model (``mbdpo-dmo policy``): forward through the diffusion
+  env, gradients from the local pixel latent model (``forward=local``: the "No Diffusion" ablation), evaluated
+  on the real Push-T env;
+- :mod:`.ppo`: the PPO baseline (``mbdpo-dmo ppo``: TorchRL's ``ClipPPOLoss`` + ``GAE`` on image observations,
+  collected by a TorchRL ``Collector`` in the same diffusion env);
+- :mod:`.compare`: ``mbdpo-dmo compare``: DMO, No Diffusion and PPO over seeds, a CSV and a plot of the real-env
+  success rate and return against world-model samples and wall time.
+
+The simulator-forward DMO of ``algo=dmo`` (``objectives/dmo.py``, ``trainers/dmo.py``, ``modules/decoupled.py``)
+is the earlier setting and stays where it is. Submodules are imported on use: importing this package does
+not import diffusers or gym-pusht.
+"""
+
+__all__ = ["play_data", "functional", "diffusion", "diffusion_env", "world_model_training", "reward", "offline_run", "policy_training",
+           "ppo", "compare"]

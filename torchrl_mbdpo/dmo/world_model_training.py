@@ -1,0 +1,181 @@
+"""Offline training of the global diffusion world model on a play dataset (``mbdpo-dmo world_model``).
+
+``updates`` AdamW steps (linear warm-up, gradient clipping) of :meth:`DiffusionWorldModel.loss` on batches of
+``batch_size`` windows drawn from the training episodes; the last ``held_out`` episodes are never trained on.
+Every ``eval_freq`` updates (and at the end) the loss on ``held_out_windows`` fixed held-out windows, with fixed
+noise, is written to ``<work_dir>/loss.csv`` beside the mean training loss since the previous row, and plotted in
+``loss.png``. ``<work_dir>/checkpoints/latest.pt`` (the library's checksummed, atomic checkpoint files: model,
+optimiser, sampling generator, update count, config) is written every ``checkpoint_freq`` updates and at the
+end, and beside it ``frames.png`` (and its per-step pixel MSE, ``frames.json``): the first held-out episode,
+real (top) and predicted open-loop from its first frame and its actions (bottom), at steps 0, ``frames_every``,
+``2 frames_every``, ... up to ``frames_steps``.
+
+Resume: ``resume=true`` continues a run from its checkpoint (architecture and data checked; ``loss.csv`` cut
+back to it) and ends bitwise equal to an uninterrupted run on CPU; ``updates`` may be raised to train on.
+SIGTERM/SIGINT finish the current update, write the checkpoint and exit with 128 + signal.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+
+from .diffusion import ArchitectureError, DiffusionConfig, DiffusionWorldModel, check_architecture
+from .offline_run import OfflineRun
+
+__all__ = ["WorldModelTrainConfig", "WorldModelTrainer", "train_world_model", "load_world_model", "write_frames_picture"]
+
+CHECKPOINT_KIND = "dmo_diffusion_world_model"
+LOSS_FIELDS = ["update", "train_loss", "held_out_loss", "seconds"]
+
+
+@dataclass
+class WorldModelTrainConfig:
+    """``mbdpo-dmo world_model`` (defaults sized for a CPU: 64x64 frames, a 0.6M-parameter U-Net)."""
+
+    data: Optional[str] = None  # the play dataset folder (mbdpo-dmo dataset out=...)
+    work_dir: Optional[str] = None  # default: runs/dmo_world_model/<dataset folder name>
+    image_size: Optional[int] = None  # default: the dataset's; another size than the dataset's is an error
+    context: int = 4  # k: frames and actions the next frame is conditioned on
+    channels: List[int] = field(default_factory=lambda: [16, 32, 64])
+    layers_per_block: int = 1
+    attention: bool = False
+    norm_groups: int = 8
+    num_steps: int = 3  # denoising steps when sampling (DMO and DIAMOND: 3)
+    updates: int = 2000
+    batch_size: int = 16
+    lr: float = 3e-4
+    weight_decay: float = 1e-2
+    warmup: int = 100  # updates of linear learning-rate warm-up
+    grad_clip: float = 1.0
+    held_out: int = 10  # episodes held out of training (the last ones)
+    held_out_windows: int = 64
+    eval_freq: int = 100
+    checkpoint_freq: int = 500
+    frames_every: int = 5
+    frames_steps: int = 50
+    seed: int = 0
+    device: str = "cpu"
+    threads: Optional[int] = None  # torch CPU threads (default: torch's)
+    resume: bool = False
+    progress: bool = True
+
+    def diffusion_config(self, image_size: int, action_dim: int = 2) -> DiffusionConfig:
+        return DiffusionConfig(image_size=image_size, context=self.context, action_dim=action_dim, channels=tuple(self.channels),
+                               layers_per_block=self.layers_per_block, attention=self.attention, norm_groups=self.norm_groups,
+                               num_steps=self.num_steps)
+
+
+def write_frames_picture(model: DiffusionWorldModel, episode, path, *, every: int = 5, steps: int = 50, seed: int = 0) -> dict:
+    """Real (top row) vs predicted (bottom row) frames of ``episode`` (its rows, :meth:`PlayDataset.episode`) at
+    steps ``0, every, 2 every, ...`` up to ``steps`` (or the episode's end): the model imagines open-loop from
+    the first frame with the episode's actions. Returns ``{"steps": [...], "mse": [...]}`` (per shown step, pixels
+    in [0, 1])."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k, A = model.cfg.context, model.cfg.action_dim
+    real = episode["pixels"][:]
+    T = min(int(steps), len(real) - 1)
+    actions = episode["action"][:T][None].float()
+    first = real[:1]
+    frames = first[:, None].expand(1, k, *first.shape[1:]).clone()
+    with torch.random.fork_rng(devices=[]):
+        predicted = model.imagine(frames, torch.zeros(1, k, A), actions, generator=torch.Generator().manual_seed(seed))[0]
+    predicted = torch.cat([first, predicted])
+    shown = list(range(0, T + 1, max(1, int(every))))
+    mse = [float(((real[t].float() - predicted[t].float()) / 255).pow(2).mean()) for t in shown]
+    fig, axes = plt.subplots(2, len(shown), figsize=(1.3 * len(shown), 3.0), squeeze=False)
+    for j, t in enumerate(shown):
+        for i, (row, name) in enumerate(((real, "real"), (predicted, "predicted"))):
+            ax = axes[i, j]
+            ax.imshow(row[t].permute(1, 2, 0).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"t={t}", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(name, fontsize=8)
+    fig.suptitle("held-out episode: real vs world model (open loop from the first frame)", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return {"steps": shown, "mse": mse}
+
+
+class WorldModelTrainer(OfflineRun):
+    """Runs the training of the module docstring (:class:`~torchrl_mbdpo.dmo.offline_run.OfflineRun`);
+    :meth:`train` returns the last ``loss.csv`` row."""
+
+    kind, name, command = CHECKPOINT_KIND, "world model", "world_model"
+    fields = LOSS_FIELDS
+    y_label = "EDM loss"
+
+    def extra_checks(self, cfg) -> None:
+        for name in ("held_out_windows", "frames_every"):
+            if getattr(cfg, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}.")
+
+    def build(self):
+        model_cfg = self.cfg.diffusion_config(self.dataset.image_size)
+        fixed = torch.Generator().manual_seed(self.cfg.seed + 1)
+        self.held_out_batch = self.dataset.sample(self.cfg.held_out_windows, self.cfg.context, fixed, self.eval_episodes)
+        return DiffusionWorldModel(model_cfg), model_cfg
+
+    def check_architecture(self, saved_config: dict, path) -> None:
+        check_architecture(DiffusionConfig.from_dict(saved_config), self.model_cfg, path)
+
+    def training_loss(self) -> torch.Tensor:
+        batch = self.dataset.sample(self.cfg.batch_size, self.cfg.context, self.generator, self.train_episodes).to(self.cfg.device)
+        return self.model.loss(batch["frames"], batch["actions"], batch["target"], generator=self.generator).mean()
+
+    def held_out_loss(self) -> float:
+        b = self.held_out_batch.to(self.cfg.device)
+        with torch.no_grad():
+            loss = self.model.loss(b["frames"], b["actions"], b["target"], generator=torch.Generator().manual_seed(self.cfg.seed + 2))
+        return float(loss.mean())
+
+    def evaluate(self) -> dict:
+        return {"held_out_loss": f"{self.held_out_loss():.6f}"}
+
+    def finish(self) -> None:
+        """``frames.png`` and ``frames.json`` beside the checkpoint."""
+        episode = int(self.eval_episodes[0])
+        self.frames = write_frames_picture(self.model, self.dataset.episode(episode), self.checkpoint_path.parent / "frames.png",
+                                           every=self.cfg.frames_every, steps=self.cfg.frames_steps, seed=self.cfg.seed)
+        (self.checkpoint_path.parent / "frames.json").write_text(json.dumps({"episode": episode, "update": self.update, **self.frames}))
+
+
+def train_world_model(cfg: WorldModelTrainConfig) -> WorldModelTrainer:
+    """Build and run a :class:`WorldModelTrainer`; returns it (``.log``, ``.checkpoint_path``, ``.frames``)."""
+    trainer = WorldModelTrainer(cfg)
+    trainer.train()
+    return trainer
+
+
+def load_world_model(path, *, expect: DiffusionConfig | None = None, map_location="cpu") -> tuple[DiffusionWorldModel, dict]:
+    """The world model of a checkpoint (``<work_dir>/checkpoints/latest.pt``) in eval mode, and the checkpoint's
+    state. ``expect``: raise :class:`ArchitectureError` unless the checkpoint has its architecture."""
+    from ..trainers.checkpoint import CheckpointError, load_checkpoint
+
+    state = load_checkpoint(path, map_location=map_location)
+    if state.get("kind") != CHECKPOINT_KIND:
+        raise CheckpointError(f"{path} is not a diffusion world model checkpoint (kind={state.get('kind')!r}); "
+                              "train one with mbdpo-dmo world_model data=<play dataset>.")
+    saved = DiffusionConfig.from_dict(state["model_config"])
+    if expect is not None:
+        check_architecture(saved, expect, path)
+    model = DiffusionWorldModel(saved)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise ArchitectureError(f"{path}: the weights do not fit its own architecture ({err}).") from err
+    return model.eval(), state
+
