@@ -7,7 +7,7 @@ import torch
 
 from torchrl_mbdpo.dmo.diffusion import ArchitectureError, DiffusionWorldModel
 from torchrl_mbdpo.dmo.diffusion_env import DiffusionWorldModelEnv, play_data_start_sampler
-from torchrl_mbdpo.dmo.functional import bradley_terry_loss
+from torchrl_mbdpo.modules.functional import bradley_terry_loss
 from torchrl_mbdpo.dmo.play_data import load_play_dataset
 from torchrl_mbdpo.dmo.reward import FrameReward, FrameScorer, RewardConfig, RewardTrainer, load_frame_reward, train_reward
 from torchrl_mbdpo.dmo.world_model_training import train_world_model

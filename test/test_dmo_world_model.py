@@ -14,7 +14,7 @@ from torchrl.envs.utils import RandomPolicy, check_env_specs
 
 from torchrl_mbdpo.dmo.diffusion import ArchitectureError, DiffusionConfig, DiffusionWorldModel
 from torchrl_mbdpo.dmo.diffusion_env import DiffusionWorldModelEnv, context_from_frame, play_data_start_sampler
-from torchrl_mbdpo.dmo.functional import (
+from torchrl_mbdpo.modules.functional import (
     edm_denoised,
     edm_loss_weight,
     edm_scalings,

@@ -5,7 +5,6 @@ The pipeline's parts live together in this package, in the order they run:
 
 - :mod:`.play_data`: a play dataset of image episodes of the real Push-T env (random and noisy scripted
   pushing), written into a TorchRL memory-mapped storage on disk, and its loader;
-- :mod:`.functional`: the EDM equations (preconditioning, noise levels, sampler) of the global model;
 - :mod:`.diffusion`: the global world model, a DIAMOND-style EDM diffusion model of the next frame given the
   last ``k`` frames and actions, on a small U-Net (diffusers' ``UNet2DModel``);
 - :mod:`.diffusion_env`: that model as a batched TorchRL model-based env (``ModelBasedEnvBase``);
@@ -22,10 +21,11 @@ The pipeline's parts live together in this package, in the order they run:
 - :mod:`.compare`: ``mbdpo-dmo compare``: DMO, No Diffusion and PPO over seeds, a CSV and a plot of the real-env
   success rate and return against world-model samples and wall time.
 
-The simulator-forward DMO of ``algo=dmo`` (``objectives/dmo.py``, ``trainers/dmo.py``, ``modules/decoupled.py``)
+The equations (EDM preconditioning, noise levels, sampler; the Bradley-Terry loss) are in
+:mod:`torchrl_mbdpo.modules.functional`, the library's one home of its math. The simulator-forward DMO of ``algo=dmo`` (``objectives/dmo.py``, ``trainers/dmo.py``, ``modules/decoupled.py``)
 is the earlier setting and stays where it is. Submodules are imported on use: importing this package does
 not import diffusers or gym-pusht.
 """
 
-__all__ = ["play_data", "functional", "diffusion", "diffusion_env", "world_model_training", "reward", "offline_run", "policy_training",
+__all__ = ["play_data", "diffusion", "diffusion_env", "world_model_training", "reward", "offline_run", "policy_training",
            "ppo", "compare"]
