@@ -8,6 +8,7 @@ the decoupled rollout (simulator forward, local-model Jacobians at the simulator
 Prints one table: cosine similarity and norm ratio to the simulator's gradient (mean and median over the
 start states), and the error of the H-step return each rollout reports.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,9 +76,15 @@ def model_gradient(loss, sim: Simulator | None, obs0: torch.Tensor, actions: tor
     if sim is not None:
         sim.restart()
     out = decoupled_rollout(
-        wm.encode_obs(obs0).detach().reshape(1, -1), fixed_actions, sim.step if sim is not None else None,
-        wm.encode_obs, wm.next, lambda z, a: wm.decode_reward(wm.reward(z, a)),
-        horizon=len(actions), decoupled=sim is not None)
+        wm.encode_obs(obs0).detach().reshape(1, -1),
+        fixed_actions,
+        sim.step if sim is not None else None,
+        wm.encode_obs,
+        wm.next,
+        lambda z, a: wm.decode_reward(wm.reward(z, a)),
+        horizon=len(actions),
+        decoupled=sim is not None,
+    )
     total = out.rewards.sum()
     total.backward()
     return float(total.detach()), params.grad
@@ -116,17 +123,26 @@ def main(argv=None):
         fd = sim.fd_gradient(actions, args.eps)
         for name, source in (("decoupled", sim), ("no decoupling", None)):
             ret, grad = model_gradient(loss, source, td["observation"], actions)
-            rows[name].append((F.cosine_similarity(grad.flatten(), fd.flatten(), dim=0).item(),
-                               (grad.norm() / fd.norm().clamp_min(1e-12)).item(), abs(ret - true_return)))
+            rows[name].append(
+                (
+                    F.cosine_similarity(grad.flatten(), fd.flatten(), dim=0).item(),
+                    (grad.norm() / fd.norm().clamp_min(1e-12)).item(),
+                    abs(ret - true_return),
+                )
+            )
 
-    print(f"task {cfg.task}, checkpoint step {state['step']}, horizon {horizon}, {args.states} start states, "
-          f"finite differences with eps {args.eps}")
+    print(
+        f"task {cfg.task}, checkpoint step {state['step']}, horizon {horizon}, {args.states} start states, "
+        f"finite differences with eps {args.eps}"
+    )
     print("| gradient of the H-step return | cosine to the simulator's, mean | median | norm ratio, median | |return error|, mean |")
     print("|---|---:|---:|---:|---:|")
     for name, values in rows.items():
         cos, ratio, err = zip(*values)
-        print(f"| {name} | {statistics.mean(cos):.3f} | {statistics.median(cos):.3f} | {statistics.median(ratio):.2f} "
-              f"| {statistics.mean(err):.3f} |")
+        print(
+            f"| {name} | {statistics.mean(cos):.3f} | {statistics.median(cos):.3f} | {statistics.median(ratio):.2f} "
+            f"| {statistics.mean(err):.3f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ SerialEnv of 4), one row per suite that runs on this machine. Prints one table.
 
     python benchmarks/envs.py [--steps 500]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,14 @@ import torch
 from torchrl_mbdpo.envs import make_env
 from torchrl_mbdpo.envs.suite import SuiteUnavailableError
 
-ROWS = [("DMControl", "cheetah-run", "state"), ("DMControl", "walker-walk", "state"), ("DMControl pixels", "cheetah-run", "rgb"),
-        ("MetaWorld", "mw-reach", "state"), ("MyoSuite", "myo-reach", "state"), ("ManiSkill3", "pick-cube", "state")]
+ROWS = [
+    ("DMControl", "cheetah-run", "state"),
+    ("DMControl", "walker-walk", "state"),
+    ("DMControl pixels", "cheetah-run", "rgb"),
+    ("MetaWorld", "mw-reach", "state"),
+    ("MyoSuite", "myo-reach", "state"),
+    ("ManiSkill3", "pick-cube", "state"),
+]
 
 
 def steps_per_second(task: str, obs: str, num_envs: int, steps: int) -> float:

@@ -17,6 +17,7 @@ Sections, each written to the markdown report as soon as it is done (a run cut s
 Rows are run by priority and skipped (marked) when the time budget (``--budget``) would not hold their
 compilation. Targets on an H200: update <= 10 ms, default plan <= 5 ms per action at 1 env.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -111,6 +112,7 @@ def cpu_draws(seed: int):
             kwargs.pop("layout", None)
             out = originals[name](*args, dtype=dtype, generator=gen, **kwargs)
             return out.to(device) if device is not None else out
+
         return draw
 
     def like(name):
@@ -119,6 +121,7 @@ def cpu_draws(seed: int):
         def draw(x, *, dtype=None, device=None, **kwargs):
             out = originals[base](x.shape, dtype=dtype or x.dtype, generator=gen)
             return out.to(device or x.device)
+
         return draw
 
     def exponential_(self, lambd=1.0, *, generator=None):
@@ -180,11 +183,16 @@ def update_batch(batch_size: int, device, seed: int = 0):
 
     g = torch.Generator().manual_seed(seed)
     B, H = batch_size, 3
-    return TensorDict({
-        "observation": torch.randn(B, H, OBS_DIM, generator=g), "action": torch.rand(B, H, ACTION_DIM, generator=g) * 2 - 1,
-        ("next", "observation"): torch.randn(B, H, OBS_DIM, generator=g), ("next", "reward"): torch.rand(B, H, 1, generator=g),
-        ("next", "terminated"): torch.zeros(B, H, 1, dtype=torch.bool),
-    }, batch_size=[B, H]).to(device)
+    return TensorDict(
+        {
+            "observation": torch.randn(B, H, OBS_DIM, generator=g),
+            "action": torch.rand(B, H, ACTION_DIM, generator=g) * 2 - 1,
+            ("next", "observation"): torch.randn(B, H, OBS_DIM, generator=g),
+            ("next", "reward"): torch.rand(B, H, 1, generator=g),
+            ("next", "terminated"): torch.zeros(B, H, 1, dtype=torch.bool),
+        },
+        batch_size=[B, H],
+    ).to(device)
 
 
 def make_update(wm, device, precision: str, options: CompileOptions | None):
@@ -212,9 +220,11 @@ def correctness(device, args) -> list[str]:
     cpu = torch.device("cpu")
     base = world_model(5 if not args.quick else 1, args.quick, dropout=0.0).eval()
     models = {cpu: base, device: copy.deepcopy(base).to(device)}
-    for name, make in (("plan, MC score", lambda wm: DiffusionActor(wm, planner_config(args.quick))),
-                       ("plan, score network", lambda wm: DiffusionActor(wm, planner_config(args.quick, score_source="network"))),
-                       ("plan, MPPI (TD-MPC2)", lambda wm: MPPIActor(wm, mppi_config(args.quick)))):
+    for name, make in (
+        ("plan, MC score", lambda wm: DiffusionActor(wm, planner_config(args.quick))),
+        ("plan, score network", lambda wm: DiffusionActor(wm, planner_config(args.quick, score_source="network"))),
+        ("plan, MPPI (TD-MPC2)", lambda wm: MPPIActor(wm, mppi_config(args.quick))),
+    ):
         outs = {}
         for dev, wm in models.items():
             actor = make(wm).to(dev)
@@ -252,8 +262,10 @@ VARIANTS = ("eager", "eager+graph", "compiled", "compiled+graph")
 
 
 def bench(device, args, budget: Budget, report: Report) -> list[str]:
-    head = ["| setting | " + " | ".join(f"{v} ms" for v in VARIANTS) + " | compile s | peak MiB | target |",
-            "|---|" + "---:|" * (len(VARIANTS) + 3)]
+    head = [
+        "| setting | " + " | ".join(f"{v} ms" for v in VARIANTS) + " | compile s | peak MiB | target |",
+        "|---|" + "---:|" * (len(VARIANTS) + 3),
+    ]
     lines = list(head)
     estimate = [20.0 if args.quick else 90.0]  # seconds a compilation is expected to take (the longest seen)
     repeats = 3 if args.quick else 20
@@ -275,8 +287,10 @@ def bench(device, args, budget: Budget, report: Report) -> list[str]:
                 actor = DiffusionActor(wm, planner_config(args.quick), precision=precision).to(device)
                 inputs = plan_inputs(n, device)
                 call = lambda: actor.plan(*inputs, explore=True)  # noqa: E731
-                label = (f"plan ({'quick' if args.quick else 'default'} planner), model {size if not args.quick else 'tiny'}, "
-                         f"{n} env(s), {precision}")
+                label = (
+                    f"plan ({'quick' if args.quick else 'default'} planner), model {size if not args.quick else 'tiny'}, "
+                    f"{n} env(s), {precision}"
+                )
                 per = n
             else:
                 wm = world_model(size, args.quick).to(device)
@@ -292,8 +306,9 @@ def bench(device, args, budget: Budget, report: Report) -> list[str]:
                 call()
                 cells["eager+graph"] = timed_ms(call, device, repeats) / per
             else:
-                captured, _ = make_update(world_model(size, args.quick).to(device), device, precision,
-                                          CompileOptions(backend=None, cudagraphs=True))
+                captured, _ = make_update(
+                    world_model(size, args.quick).to(device), device, precision, CompileOptions(backend=None, cudagraphs=True)
+                )
                 captured(batch)
                 cells["eager+graph"] = timed_ms(lambda: captured(batch), device, repeats)
             if args.backend is None or budget.left() - args.reserve < estimate[0]:
@@ -335,8 +350,11 @@ def bench(device, args, budget: Budget, report: Report) -> list[str]:
         values = [f"{cells[v]:.2f}" if isinstance(cells.get(v), float) else str(cells.get(v, "")) for v in VARIANTS]
         if "error" in cells:
             values[-1] = (values[-1] + " " + cells["error"]).strip()
-        lines.append(f"| {label}{' (ms per env)' if kind == 'plan' and n > 1 else ''} | " + " | ".join(values)
-                     + f" | {compile_s} | {peak_mib(device)} | {target} |")
+        lines.append(
+            f"| {label}{' (ms per env)' if kind == 'plan' and n > 1 else ''} | "
+            + " | ".join(values)
+            + f" | {compile_s} | {peak_mib(device)} | {target} |"
+        )
         report.sections[-1] = ["\n## speed (in progress)\n", *lines]
         report.flush()
     return lines
@@ -347,12 +365,32 @@ def online(device, args, budget: Budget) -> list[str]:
     steps = args.online_steps
     seed_steps = max(steps // 4, 10)
     work = Path(tempfile.mkdtemp(prefix="gpu_check_run_"))
-    overrides = [f"task={args.online_task}", f"steps={steps}", f"device={device.type}", f"seed_steps={seed_steps}",
-                 f"pretrain_updates={seed_steps}", "num_envs=1", f"eval_freq={10 * steps}", "eval_episodes=1", "progress=false",
-                 f"work_dir={work}", "save_video=false", *args.online_args]
+    overrides = [
+        f"task={args.online_task}",
+        f"steps={steps}",
+        f"device={device.type}",
+        f"seed_steps={seed_steps}",
+        f"pretrain_updates={seed_steps}",
+        "num_envs=1",
+        f"eval_freq={10 * steps}",
+        "eval_episodes=1",
+        "progress=false",
+        f"work_dir={work}",
+        "save_video=false",
+        *args.online_args,
+    ]
     if args.quick:
-        overrides += ["model_size=1", "model.latent_dim=16", "model.mlp_dim=32", "model.enc_dim=32", "batch_size=16",
-                      "planner.steps=2", "planner.num_samples=8", "planner.num_elites=2", "planner.num_pi_trajs=2"]
+        overrides += [
+            "model_size=1",
+            "model.latent_dim=16",
+            "model.mlp_dim=32",
+            "model.enc_dim=32",
+            "batch_size=16",
+            "planner.steps=2",
+            "planner.num_samples=8",
+            "planner.num_elites=2",
+            "planner.num_pi_trajs=2",
+        ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), "MUJOCO_GL": "egl"}
     command = [sys.executable, "-c", "from torchrl_mbdpo.cli import train_main; train_main()", *overrides]
     timeout = max(budget.left() - 5, 10)
@@ -363,10 +401,13 @@ def online(device, args, budget: Budget) -> list[str]:
         status = "ok" if done.returncode == 0 else f"exit {done.returncode}: {(done.stderr or done.stdout).strip().splitlines()[-1:]}"
     except subprocess.TimeoutExpired:
         seconds, status = time.perf_counter() - start, f"stopped at the time budget ({timeout:.0f} s)"
-    return ["| run | steps | wall s | env steps / s | status |", "|---|---:|---:|---:|---|",
-            f"| mbdpo-train {' '.join(overrides[:1] + overrides[2:3] + list(args.online_args))} ({seed_steps} random steps, "
-            f"{seed_steps} pretraining updates, then one plan and one update per step) | {steps} | {seconds:.1f} | "
-            f"{steps / seconds:.1f} | {status} |"]
+    return [
+        "| run | steps | wall s | env steps / s | status |",
+        "|---|---:|---:|---:|---|",
+        f"| mbdpo-train {' '.join(overrides[:1] + overrides[2:3] + list(args.online_args))} ({seed_steps} random steps, "
+        f"{seed_steps} pretraining updates, then one plan and one update per step) | {steps} | {seconds:.1f} | "
+        f"{steps / seconds:.1f} | {status} |",
+    ]
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -374,8 +415,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--quick", action="store_true", help="tiny models and settings: exercise every code path quickly")
-    parser.add_argument("--backend", default=None, help="torch.compile backend (default: inductor; eager with --device cpu --quick); "
-                        "'none' skips the compiled rows")
+    parser.add_argument(
+        "--backend",
+        default=None,
+        help="torch.compile backend (default: inductor; eager with --device cpu --quick); 'none' skips the compiled rows",
+    )
     parser.add_argument("--mode", default=None, help="torch.compile mode (default: torch's; the official code: max-autotune-no-cudagraphs)")
     parser.add_argument("--budget", type=float, default=540.0, help="seconds for the whole check (default 540: 9 minutes)")
     parser.add_argument("--reserve", type=float, default=None, help="seconds kept for the online run (default: 150, quick: 20)")
@@ -400,13 +444,17 @@ def main(argv=None):
     default_out = Path(os.environ["OUT"]) / "gpu_check.md" if os.environ.get("OUT") else ROOT / "benchmarks" / "gpu_check.md"
     out = Path(args.out) if args.out else default_out
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
-    report = Report(out, [
-        "# torchrl_mbdpo device check", "",
-        f"device {device} ({gpu}); torch {torch.__version__}, CUDA {torch.version.cuda}; {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} CPU threads; compile backend {args.backend}, mode {args.mode}; "
-        f"{'quick settings' if args.quick else 'full settings'}",
-        f"started {time.strftime('%Y-%m-%d %H:%M:%S')}, budget {args.budget:.0f} s",
-    ])
+    report = Report(
+        out,
+        [
+            "# torchrl_mbdpo device check",
+            "",
+            f"device {device} ({gpu}); torch {torch.__version__}, CUDA {torch.version.cuda}; {platform.processor() or platform.machine()}, "
+            f"{torch.get_num_threads()} CPU threads; compile backend {args.backend}, mode {args.mode}; "
+            f"{'quick settings' if args.quick else 'full settings'}",
+            f"started {time.strftime('%Y-%m-%d %H:%M:%S')}, budget {args.budget:.0f} s",
+        ],
+    )
     for name, fn in (("correctness", lambda: correctness(device, args)), ("speed", None), ("online", None)):
         if name in args.skip:
             continue
@@ -418,10 +466,13 @@ def main(argv=None):
                 report.section("speed (in progress)", [])
                 lines = bench(device, args, budget, report)
                 report.sections.pop()
-                lines += ["", "ms per call (plan rows with several envs: ms per env), median of repeated calls after warm-up; "
-                          "graph = tensordict's CudaGraphModule capture (on the CPU it runs the function as it is); "
-                          "compile s = first compiled call (compilation included). Published reference: the official MBDPO "
-                          "PyTorch update, 37.7 ms on a GPU."]
+                lines += [
+                    "",
+                    "ms per call (plan rows with several envs: ms per env), median of repeated calls after warm-up; "
+                    "graph = tensordict's CudaGraphModule capture (on the CPU it runs the function as it is); "
+                    "compile s = first compiled call (compilation included). Published reference: the official MBDPO "
+                    "PyTorch update, 37.7 ms on a GPU.",
+                ]
             else:
                 lines = online(device, args, budget)
         except Exception as err:
@@ -429,8 +480,10 @@ def main(argv=None):
             lines = [f"failed: {type(err).__name__}: {err}"]
         report.section(f"{name} ({time.perf_counter() - start:.0f} s)", lines)
         print(f"[gpu_check] {name} done, {budget.left():.0f} s of the budget left", flush=True)
-    report.section("compile times (first call of each compiled function, s)", [
-        ", ".join(f"{k}: {v:.1f}" for k, v in compile_report().items()) or "none"])
+    report.section(
+        "compile times (first call of each compiled function, s)",
+        [", ".join(f"{k}: {v:.1f}" for k, v in compile_report().items()) or "none"],
+    )
     print(out.read_text())
     print(f"[gpu_check] report written to {out}")
 

@@ -1,10 +1,11 @@
 """Planner and update speed of torchrl_mbdpo. Prints one table (median and min over repeats after warm-up).
 
-    python benchmarks/run.py                 # everything (about 20 minutes on 2 CPU cores)
-    python benchmarks/run.py --quick         # fewer repeats, no 32-env planner row
-    python benchmarks/run.py --only planner  # or: update
-    python benchmarks/run.py --compile       # plus eager vs torch.compile rows (Inductor: minutes of compilation on CPU)
+python benchmarks/run.py                 # everything (about 20 minutes on 2 CPU cores)
+python benchmarks/run.py --quick         # fewer repeats, no 32-env planner row
+python benchmarks/run.py --only planner  # or: update
+python benchmarks/run.py --compile       # plus eager vs torch.compile rows (Inductor: minutes of compilation on CPU)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -104,8 +105,11 @@ def bench_update(repeats: int, model_sizes, precisions, reference: bool, batch_s
         updater = SoftUpdate(loss, tau=0.01)
         for precision in precisions:
             med, best, ref_med = timed_with_reference(
-                lambda: update(loss, batch, model_optim, pi_optim, updater, precision=precision), repeats, warmup=2,
-                reference=reference and precision == "fp32")
+                lambda: update(loss, batch, model_optim, pi_optim, updater, precision=precision),
+                repeats,
+                warmup=2,
+                reference=reference and precision == "fp32",
+            )
             rows.append((f"update, batch {B}, horizon {H}, model {size}, {precision}", med, best, None, ref_med))
     return rows
 
@@ -128,8 +132,10 @@ def bench_compiled(repeats: int, backend: str, mode: str | None, only: str | Non
         return time.perf_counter() - start
 
     if only in (None, "planner"):
-        for label, size, planner in (("plan, MC score, small (5 steps, 128 samples), model 1, 1 env", 1, SMALL_PLANNER),
-                                     ("plan, score network only, model 5, 1 env", 5, {"score_source": "network"})):
+        for label, size, planner in (
+            ("plan, MC score, small (5 steps, 128 samples), model 1, 1 env", 1, SMALL_PLANNER),
+            ("plan, score network only, model 5, 1 env", 5, {"score_source": "network"}),
+        ):
             wm = MBDPOWorldModel(WorldModelConfig.from_size(size, OBS_DIM, ACTION_DIM)).eval()
             actor = DiffusionActor(wm, PlannerConfig(**planner))
             obs, plan, init = torch.randn(1, OBS_DIM), torch.zeros(1, 3, ACTION_DIM), torch.zeros(1, dtype=torch.bool)
@@ -141,19 +147,27 @@ def bench_compiled(repeats: int, backend: str, mode: str | None, only: str | Non
             rows.append((label, eager, compiled, seconds))
     if only in (None, "update"):
         B, H = 256, 3
-        batch = TensorDict({
-            "observation": torch.randn(B, H, OBS_DIM), "action": torch.rand(B, H, ACTION_DIM) * 2 - 1,
-            ("next", "observation"): torch.randn(B, H, OBS_DIM), ("next", "reward"): torch.rand(B, H, 1),
-            ("next", "terminated"): torch.zeros(B, H, 1, dtype=torch.bool),
-        }, batch_size=[B, H])
+        batch = TensorDict(
+            {
+                "observation": torch.randn(B, H, OBS_DIM),
+                "action": torch.rand(B, H, ACTION_DIM) * 2 - 1,
+                ("next", "observation"): torch.randn(B, H, OBS_DIM),
+                ("next", "reward"): torch.rand(B, H, 1),
+                ("next", "terminated"): torch.zeros(B, H, 1, dtype=torch.bool),
+            },
+            batch_size=[B, H],
+        )
         for size in (1, 5):
             steps = {}
             for kind in ("eager", "compiled"):
                 loss = MBDPOLoss(MBDPOWorldModel(WorldModelConfig.from_size(size, OBS_DIM, ACTION_DIM)))
                 model_optim, pi_optim = make_optimizers(loss)
                 updater = SoftUpdate(loss, tau=0.01)
-                steps[kind] = (CompiledUpdate(loss, model_optim, pi_optim, updater, options=options) if kind == "compiled" else
-                               (lambda b, loss=loss, o=(model_optim, pi_optim), u=updater: update(loss, b, *o, u)))
+                steps[kind] = (
+                    CompiledUpdate(loss, model_optim, pi_optim, updater, options=options)
+                    if kind == "compiled"
+                    else (lambda b, loss=loss, o=(model_optim, pi_optim), u=updater: update(loss, b, *o, u))
+                )
             seconds = first_call(lambda: steps["compiled"](batch))
             eager, _ = timed(lambda: steps["eager"](batch), repeats, warmup=2)
             compiled, _ = timed(lambda: steps["compiled"](batch), repeats, warmup=1)
@@ -182,8 +196,10 @@ def main():
     if args.only in (None, "update") and not args.compile_only:
         rows += bench_update(repeats, (5, 1), precisions, not args.no_reference)
     compiled_rows = bench_compiled(repeats, args.compile_backend, args.compile_mode, args.only) if args.compile or args.compile_only else []
-    print(f"\nmachine: {cpu_name()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}; "
-          f"median/min over {repeats} repeats after warm-up; reference = the same call under reference_kernels()\n")
+    print(
+        f"\nmachine: {cpu_name()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}; "
+        f"median/min over {repeats} repeats after warm-up; reference = the same call under reference_kernels()\n"
+    )
     print(f"| {'setting':<68} | median ms | min ms | ms per env | reference ms | speed-up |")
     print(f"|{'-' * 70}|----------:|-------:|-----------:|-------------:|---------:|")
     for name, med, best, per_env, ref_med in rows:
@@ -191,8 +207,10 @@ def main():
         ref = f"{ref_med:12.1f} | {ref_med / med:7.2f}x" if ref_med is not None else f"{'':12} | {'':8}"
         print(f"| {name:<68} | {med:9.1f} | {best:6.1f} | {per} | {ref} |")
     if compiled_rows:
-        print(f"\neager vs torch.compile (backend {args.compile_backend}, mode {args.compile_mode}), fp32, median ms; "
-              "compile s = the first compiled call\n")
+        print(
+            f"\neager vs torch.compile (backend {args.compile_backend}, mode {args.compile_mode}), fp32, median ms; "
+            "compile s = the first compiled call\n"
+        )
         print(f"| {'setting':<68} | eager ms | compiled ms | speed-up | compile s |")
         print(f"|{'-' * 70}|---------:|------------:|---------:|----------:|")
         for name, eager, compiled, seconds in compiled_rows:

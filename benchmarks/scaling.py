@@ -11,6 +11,7 @@ one H-step slice: B / seconds per update).
     python benchmarks/scaling.py --sizes 317 --device cuda  # the 340M model on a GPU
     python benchmarks/scaling.py --sizes 1 --batch 32 --updates 2 --warmup 1 --threads 1  # smoke run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,7 @@ def run_one(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    cfg = WorldModelConfig.from_size(args.one, OBS_DIM, ACTION_DIM, task_dim=TASK_DIM, num_tasks=NUM_TASKS,
-                                     action_dims=ACTION_DIMS)
+    cfg = WorldModelConfig.from_size(args.one, OBS_DIM, ACTION_DIM, task_dim=TASK_DIM, num_tasks=NUM_TASKS, action_dims=ACTION_DIMS)
     wm = MBDPOWorldModel(cfg).to(device)
     params = sum(p.numel() for p in wm.parameters())
     score_params = sum(p.numel() for p in wm.score_net.parameters())
@@ -87,16 +87,33 @@ def run_one(args) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - start) / args.updates
-    result = {"ms": seconds * 1e3, "samples_per_s": args.batch / seconds,
-              "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    result = {
+        "ms": seconds * 1e3,
+        "samples_per_s": args.batch / seconds,
+        "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
     if device.type == "cuda":
         result["gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
     print(json.dumps(result), flush=True)
 
 
 def run_size(size: int, args) -> dict:
-    cmd = [sys.executable, __file__, "--one", str(size), "--batch", str(args.batch), "--updates", str(args.updates),
-           "--warmup", str(args.warmup), "--device", args.device, "--precision", args.precision]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--one",
+        str(size),
+        "--batch",
+        str(args.batch),
+        "--updates",
+        str(args.updates),
+        "--warmup",
+        str(args.warmup),
+        "--device",
+        args.device,
+        "--precision",
+        args.precision,
+    ]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -134,9 +151,11 @@ def main():
         torch.set_num_threads(args.threads)
     cuda = args.device == "cuda"
     device = f"CUDA ({torch.cuda.get_device_name()})" if cuda else "CPU"
-    print(f"\nmachine: {cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads; "
-          f"torch {torch.__version__}; device {device}; {args.precision}; mt80 ({NUM_TASKS} tasks, obs {OBS_DIM}, "
-          f"action {ACTION_DIM}); mean of {args.updates} updates after {args.warmup} warm-up\n")
+    print(
+        f"\nmachine: {cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads; "
+        f"torch {torch.__version__}; device {device}; {args.precision}; mt80 ({NUM_TASKS} tasks, obs {OBS_DIM}, "
+        f"action {ACTION_DIM}); mean of {args.updates} updates after {args.warmup} warm-up\n"
+    )
     header = "| size key | paper label | params | params w/o score net | batch | ms/update | samples/s | peak RSS MiB |"
     rule = "|---------:|------------:|-------:|---------------------:|------:|----------:|----------:|-------------:|"
     print(header + (" GPU MiB |" if cuda else ""))
@@ -144,10 +163,18 @@ def main():
     rows = []
     for size in args.sizes:
         r = run_size(size, args)
-        row = {"size": size, "paper_label": PAPER_LABEL[size], "params": r.get("params"),
-               "paper_params": r.get("paper_params"), "batch": args.batch, "ms_per_update": r.get("ms"),
-               "samples_per_s": r.get("samples_per_s"), "peak_rss_mib": r.get("rss_mib"), "gpu_mib": r.get("gpu_mib"),
-               "status": "out of memory" if r.get("oom") else r.get("error", "ok")}
+        row = {
+            "size": size,
+            "paper_label": PAPER_LABEL[size],
+            "params": r.get("params"),
+            "paper_params": r.get("paper_params"),
+            "batch": args.batch,
+            "ms_per_update": r.get("ms"),
+            "samples_per_s": r.get("samples_per_s"),
+            "peak_rss_mib": r.get("rss_mib"),
+            "gpu_mib": r.get("gpu_mib"),
+            "status": "out of memory" if r.get("oom") else r.get("error", "ok"),
+        }
         rows.append(row)
         millions = [f"{row[k] / 1e6:.2f}M" if row[k] else "-" for k in ("params", "paper_params")]
         if row["status"] == "ok":
@@ -155,8 +182,7 @@ def main():
             cells += [f"{row['gpu_mib']:.0f}"] if cuda else []
         else:
             cells = [row["status"]] + [""] * (3 if cuda else 2)
-        print(f"| {size} | {row['paper_label']} | {millions[0]} | {millions[1]} | {args.batch} | "
-              + " | ".join(cells) + " |", flush=True)
+        print(f"| {size} | {row['paper_label']} | {millions[0]} | {millions[1]} | {args.batch} | " + " | ".join(cells) + " |", flush=True)
     if args.out:
         with open(args.out, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -7,6 +7,7 @@ checkpoint write included. Prints a Markdown table; the checkpoint each stop wro
 
     python benchmarks/stop_latency.py [--threads 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,10 +28,23 @@ from torchrl_mbdpo.trainers.trainer import make_trainer
 
 def demo_config(work_dir: Path, threads: int) -> TrainConfig:
     """The Makefile's DEMO_ARGS."""
-    return TrainConfig(task="cartpole-swingup", steps=8000, seed=1, model_size=1, batch_size=128, seed_steps=1000, pretrain_updates=500,
-                       eval_freq=2000, eval_episodes=3, checkpoint_freq=2000, progress=False, threads=threads, work_dir=str(work_dir),
-                       model=ModelOverrides(latent_dim=64, mlp_dim=128, enc_dim=128),
-                       planner=PlannerConfig(steps=4, num_samples=64, num_elites=8, num_pi_trajs=4))
+    return TrainConfig(
+        task="cartpole-swingup",
+        steps=8000,
+        seed=1,
+        model_size=1,
+        batch_size=128,
+        seed_steps=1000,
+        pretrain_updates=500,
+        eval_freq=2000,
+        eval_episodes=3,
+        checkpoint_freq=2000,
+        progress=False,
+        threads=threads,
+        work_dir=str(work_dir),
+        model=ModelOverrides(latent_dim=64, mlp_dim=128, enc_dim=128),
+        planner=PlannerConfig(steps=4, num_samples=64, num_elites=8, num_pi_trajs=4),
+    )
 
 
 def arm(trainer, phase: str, sent: list) -> None:

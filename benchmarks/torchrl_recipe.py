@@ -6,6 +6,7 @@ milliseconds per update and per planned action. Needs the torchrl-next environme
 
 Prints a Markdown table (the README keeps the latest).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,10 +29,19 @@ RECIPE = Path(__file__).resolve().parents[1] / "sota-implementations" / "mbdpo_t
 
 def overrides(frames: int) -> list[str]:
     random_frames = frames // 3
-    return [f"collector.total_frames={frames}", "collector.frames_per_batch=50", f"collector.init_random_frames={random_frames}",
-            f"trainer.seed_pretrain_steps={random_frames}", "trainer.optim_steps_per_batch=50", "trainer.batch_size=128",
-            "trainer.progress_bar=false", "trainer.log_interval=1000000", "models.planner.num_samples=128", "models.planner.num_elites=16",
-            "models.planner.num_pi_trajs=8"]
+    return [
+        f"collector.total_frames={frames}",
+        "collector.frames_per_batch=50",
+        f"collector.init_random_frames={random_frames}",
+        f"trainer.seed_pretrain_steps={random_frames}",
+        "trainer.optim_steps_per_batch=50",
+        "trainer.batch_size=128",
+        "trainer.progress_bar=false",
+        "trainer.log_interval=1000000",
+        "models.planner.num_samples=128",
+        "models.planner.num_elites=16",
+        "models.planner.num_pi_trajs=8",
+    ]
 
 
 def timed(obj, name: str, times: list) -> None:
@@ -50,8 +60,9 @@ def timed(obj, name: str, times: list) -> None:
 def run(trainer_name: str, frames: int, seed: int) -> dict:
     with initialize_config_dir(str(RECIPE), version_base="1.3"), tempfile.TemporaryDirectory() as tmp:
         extra = ["trainer.diffusion_steps=5"] if trainer_name == "mbdpo" else ["models.planner.iterations=6"]
-        cfg = compose("config", overrides=[f"trainer={trainer_name}", f"trainer.seed={seed}", f"logger.log_dir={tmp}",
-                                           *overrides(frames), *extra])
+        cfg = compose(
+            "config", overrides=[f"trainer={trainer_name}", f"trainer.seed={seed}", f"logger.log_dir={tmp}", *overrides(frames), *extra]
+        )
         torch.manual_seed(seed)
         trainer = instantiate_trainer(cfg)
         updates, plans = [], []
@@ -65,8 +76,13 @@ def run(trainer_name: str, frames: int, seed: int) -> dict:
         env.set_seed(10_000 + seed)
         plan_times = len(plans)  # the evaluation below plans too: not timed
         returns = evaluate(env, trainer.planner, 3, 500)
-        return {"return": statistics.mean(returns), "ms_update": 1000 * statistics.median(updates),
-                "ms_plan": 1000 * statistics.median(plans[:plan_times]), "updates": len(updates), "wall_s": wall}
+        return {
+            "return": statistics.mean(returns),
+            "ms_update": 1000 * statistics.median(updates),
+            "ms_plan": 1000 * statistics.median(plans[:plan_times]),
+            "updates": len(updates),
+            "wall_s": wall,
+        }
 
 
 def main():
@@ -78,15 +94,19 @@ def main():
     torch.set_num_threads(args.threads)
     results = {name: [run(name, args.frames, s) for s in args.seeds] for name in ("tdmpc2", "mbdpo")}
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.machine())
-    print(f"machine: {cpu}, {args.threads} torch thread(s); torch {torch.__version__}; cartpole-balance, {args.frames} agent steps, "
-          f"seeds {args.seeds}\n")
+    print(
+        f"machine: {cpu}, {args.threads} torch thread(s); torch {torch.__version__}; cartpole-balance, {args.frames} agent steps, "
+        f"seeds {args.seeds}\n"
+    )
     print("| trainer= | return at the last step | ms per update | ms per planned action | updates | wall time (s) |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, rows in results.items():
         ret = [r["return"] for r in rows]
         spread = f" ± {statistics.pstdev(ret):.1f}" if len(ret) > 1 else ""
-        print(f"| {name} | {statistics.mean(ret):.1f}{spread} | {statistics.mean(r['ms_update'] for r in rows):.1f} | "
-              f"{statistics.mean(r['ms_plan'] for r in rows):.1f} | {rows[0]['updates']} | {statistics.mean(r['wall_s'] for r in rows):.0f} |")
+        print(
+            f"| {name} | {statistics.mean(ret):.1f}{spread} | {statistics.mean(r['ms_update'] for r in rows):.1f} | "
+            f"{statistics.mean(r['ms_plan'] for r in rows):.1f} | {rows[0]['updates']} | {statistics.mean(r['wall_s'] for r in rows):.0f} |"
+        )
 
 
 if __name__ == "__main__":

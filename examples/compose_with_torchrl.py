@@ -5,6 +5,7 @@ This is what `mbdpo-train` does (plus evaluation, logging and checkpoints), in ~
     python examples/compose_with_torchrl.py            # MBDPO
     python examples/compose_with_torchrl.py --tdmpc2   # the TD-MPC2 baseline: only the actor and loss classes change
 """
+
 import sys
 
 import torch

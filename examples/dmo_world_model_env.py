@@ -8,6 +8,7 @@
    beside the real env driven by the same actions, written as a picture (real top, model bottom).
 Prints the world-model samples per second.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,10 @@ def main():
     batch = next(iter(collector))
     seconds = time.perf_counter() - start
     collector.shutdown()
-    print(f"collector: {tuple(batch.shape)} transitions in {seconds:.1f} s = {batch.numel() / seconds:.1f} world-model samples/s "
-          f"({model.cfg.num_steps} denoising steps each)")
+    print(
+        f"collector: {tuple(batch.shape)} transitions in {seconds:.1f} s = {batch.numel() / seconds:.1f} world-model samples/s "
+        f"({model.cfg.num_steps} denoising steps each)"
+    )
 
     # the same model env, started from real first frames, driven by the actions that drive the real env
     real_env = make_pusht_env(image_size=model.cfg.image_size, seed=123, max_episode_steps=args.steps)
@@ -56,7 +59,7 @@ def main():
     td = model_env.reset(context_from_frame(real["pixels"][:1], k, A))
     imagined = [td["pixels"][0]]
     for t in range(args.steps):
-        td["action"] = real["action"][t: t + 1]
+        td["action"] = real["action"][t : t + 1]
         td = model_env.step(td)
         imagined.append(td["next", "pixels"][0])
         td = td["next"]

@@ -1,5 +1,6 @@
 """Shared fixtures. Helpers used by several test modules live in ``helpers.py`` (this folder is put on
 ``sys.path`` here); the ones bound to a test's ``tmp_path`` are wrapped as fixtures below."""
+
 import os
 import sys
 

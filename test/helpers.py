@@ -166,8 +166,12 @@ def make_batch(seed: int = 1, batch: int = B, horizon: int = H, keys: dict | Non
     ``SliceSampler`` does; a few true terminations. ``task=True``: tasks 0/1 per slice."""
     g = torch.Generator().manual_seed(seed)
     keys = {
-        "observation": "observation", "action": "action", "next_observation": ("next", "observation"),
-        "reward": ("next", "reward"), "terminated": ("next", "terminated"), **(keys or {}),
+        "observation": "observation",
+        "action": "action",
+        "next_observation": ("next", "observation"),
+        "reward": ("next", "reward"),
+        "terminated": ("next", "terminated"),
+        **(keys or {}),
     }
     terminated = torch.zeros(batch, horizon, 1, dtype=torch.bool)
     terminated[::4, -1] = True
@@ -201,17 +205,35 @@ def seeded_losses(loss: MBDPOLoss, td: TensorDict, seeds=(0, 1, 2, 3)) -> dict:
 
 # ------------------------------------------------------------------------------------------ trainer and CLI
 TINY_ARGS = [
-    "model_size=1", "model.latent_dim=16", "model.mlp_dim=32", "model.enc_dim=32", "batch_size=16",
-    "planner.steps=2", "planner.num_samples=8", "planner.num_elites=2", "planner.num_pi_trajs=2",
+    "model_size=1",
+    "model.latent_dim=16",
+    "model.mlp_dim=32",
+    "model.enc_dim=32",
+    "batch_size=16",
+    "planner.steps=2",
+    "planner.num_samples=8",
+    "planner.num_elites=2",
+    "planner.num_pi_trajs=2",
 ]
 
 
 def tiny_config(root, **overrides) -> TrainConfig:
     """A tiny online MBDPO run on Pendulum (2 envs, 600 steps, evaluations at 0/300/600) in ``root/run``."""
     cfg = TrainConfig(
-        task="gym:Pendulum-v1", steps=600, seed=3, model_size=1, num_envs=2, eval_freq=300, eval_episodes=2,
-        checkpoint_freq=300, batch_size=16, seed_steps=200, pretrain_updates=10, progress=False,
-        work_dir=str(root / "run"), model=ModelOverrides(latent_dim=16, mlp_dim=32, enc_dim=32),
+        task="gym:Pendulum-v1",
+        steps=600,
+        seed=3,
+        model_size=1,
+        num_envs=2,
+        eval_freq=300,
+        eval_episodes=2,
+        checkpoint_freq=300,
+        batch_size=16,
+        seed_steps=200,
+        pretrain_updates=10,
+        progress=False,
+        work_dir=str(root / "run"),
+        model=ModelOverrides(latent_dim=16, mlp_dim=32, enc_dim=32),
         planner=PlannerConfig(steps=2, num_samples=8, num_elites=2, num_pi_trajs=2),
     )
     for k, v in overrides.items():
@@ -223,8 +245,14 @@ def run_cli(main: str, *args, cwd, timeout: float | None = None) -> subprocess.C
     """``torchrl_mbdpo.cli.<main>()`` with ``args`` in a subprocess (one torch thread); no time limit unless
     ``timeout`` is given."""
     env = {**os.environ, "MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-c", f"from torchrl_mbdpo.cli import {main}; {main}()", *args],
-                          cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", f"from torchrl_mbdpo.cli import {main}; {main}()", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
 
 
 # ------------------------------------------------------------------------------------------ DMO in a pixel world model (Push-T)
@@ -250,8 +278,17 @@ def tiny_world_model_train_config(data, work_dir, **overrides):
     from torchrl_mbdpo.dmo.world_model_training import WorldModelTrainConfig
 
     arch = dict(context=2, channels=[8, 16], norm_groups=4)
-    run = dict(updates=6, batch_size=4, held_out=1, held_out_windows=4, eval_freq=3, checkpoint_freq=3, frames_every=2,
-               frames_steps=6, progress=False)
+    run = dict(
+        updates=6,
+        batch_size=4,
+        held_out=1,
+        held_out_windows=4,
+        eval_freq=3,
+        checkpoint_freq=3,
+        frames_every=2,
+        frames_steps=6,
+        progress=False,
+    )
     return WorldModelTrainConfig(data=str(data), work_dir=str(work_dir), **{**arch, **run, **overrides})
 
 
@@ -259,6 +296,7 @@ def tiny_reward_train_config(data, work_dir, **overrides):
     """:class:`RewardTrainConfig` of a seconds-long run of a tiny reward network on ``data`` (1 held-out episode)."""
     from torchrl_mbdpo.dmo.reward import RewardTrainConfig
 
-    run = dict(channels=[8, 8], hidden=16, updates=6, batch_size=8, held_out=1, held_out_pairs=16, eval_freq=3, checkpoint_freq=3,
-               progress=False)
+    run = dict(
+        channels=[8, 8], hidden=16, updates=6, batch_size=8, held_out=1, held_out_pairs=16, eval_freq=3, checkpoint_freq=3, progress=False
+    )
     return RewardTrainConfig(data=str(data), work_dir=str(work_dir), **{**run, **overrides})

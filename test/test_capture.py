@@ -1,6 +1,7 @@
 """Issue 18: the planners and the update are capture-safe (no host synchronisation, no tensor on another
 device: proven on the meta device under :class:`CaptureAudit`), compile to one graph per piece
 (``fullgraph=True``), give eager's numbers for the same random draws, and do not recompile on new inputs."""
+
 import contextlib
 import warnings
 from unittest import mock
@@ -58,7 +59,7 @@ def make_actor(wm, planner):
 def plan_inputs(wm, num_envs, device="cpu", seed=0):
     g = torch.Generator().manual_seed(seed)
     obs = torch.randn(num_envs, OBS, generator=g)
-    prev = (torch.rand(num_envs, 3, ACT, generator=g) * 2 - 1)
+    prev = torch.rand(num_envs, 3, ACT, generator=g) * 2 - 1
     init = torch.arange(num_envs) % 2 == 0
     task = torch.arange(num_envs) % 3 if wm.cfg.multitask else None
     return [None if t is None else t.to(device) for t in (obs, prev, init, task)]

@@ -1,4 +1,5 @@
 """MBDPOTrainer with a multi-process TorchRL collector: the workers act with the weights of the last update."""
+
 import functools
 
 import torch
@@ -28,18 +29,27 @@ def test_multisync_workers_act_with_the_trained_weights():
     planner = DiffusionActor(wm, PlannerConfig(steps=3, score_source="network"), discount=0.99)
     loss = MBDPOLoss(wm, use_score_network=True, score_num_samples=8, diffusion_steps=3)
     primer = planner.make_tensordict_primer
-    collector = MultiSyncCollector([functools.partial(_env, 1, primer), functools.partial(_env, 2, primer)], planner,
-                                   frames_per_batch=40, total_frames=400, init_random_frames=80,
-                                   exploration_type=ExplorationType.DETERMINISTIC)
-    buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(1000), batch_size=16 * H,
-                                    sampler=SliceSampler(slice_len=H, traj_key=("collector", "traj_ids"), truncated_key=None))
+    collector = MultiSyncCollector(
+        [functools.partial(_env, 1, primer), functools.partial(_env, 2, primer)],
+        planner,
+        frames_per_batch=40,
+        total_frames=400,
+        init_random_frames=80,
+        exploration_type=ExplorationType.DETERMINISTIC,
+    )
+    buffer = TensorDictReplayBuffer(
+        storage=LazyTensorStorage(1000),
+        batch_size=16 * H,
+        sampler=SliceSampler(slice_len=H, traj_key=("collector", "traj_ids"), truncated_key=None),
+    )
     # On CPU the collector shares the policy's memory with its workers; give the learner its own copy, as
     # on a GPU (weights on another device), so the workers see new weights only through UpdateWeights.
     with torch.no_grad():
         for p in list(wm.parameters()) + list(wm.buffers()):
             p.data = p.data.clone()
-    trainer = MBDPOTrainer(collector=collector, loss_module=loss, planner=planner, replay_buffer=buffer, optim_steps_per_batch=4,
-                           progress_bar=False)
+    trainer = MBDPOTrainer(
+        collector=collector, loss_module=loss, planner=planner, replay_buffer=buffer, optim_steps_per_batch=4, progress_bar=False
+    )
     initial = {k: v.clone() for k, v in planner.state_dict().items()}
     checked = []
 

@@ -1,5 +1,6 @@
 """Data-parallel training: two gloo processes on half batches match one process on the whole batch, and
 ``torchrun --nproc-per-node 2 mbdpo-train mode=offline ...`` trains and checkpoints."""
+
 import os
 import subprocess
 import sys
@@ -32,7 +33,7 @@ def one_update(batch, grad_sync=None) -> dict:
 def _worker(rank, world_size, init_file, out_dir):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     torch.set_num_threads(1)
-    shard = make_batch(seed=5, batch=BATCH)[rank * BATCH // world_size: (rank + 1) * BATCH // world_size]
+    shard = make_batch(seed=5, batch=BATCH)[rank * BATCH // world_size : (rank + 1) * BATCH // world_size]
     state = one_update(shard, make_gradient_averager(DistContext(rank, world_size)))
     torch.save(state, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
@@ -59,9 +60,22 @@ def test_torchrun_offline_training_with_two_processes(tmp_path):
 
     generate_dataset(tmp_path / "data", ["cartpole-balance"], 1, progress=False)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    args = ["mode=offline", f"data_dir={tmp_path / 'data'}", "task=[cartpole-balance]", "model_size=1", "model.latent_dim=32",
-            "model.mlp_dim=32", "model.enc_dim=32", "model.task_dim=8", "batch_size=16", "steps=10", "eval_episodes=0",
-            f"work_dir={tmp_path / 'run'}", "progress=false", "threads=1"]
+    args = [
+        "mode=offline",
+        f"data_dir={tmp_path / 'data'}",
+        "task=[cartpole-balance]",
+        "model_size=1",
+        "model.latent_dim=32",
+        "model.mlp_dim=32",
+        "model.enc_dim=32",
+        "model.task_dim=8",
+        "batch_size=16",
+        "steps=10",
+        "eval_episodes=0",
+        f"work_dir={tmp_path / 'run'}",
+        "progress=false",
+        "threads=1",
+    ]
     script = "import sys; from torchrl_mbdpo.cli import train_main; sys.argv[0] = 'mbdpo-train'; train_main()"
     (tmp_path / "train.py").write_text(script)
     done = subprocess.run([*torchrun, str(tmp_path / "train.py"), *args], capture_output=True, text=True, cwd=tmp_path, timeout=300)
@@ -70,6 +84,5 @@ def test_torchrun_offline_training_with_two_processes(tmp_path):
     state = torch.load(tmp_path / "run" / "checkpoints" / "latest.pt", weights_only=False)
     assert state["format_version"] >= 2
     odd_args = [a for a in args if not a.startswith(("batch_size=", "work_dir="))] + ["batch_size=15", f"work_dir={tmp_path / 'odd'}"]
-    odd = subprocess.run([*torchrun, str(tmp_path / "train.py"), *odd_args],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    odd = subprocess.run([*torchrun, str(tmp_path / "train.py"), *odd_args], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert odd.returncode != 0 and "does not split over 2 processes" in odd.stderr + odd.stdout

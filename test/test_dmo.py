@@ -1,4 +1,5 @@
 """DMO-SAPO: the gradient swap of decoupled backpropagation, the rollout, ``DMOLoss`` and ``EnvGlobalModel``."""
+
 import gymnasium
 import pytest
 import torch
@@ -61,8 +62,15 @@ class Toy:
 
     def rollout(self, decoupled=True, global_step=None):
         return decoupled_rollout(
-            self.s0, self.policy, global_step or self.global_stepper(), lambda o: o, self.local_next,
-            self.local_reward, horizon=H, decoupled=decoupled, obs0=self.s0,
+            self.s0,
+            self.policy,
+            global_step or self.global_stepper(),
+            lambda o: o,
+            self.local_next,
+            self.local_reward,
+            horizon=H,
+            decoupled=decoupled,
+            obs0=self.s0,
         )
 
     def objective(self, rewards, z_last):
@@ -165,8 +173,7 @@ def test_no_decoupling_ablation_is_local_imagination():
     for g, ref in zip(grads, refs):
         torch.testing.assert_close(g, ref, rtol=1e-10, atol=1e-12)
     # Without any global model: only o_0 (z_0) comes from outside.
-    bare = decoupled_rollout(toy.s0, toy.policy, None, lambda o: o, toy.local_next, toy.local_reward,
-                             horizon=H, decoupled=False)
+    bare = decoupled_rollout(toy.s0, toy.policy, None, lambda o: o, toy.local_next, toy.local_reward, horizon=H, decoupled=False)
     torch.testing.assert_close(bare.latents, zs, rtol=0, atol=1e-12)
     assert bare.next_observations is None and bare.observations is None and bare.global_rewards is None
     with pytest.raises(ValueError, match="needs a global_step"):
@@ -295,8 +302,7 @@ def test_dmo_loss_outputs_and_gradient_routing(decoupled):
         torch.testing.assert_close(td["next", "reward"], td["next", "global_reward"], rtol=0, atol=0)
 
     groups = loss.parameter_groups()
-    for name, group in [("loss_actor", "actor"), ("loss_critic", "critic"), ("loss_alpha", "alpha"),
-                        ("loss_local_model", "local_model")]:
+    for name, group in [("loss_actor", "actor"), ("loss_critic", "critic"), ("loss_alpha", "alpha"), ("loss_local_model", "local_model")]:
         loss.zero_grad(set_to_none=True)
         out[name].backward(retain_graph=True)
         for other, params in groups.items():

@@ -1,11 +1,13 @@
 """DMOLoss receives its actor and critic networks (as TorchRL's SACLoss does) and leaves rollouts to
 ``dmo_rollout`` (or to any code that builds the ``[B, H]`` TensorDict under its keys)."""
+
 import pytest
 import torch
 from tensordict.nn import TensorDictModule
 
-from helpers import ACTION_DIM, OBS_DIM, make_world_model
 from torchrl_mbdpo.objectives.dmo import DMOLoss, dmo_rollout
+
+from helpers import ACTION_DIM, OBS_DIM, make_world_model
 
 
 class _Global:

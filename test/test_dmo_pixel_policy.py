@@ -1,5 +1,6 @@
 """DMO-SAPO inside the learned pixel world model (``mbdpo-dmo policy``): the diffusion env makes the forward pass,
 the local pixel model the gradients (or both, the "No Diffusion" ablation); evaluation on the real Push-T env."""
+
 import pytest
 import torch
 
@@ -20,14 +21,33 @@ def artifacts(tmp_path_factory):
     write_tiny_play_data(root / "data", image_size=64)
     train_world_model(tiny_world_model_train_config(root / "data", root / "wm", context=3, updates=1, frames_steps=2))
     train_reward(tiny_reward_train_config(root / "data", root / "rw", updates=1))
-    return {"world_model": str(root / "wm" / "checkpoints" / "latest.pt"), "reward": str(root / "rw" / "checkpoints" / "latest.pt"),
-            "data": str(root / "data"), "root": root}
+    return {
+        "world_model": str(root / "wm" / "checkpoints" / "latest.pt"),
+        "reward": str(root / "rw" / "checkpoints" / "latest.pt"),
+        "data": str(root / "data"),
+        "root": root,
+    }
 
 
 def _config(artifacts, work_dir, **overrides):
-    run = dict(iterations=2, num_envs=2, horizon=3, episode_steps=4, latent_dim=32, mlp_dim=32, enc_dim=32, critic_updates=1,
-               local_model_updates=1, pretrain_updates=2, batch_size=4, eval_freq=2, eval_episodes=1, eval_steps=5, checkpoint_freq=1,
-               progress=False)
+    run = dict(
+        iterations=2,
+        num_envs=2,
+        horizon=3,
+        episode_steps=4,
+        latent_dim=32,
+        mlp_dim=32,
+        enc_dim=32,
+        critic_updates=1,
+        local_model_updates=1,
+        pretrain_updates=2,
+        batch_size=4,
+        eval_freq=2,
+        eval_episodes=1,
+        eval_steps=5,
+        checkpoint_freq=1,
+        progress=False,
+    )
     paths = {name: artifacts[name] for name in ("world_model", "reward", "data")}
     return PixelDMOConfig(work_dir=str(work_dir), **{**paths, **run, **overrides})
 
@@ -96,9 +116,28 @@ def test_policy_input_errors(artifacts, tmp_path, tiny_play_data):
 
 
 def test_policy_command(cli, artifacts):
-    out = cli("dmo_main", "policy", f"world_model={artifacts['world_model']}", f"reward={artifacts['reward']}", f"data={artifacts['data']}",
-              "work_dir=pol", "iterations=1", "num_envs=2", "horizon=2", "latent_dim=32", "mlp_dim=32", "enc_dim=32", "pretrain_updates=1",
-              "critic_updates=1", "batch_size=4", "eval_freq=1", "eval_episodes=1", "eval_steps=3", "progress=false", timeout=600)
+    out = cli(
+        "dmo_main",
+        "policy",
+        f"world_model={artifacts['world_model']}",
+        f"reward={artifacts['reward']}",
+        f"data={artifacts['data']}",
+        "work_dir=pol",
+        "iterations=1",
+        "num_envs=2",
+        "horizon=2",
+        "latent_dim=32",
+        "mlp_dim=32",
+        "enc_dim=32",
+        "pretrain_updates=1",
+        "critic_updates=1",
+        "batch_size=4",
+        "eval_freq=1",
+        "eval_episodes=1",
+        "eval_steps=3",
+        "progress=false",
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr
     assert "real Push-T success" in out.stdout and "4 world-model samples" in out.stdout
 
@@ -107,8 +146,20 @@ def test_policy_command(cli, artifacts):
 def _ppo_config(artifacts, work_dir, **overrides):
     from torchrl_mbdpo.dmo.ppo import PPOConfig
 
-    run = dict(iterations=2, num_envs=2, rollout_steps=3, episode_steps=4, hidden=16, ppo_epochs=1, minibatch_size=3, eval_freq=2,
-               eval_episodes=1, eval_steps=5, checkpoint_freq=1, progress=False)
+    run = dict(
+        iterations=2,
+        num_envs=2,
+        rollout_steps=3,
+        episode_steps=4,
+        hidden=16,
+        ppo_epochs=1,
+        minibatch_size=3,
+        eval_freq=2,
+        eval_episodes=1,
+        eval_steps=5,
+        checkpoint_freq=1,
+        progress=False,
+    )
     paths = {name: artifacts[name] for name in ("world_model", "reward", "data")}
     return PPOConfig(work_dir=str(work_dir), **{**paths, **run, **overrides})
 
@@ -149,18 +200,58 @@ def test_ppo_resume_and_errors(artifacts, tmp_path):
 
 
 def test_ppo_command(cli, artifacts):
-    out = cli("dmo_main", "ppo", f"world_model={artifacts['world_model']}", f"reward={artifacts['reward']}", f"data={artifacts['data']}",
-              "work_dir=ppo", "iterations=1", "num_envs=2", "rollout_steps=2", "hidden=16", "ppo_epochs=1", "minibatch_size=2",
-              "eval_freq=1", "eval_episodes=1", "eval_steps=3", "progress=false", timeout=600)
+    out = cli(
+        "dmo_main",
+        "ppo",
+        f"world_model={artifacts['world_model']}",
+        f"reward={artifacts['reward']}",
+        f"data={artifacts['data']}",
+        "work_dir=ppo",
+        "iterations=1",
+        "num_envs=2",
+        "rollout_steps=2",
+        "hidden=16",
+        "ppo_epochs=1",
+        "minibatch_size=2",
+        "eval_freq=1",
+        "eval_episodes=1",
+        "eval_steps=3",
+        "progress=false",
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr
     assert "real Push-T success" in out.stdout and "4 world-model samples" in out.stdout
 
 
 # ------------------------------------------------------------------------------------------ the comparison
-TINY_DMO = dict(iterations=1, num_envs=2, horizon=2, episode_steps=4, latent_dim=32, mlp_dim=32, enc_dim=32, critic_updates=1,
-                local_model_updates=1, pretrain_updates=1, batch_size=4, eval_freq=1, eval_episodes=1, eval_steps=3)
-TINY_PPO = dict(iterations=1, num_envs=2, rollout_steps=2, episode_steps=4, hidden=16, ppo_epochs=1, minibatch_size=2, eval_freq=1,
-                eval_episodes=1, eval_steps=3)
+TINY_DMO = dict(
+    iterations=1,
+    num_envs=2,
+    horizon=2,
+    episode_steps=4,
+    latent_dim=32,
+    mlp_dim=32,
+    enc_dim=32,
+    critic_updates=1,
+    local_model_updates=1,
+    pretrain_updates=1,
+    batch_size=4,
+    eval_freq=1,
+    eval_episodes=1,
+    eval_steps=3,
+)
+TINY_PPO = dict(
+    iterations=1,
+    num_envs=2,
+    rollout_steps=2,
+    episode_steps=4,
+    hidden=16,
+    ppo_epochs=1,
+    minibatch_size=2,
+    eval_freq=1,
+    eval_episodes=1,
+    eval_steps=3,
+)
 
 
 def test_comparison_trains_reads_and_plots(artifacts, tmp_path, monkeypatch):
@@ -169,8 +260,16 @@ def test_comparison_trains_reads_and_plots(artifacts, tmp_path, monkeypatch):
     from torchrl_mbdpo.dmo import policy_training, ppo
     from torchrl_mbdpo.dmo.compare import PixelCompareConfig, compare_pixel_algos
 
-    cfg = PixelCompareConfig(world_model=artifacts["world_model"], reward=artifacts["reward"], data=artifacts["data"], seeds=[0],
-                             root=str(tmp_path / "cmp"), dmo=TINY_DMO, ppo=TINY_PPO, progress=False)
+    cfg = PixelCompareConfig(
+        world_model=artifacts["world_model"],
+        reward=artifacts["reward"],
+        data=artifacts["data"],
+        seeds=[0],
+        root=str(tmp_path / "cmp"),
+        dmo=TINY_DMO,
+        ppo=TINY_PPO,
+        progress=False,
+    )
     summary = compare_pixel_algos(cfg)
     assert [r["algo"] for r in summary] == ["dmo", "no_diffusion", "ppo"]
     by_algo = {r["algo"]: r for r in summary}

@@ -1,5 +1,6 @@
 """The reward of DMO's world-model env: the Bradley-Terry contrastive energy f(o | o_start, o_goal) learned from the
 play dataset's frames alone, the real-env-reward ablation, their training and their use as the model env's reward."""
+
 import math
 
 import pytest
@@ -7,11 +8,11 @@ import torch
 
 from torchrl_mbdpo.dmo.diffusion import ArchitectureError, DiffusionWorldModel
 from torchrl_mbdpo.dmo.diffusion_env import DiffusionWorldModelEnv, play_data_start_sampler
-from torchrl_mbdpo.modules.functional import bradley_terry_loss
 from torchrl_mbdpo.dmo.play_data import load_play_dataset
 from torchrl_mbdpo.dmo.reward import FrameReward, FrameScorer, RewardConfig, RewardTrainer, load_frame_reward, train_reward
 from torchrl_mbdpo.dmo.world_model_training import train_world_model
 from torchrl_mbdpo.envs.pusht import pusht_goal_frame
+from torchrl_mbdpo.modules.functional import bradley_terry_loss
 from torchrl_mbdpo.trainers.checkpoint import CheckpointError
 
 from helpers import tiny_diffusion_config, tiny_reward_train_config, tiny_world_model_train_config
@@ -133,7 +134,21 @@ def test_reward_errors(tiny_play_data, tmp_path):
 
 
 def test_reward_command(cli, tiny_play_data):
-    out = cli("dmo_main", "reward", f"data={tiny_play_data}", "kind=env", "work_dir=rw", "updates=2", "eval_freq=1", "held_out=1",
-              "held_out_pairs=4", "batch_size=4", "channels=[8,8]", "hidden=16", "progress=false", timeout=600)
+    out = cli(
+        "dmo_main",
+        "reward",
+        f"data={tiny_play_data}",
+        "kind=env",
+        "work_dir=rw",
+        "updates=2",
+        "eval_freq=1",
+        "held_out=1",
+        "held_out_pairs=4",
+        "batch_size=4",
+        "channels=[8,8]",
+        "hidden=16",
+        "progress=false",
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr
     assert "correlation with the env's reward" in out.stdout

@@ -1,5 +1,6 @@
 """DMO-SAPO training (``algo=dmo``): tiny runs per global-model kind and the ablation, the learned global
 model as a TorchRL env, resume, and the command line."""
+
 import copy
 import csv
 import math
@@ -24,17 +25,38 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
 
+
 # 2 envs x horizon 4 = 8 env steps per iteration; 80 seed steps, then 20 iterations to 240.
 STEPS, SEED_STEPS, EVAL_FREQ = 240, 80, 80
 
 
 def dmo_config(tmp_path, forward_model="sim", decoupled=True, **overrides) -> TrainConfig:
     cfg = TrainConfig(
-        task="gym:Pendulum-v1", algo="dmo", steps=STEPS, seed=3, model_size=1, eval_freq=EVAL_FREQ, eval_episodes=1,
-        checkpoint_freq=120, batch_size=16, progress=False, threads=1, work_dir=str(tmp_path / "run"),
+        task="gym:Pendulum-v1",
+        algo="dmo",
+        steps=STEPS,
+        seed=3,
+        model_size=1,
+        eval_freq=EVAL_FREQ,
+        eval_episodes=1,
+        checkpoint_freq=120,
+        batch_size=16,
+        progress=False,
+        threads=1,
+        work_dir=str(tmp_path / "run"),
         model=ModelOverrides(latent_dim=16, mlp_dim=32, enc_dim=32),
-        dmo=DMOConfig(forward_model=forward_model, decoupled=decoupled, horizon=4, num_envs=2, seed_steps=SEED_STEPS,
-                      pretrain_updates=200, critic_updates=2, local_model_updates=2, learned_hidden=16, learned_updates=2),
+        dmo=DMOConfig(
+            forward_model=forward_model,
+            decoupled=decoupled,
+            horizon=4,
+            num_envs=2,
+            seed_steps=SEED_STEPS,
+            pretrain_updates=200,
+            critic_updates=2,
+            local_model_updates=2,
+            learned_hidden=16,
+            learned_updates=2,
+        ),
     )
     for k, v in overrides.items():
         setattr(cfg, k, v)
@@ -49,8 +71,7 @@ def heldout_transitions(task: str, seed: int, steps: int = 200):
 @torch.no_grad()
 def local_reward_ce(loss, steps) -> float:
     """The local model's one-step reward cross entropy on the transitions (its ``local_model_loss`` term)."""
-    return loss.local_model_loss(steps["observation"], steps["action"], steps["next", "observation"],
-                                 steps["next", "reward"])[2].item()
+    return loss.local_model_loss(steps["observation"], steps["action"], steps["next", "observation"], steps["next", "reward"])[2].item()
 
 
 def eval_steps(work_dir):
@@ -179,10 +200,29 @@ def test_learned_global_env_specs_and_resets():
 
 def test_command_line_dmo(tmp_path, cli):
     work = tmp_path / "cli"
-    out = cli("train_main", "algo=dmo", "task=gym:Pendulum-v1", "steps=48", "eval_freq=48", "eval_episodes=1", "checkpoint_freq=48",
-              "model_size=1", "model.latent_dim=16", "model.mlp_dim=32", "model.enc_dim=32", "batch_size=16", "threads=1",
-              "dmo.num_envs=2", "dmo.horizon=4", "dmo.seed_steps=16", "dmo.pretrain_updates=2", "dmo.critic_updates=1",
-              "dmo.local_model_updates=1", f"work_dir={work}", "progress=false")
+    out = cli(
+        "train_main",
+        "algo=dmo",
+        "task=gym:Pendulum-v1",
+        "steps=48",
+        "eval_freq=48",
+        "eval_episodes=1",
+        "checkpoint_freq=48",
+        "model_size=1",
+        "model.latent_dim=16",
+        "model.mlp_dim=32",
+        "model.enc_dim=32",
+        "batch_size=16",
+        "threads=1",
+        "dmo.num_envs=2",
+        "dmo.horizon=4",
+        "dmo.seed_steps=16",
+        "dmo.pretrain_updates=2",
+        "dmo.critic_updates=1",
+        "dmo.local_model_updates=1",
+        f"work_dir={work}",
+        "progress=false",
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "final eval at step 48" in out.stdout
     assert eval_steps(work) == [0, 48]

@@ -1,5 +1,6 @@
 """DMO's global world model: the EDM equations, the diffusion next-frame model, its TorchRL model-based env
 and its offline training (checkpoints, resume, signals, the loss curve and the frames picture, bad input)."""
+
 import json
 import math
 import os
@@ -14,6 +15,8 @@ from torchrl.envs.utils import RandomPolicy, check_env_specs
 
 from torchrl_mbdpo.dmo.diffusion import ArchitectureError, DiffusionConfig, DiffusionWorldModel
 from torchrl_mbdpo.dmo.diffusion_env import DiffusionWorldModelEnv, context_from_frame, play_data_start_sampler
+from torchrl_mbdpo.dmo.play_data import PlayDatasetError, load_play_dataset
+from torchrl_mbdpo.dmo.world_model_training import WorldModelTrainer, load_world_model, train_world_model, write_frames_picture
 from torchrl_mbdpo.modules.functional import (
     edm_denoised,
     edm_loss_weight,
@@ -25,8 +28,6 @@ from torchrl_mbdpo.modules.functional import (
     karras_sigmas,
     unit_to_frames,
 )
-from torchrl_mbdpo.dmo.play_data import PlayDatasetError, load_play_dataset
-from torchrl_mbdpo.dmo.world_model_training import WorldModelTrainer, load_world_model, train_world_model, write_frames_picture
 from torchrl_mbdpo.trainers.checkpoint import CheckpointError
 
 from helpers import tiny_diffusion_config, tiny_world_model_train_config
@@ -94,8 +95,11 @@ def _model(seed=0, **overrides):
 
 def _batch(n=4, k=2, size=16, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randint(0, 256, (n, k, 3, size, size), generator=g, dtype=torch.uint8), torch.rand(n, k, 2, generator=g) * 2 - 1,
-            torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8))
+    return (
+        torch.randint(0, 256, (n, k, 3, size, size), generator=g, dtype=torch.uint8),
+        torch.rand(n, k, 2, generator=g) * 2 - 1,
+        torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8),
+    )
 
 
 def test_sampler_calls_the_denoiser_num_steps_times(monkeypatch):
@@ -136,8 +140,9 @@ def test_loss_trains_and_depends_on_the_conditioning():
     g = torch.Generator().manual_seed(1)
     base = model.denoise(torch.zeros(4, 3, 16, 16), torch.ones(4), frames_to_unit(frames), actions)
     assert not torch.allclose(base, model.denoise(torch.zeros(4, 3, 16, 16), torch.ones(4), frames_to_unit(frames).flip(0), actions))
-    assert not torch.allclose(base, model.denoise(torch.zeros(4, 3, 16, 16), torch.ones(4), frames_to_unit(frames),
-                                                  torch.rand(4, 2, 2, generator=g)))
+    assert not torch.allclose(
+        base, model.denoise(torch.zeros(4, 3, 16, 16), torch.ones(4), frames_to_unit(frames), torch.rand(4, 2, 2, generator=g))
+    )
 
 
 def test_config_and_shape_errors():
@@ -154,8 +159,13 @@ def test_config_and_shape_errors():
 def _env(tiny_play_data, batch_size=3, max_episode_steps=4, **kwargs):
     ds = load_play_dataset(tiny_play_data)
     model = _model().eval()
-    return DiffusionWorldModelEnv(model, play_data_start_sampler(ds, model.cfg.context, generator=torch.Generator().manual_seed(0)),
-                                  batch_size=batch_size, max_episode_steps=max_episode_steps, **kwargs)
+    return DiffusionWorldModelEnv(
+        model,
+        play_data_start_sampler(ds, model.cfg.context, generator=torch.Generator().manual_seed(0)),
+        batch_size=batch_size,
+        max_episode_steps=max_episode_steps,
+        **kwargs,
+    )
 
 
 def test_model_env_specs_and_torchrl_base(tiny_play_data):
@@ -173,8 +183,9 @@ def test_model_env_steps_shift_the_histories(tiny_play_data):
     assert torch.equal(out["frames"][:, :-1], td["frames"][:, 1:]) and torch.equal(out["frames"][:, -1], out["pixels"])
     assert torch.equal(out["past_actions"][:, :-1], td["past_actions"][:, 1:]) and torch.equal(out["past_actions"][:, -1], td["action"])
     # the frame is the world model's sample from exactly this context and action
-    expected = env.model.sample(td["frames"], torch.cat([td["past_actions"][:, 1:], td["action"][:, None]], 1),
-                                generator=torch.Generator().manual_seed(0))
+    expected = env.model.sample(
+        td["frames"], torch.cat([td["past_actions"][:, 1:], td["action"][:, None]], 1), generator=torch.Generator().manual_seed(0)
+    )
     assert torch.equal(out["pixels"], expected)
     assert (out["reward"] == 0).all() and not out["done"].any()
 
@@ -258,8 +269,7 @@ def test_sigterm_checkpoints_and_resume_continues(tiny_play_data, tmp_path, monk
     trainer.train()
     assert trainer.update == 2 and "resume with resume=true" in trainer.stop_message
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or signal.getsignal(signal.SIGTERM) != trainer._handle
-    resumed = WorldModelTrainer(tiny_world_model_train_config(tiny_play_data, tmp_path / "wm", updates=8, checkpoint_freq=100,
-                                                              resume=True))
+    resumed = WorldModelTrainer(tiny_world_model_train_config(tiny_play_data, tmp_path / "wm", updates=8, checkpoint_freq=100, resume=True))
     assert resumed.update == 2
     resumed.train()
     assert resumed.update == 8 and resumed.stop_message is None
@@ -289,15 +299,29 @@ def test_frames_picture_of_a_perfect_model(tiny_play_data, tmp_path, monkeypatch
     ds = load_play_dataset(tiny_play_data)
     episode = ds.episode(1)
     model = _model()
-    monkeypatch.setattr(model, "imagine", lambda frames, actions, future, generator=None: episode["pixels"][1: 1 + future.shape[1]][None])
+    monkeypatch.setattr(model, "imagine", lambda frames, actions, future, generator=None: episode["pixels"][1 : 1 + future.shape[1]][None])
     out = write_frames_picture(model, episode, tmp_path / "frames.png", every=5, steps=50)
     assert out["steps"] == [0, 5, 10] and out["mse"] == [0.0, 0.0, 0.0]
     assert (tmp_path / "frames.png").stat().st_size > 1000
 
 
 def test_world_model_command(cli, tiny_play_data):
-    args = ["world_model", f"data={tiny_play_data}", "work_dir=wm", "updates=2", "eval_freq=1", "checkpoint_freq=1", "batch_size=2",
-            "held_out=1", "held_out_windows=2", "context=2", "channels=[8,16]", "norm_groups=4", "frames_steps=2", "progress=false"]
+    args = [
+        "world_model",
+        f"data={tiny_play_data}",
+        "work_dir=wm",
+        "updates=2",
+        "eval_freq=1",
+        "checkpoint_freq=1",
+        "batch_size=2",
+        "held_out=1",
+        "held_out_windows=2",
+        "context=2",
+        "channels=[8,16]",
+        "norm_groups=4",
+        "frames_steps=2",
+        "progress=false",
+    ]
     out = cli("dmo_main", *args, timeout=600)
     assert out.returncode == 0, out.stderr
     assert "held-out loss" in out.stdout and "frames.png" in out.stdout

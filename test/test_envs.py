@@ -1,4 +1,5 @@
 """Tests for torchrl_mbdpo.envs: the env interface MBDPO relies on, TD-MPC2 task parity and input errors."""
+
 import argparse
 import os
 
@@ -17,9 +18,17 @@ from torchrl_mbdpo.data.tdmpc2_dataset import DatasetInfo
 from torchrl_mbdpo.envs import TaskSpec, available_tasks, make_env, spec_of, task_spec
 
 CUSTOM_TASKS = [
-    "walker-walk-backwards", "walker-run-backwards", "cheetah-run-backwards", "cheetah-run-front",
-    "cheetah-run-back", "cheetah-jump", "hopper-hop-backwards", "reacher-three-easy", "reacher-three-hard",
-    "cup-spin", "pendulum-spin",
+    "walker-walk-backwards",
+    "walker-run-backwards",
+    "cheetah-run-backwards",
+    "cheetah-run-front",
+    "cheetah-run-back",
+    "cheetah-jump",
+    "hopper-hop-backwards",
+    "reacher-three-easy",
+    "reacher-three-hard",
+    "cup-spin",
+    "pendulum-spin",
 ]
 
 
@@ -54,8 +63,9 @@ def _assert_mbdpo_interface(env):
     assert {"step_count", "is_init", "episode_reward"} <= set(env.observation_spec.keys())
 
 
-@pytest.mark.parametrize("task", ["cheetah-run", "cartpole-swingup", "walker-walk", "dog-run", "humanoid-walk", "gym:Pendulum-v1",
-                                  *CUSTOM_TASKS])
+@pytest.mark.parametrize(
+    "task", ["cheetah-run", "cartpole-swingup", "walker-walk", "dog-run", "humanoid-walk", "gym:Pendulum-v1", *CUSTOM_TASKS]
+)
 def test_env_specs(task):
     env = make_env(task, seed=0)
     check_env_specs(env)
@@ -123,8 +133,7 @@ def test_reward_is_summed_over_action_repeat():
             time_step = raw.step(action.double().numpy())
             raw_reward += time_step.reward
         assert td["next", "reward"].item() == pytest.approx(raw_reward, rel=1e-5, abs=1e-6)
-        np.testing.assert_allclose(td["next", "observation"], np.concatenate(list(time_step.observation.values())),
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(td["next", "observation"], np.concatenate(list(time_step.observation.values())), rtol=1e-5, atol=1e-6)
         td = step_mdp(td)
 
 
@@ -141,8 +150,17 @@ def test_seeding():
 def test_task_names():
     tasks = available_tasks()
     assert set(CUSTOM_TASKS) <= set(tasks)
-    for name in ["cup-catch", "cartpole-swingup-sparse", "finger-turn-hard", "humanoid-walk", "dog-run",
-                 "point_mass-easy", "acrobot-swingup", "fish-swim", "quadruped-walk"]:
+    for name in [
+        "cup-catch",
+        "cartpole-swingup-sparse",
+        "finger-turn-hard",
+        "humanoid-walk",
+        "dog-run",
+        "point_mass-easy",
+        "acrobot-swingup",
+        "fish-swim",
+        "quadruped-walk",
+    ]:
         assert name in tasks
     assert task_spec("ball_in_cup-catch").name == "cup-catch"
     assert task_spec("walker_run_backwards").name == "walker-run-backwards"
@@ -151,15 +169,18 @@ def test_task_names():
     assert TaskSpec("x", 50, 1).discount == 0.95 and TaskSpec("x", 10_000, 1).discount == 0.995
 
 
-@pytest.mark.parametrize("episode_length, expected", [
-    (500, 0.99),  # L/5 = 100: 99/100 (DMControl)
-    (100, 0.95),  # 20: 19/20 (Meta-World, ManiSkill, MyoSuite)
-    (200, 0.975),  # 40: 39/40 (Pendulum)
-    (300, 59 / 60),
-    (1000, 0.995),  # 200: 199/200
-    (50, 0.95),  # 10: 9/10, clipped up to 0.95
-    (10_000, 0.995),  # 2000: 0.9995, clipped down to 0.995
-])
+@pytest.mark.parametrize(
+    "episode_length, expected",
+    [
+        (500, 0.99),  # L/5 = 100: 99/100 (DMControl)
+        (100, 0.95),  # 20: 19/20 (Meta-World, ManiSkill, MyoSuite)
+        (200, 0.975),  # 40: 39/40 (Pendulum)
+        (300, 59 / 60),
+        (1000, 0.995),  # 200: 199/200
+        (50, 0.95),  # 10: 9/10, clipped up to 0.95
+        (10_000, 0.995),  # 2000: 0.9995, clipped down to 0.995
+    ],
+)
 def test_task_discounts_follow_tdmpc2s_heuristic(episode_length, expected):
     """``gamma = clip((L/5 - 1) / (L/5), 0.95, 0.995)`` for ``L``-step episodes, worked per length, on the
     paths that use it: a task's spec (online runs) and a dataset's per-task discounts (offline runs)."""
@@ -187,9 +208,14 @@ def _reward_with_velocity(env, joint, velocity):
     return env.task.get_reward(env.physics)
 
 
-@pytest.mark.parametrize("domain, task, joint", [
-    ("cheetah", "run_backwards", "rootx"), ("walker", "walk_backwards", "rootx"), ("walker", "run_backwards", "rootx"),
-])
+@pytest.mark.parametrize(
+    "domain, task, joint",
+    [
+        ("cheetah", "run_backwards", "rootx"),
+        ("walker", "walk_backwards", "rootx"),
+        ("walker", "run_backwards", "rootx"),
+    ],
+)
 def test_backwards_tasks_reward_moving_backwards(domain, task, joint):
     env = _raw_dmc(domain, task, seed=0)
     env.reset()

@@ -1,4 +1,5 @@
 """The fast formulations compute what the reference ones (``reference_kernels()``) compute."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -131,11 +132,16 @@ def _one_update(wm, batch, reference: bool, precision="fp32"):
 def test_update_equals_reference():
     B, H, obs_dim, action_dim = 16, 3, 5, 2
     torch.manual_seed(0)
-    batch = TensorDict({
-        "observation": torch.randn(B, H, obs_dim), "action": torch.rand(B, H, action_dim) * 2 - 1,
-        ("next", "observation"): torch.randn(B, H, obs_dim), ("next", "reward"): torch.rand(B, H, 1),
-        ("next", "terminated"): torch.zeros(B, H, 1, dtype=torch.bool),
-    }, batch_size=[B, H])
+    batch = TensorDict(
+        {
+            "observation": torch.randn(B, H, obs_dim),
+            "action": torch.rand(B, H, action_dim) * 2 - 1,
+            ("next", "observation"): torch.randn(B, H, obs_dim),
+            ("next", "reward"): torch.rand(B, H, 1),
+            ("next", "terminated"): torch.zeros(B, H, 1, dtype=torch.bool),
+        },
+        batch_size=[B, H],
+    )
     fast, fast_loss = _one_update(_perturbed_world_model(), batch, reference=False)
     ref, ref_loss = _one_update(_perturbed_world_model(), batch, reference=True)
     for key in ref.keys():

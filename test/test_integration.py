@@ -1,4 +1,5 @@
 """The actor and the loss against real env specs and real replay-buffer samples."""
+
 import torch
 from torchrl.envs.utils import check_env_specs
 

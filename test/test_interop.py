@@ -6,6 +6,7 @@ one (reward, energy and Q heads of a fresh model have zero output weights, so th
 heads are given random output weights and compared with a forward pass written from the official layout
 (:func:`official_forward`, itself checked against the reference outputs first).
 """
+
 import math
 import os
 from pathlib import Path
@@ -15,17 +16,28 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import run_cli as _cli
 from torchrl_mbdpo.data.task_sets import TASK_SETS
 from torchrl_mbdpo.modules import MBDPOWorldModel, PlannerConfig, WorldModelConfig
+from torchrl_mbdpo.trainers.agent import load_agent
 from torchrl_mbdpo.trainers.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from torchrl_mbdpo.trainers.interop import export_checkpoint, import_checkpoint
-from torchrl_mbdpo.trainers.agent import load_agent
+
+from helpers import run_cli as _cli
 
 _REPO = Path(__file__).resolve().parents[1]
 # shared/ lies in the checkout or beside it (as on CI); MBDPO_OFFICIAL_FIXTURES points elsewhere.
-FIXTURES = next((p for p in [os.environ.get("MBDPO_OFFICIAL_FIXTURES"), _REPO / "shared" / "fixtures" / "official-mbdpo",
-                             _REPO.parent / "shared" / "fixtures" / "official-mbdpo"] if p and Path(p).is_dir()), None)
+FIXTURES = next(
+    (
+        p
+        for p in [
+            os.environ.get("MBDPO_OFFICIAL_FIXTURES"),
+            _REPO / "shared" / "fixtures" / "official-mbdpo",
+            _REPO.parent / "shared" / "fixtures" / "official-mbdpo",
+        ]
+        if p and Path(p).is_dir()
+    ),
+    None,
+)
 FIXTURES = Path(FIXTURES) if FIXTURES else _REPO / "shared" / "fixtures" / "official-mbdpo"
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="the official-MBDPO fixtures (shared/fixtures/official-mbdpo) are not here")
 NAMES = {"single": "mbdpo_official_cheetah-run_size1", "mt30": "mbdpo_official_mt30_size1"}
@@ -70,7 +82,11 @@ def _mlp(sd, prefix, x, head=None, simnorm=False):
 def official_forward(sd, inputs):
     """Every reference output from an official state dict (``[z, e, a]`` inputs, task embedding with max_norm 1)."""
     task = inputs.get("task")
-    emb = (lambda x: [F.embedding(task, sd["_task_emb.weight"].clone(), max_norm=1.0).expand(*x.shape[:-1], -1)]) if task is not None else (lambda x: [])
+    emb = (
+        (lambda x: [F.embedding(task, sd["_task_emb.weight"].clone(), max_norm=1.0).expand(*x.shape[:-1], -1)])
+        if task is not None
+        else (lambda x: [])
+    )
     cat = lambda *parts: torch.cat([p for p in parts if p is not None], -1)  # noqa: E731
     obs, a, plan, tau = inputs["obs"], inputs["action"], inputs["noisy_plan"], inputs["tau"]
     z = _mlp(sd, "_encoder.state", cat(obs, *emb(obs)), simnorm=True)
@@ -81,10 +97,14 @@ def official_forward(sd, inputs):
     num_q = sd["_Qs.params.0.weight"].shape[0]
     mu, log_std = _mlp(sd, "_pi", cat(z, *emb(z))).chunk(2, -1)
     return {
-        "latent": z, "next_latent": _mlp(sd, "_dynamics", za, simnorm=True), "reward_logits": _mlp(sd, "_reward", za),
-        "q_logits_all": torch.stack([_mlp(sd, "_Qs.params", za, head=h) for h in range(num_q)]), "energy": _mlp(sd, "_F", za),
+        "latent": z,
+        "next_latent": _mlp(sd, "_dynamics", za, simnorm=True),
+        "reward_logits": _mlp(sd, "_reward", za),
+        "q_logits_all": torch.stack([_mlp(sd, "_Qs.params", za, head=h) for h in range(num_q)]),
+        "energy": _mlp(sd, "_F", za),
         "score": _mlp(sd, "_score", cat(z, *emb(z), plan.flatten(-2), t_emb)).unflatten(-1, plan.shape[-2:]),
-        "pi_raw_mean": mu, "pi_raw_log_std": log_std,
+        "pi_raw_mean": mu,
+        "pi_raw_log_std": log_std,
     }
 
 
@@ -97,10 +117,17 @@ def our_outputs(world_model, inputs):
         mu, log_std = world_model.policy.module(z, *world_model.task_args(task)).chunk(2, -1)
         plan = inputs["noisy_plan"]
         score = world_model.score(z, plan, inputs["tau"], task) if plan.shape[-2] == world_model.cfg.horizon else None
-        return {"latent": z, "next_latent": world_model.next(z, a, task), "reward_logits": world_model.reward(z, a, task),
-                "q_logits_all": world_model.q_logits(z, a, task), "energy": world_model.energy_logit(z, a, task),
-                "target_q_logits_all": world_model.q_logits(z, a, task, source="target"),
-                "score": score, "pi_raw_mean": mu, "pi_raw_log_std": log_std}
+        return {
+            "latent": z,
+            "next_latent": world_model.next(z, a, task),
+            "reward_logits": world_model.reward(z, a, task),
+            "q_logits_all": world_model.q_logits(z, a, task),
+            "energy": world_model.energy_logit(z, a, task),
+            "target_q_logits_all": world_model.q_logits(z, a, task, source="target"),
+            "score": score,
+            "pi_raw_mean": mu,
+            "pi_raw_log_std": log_std,
+        }
 
 
 def world_model_of(state):
@@ -123,8 +150,9 @@ def test_import_reproduces_every_reference_output_of_the_official_model(kind, tm
     ref = reference(kind)
     assert_close(our_outputs(world_model_of(state), ref), ref, OUTPUTS)
     cfg = state["world_model_config"]
-    assert (cfg["obs_dim"], cfg["action_dim"], cfg["latent_dim"], cfg["mlp_dim"], cfg["enc_dim"], cfg["num_q"]) == \
-        ((17, 6) if kind == "single" else (24, 6)) + (128, 384, 256, 2)
+    assert (cfg["obs_dim"], cfg["action_dim"], cfg["latent_dim"], cfg["mlp_dim"], cfg["enc_dim"], cfg["num_q"]) == (
+        (17, 6) if kind == "single" else (24, 6)
+    ) + (128, 384, 256, 2)
     assert (cfg["num_tasks"], cfg["task_dim"]) == ((1, 0) if kind == "single" else (30, 64))
     if kind == "mt30":
         assert cfg["action_dims"] == official("mt30")["_action_masks"].sum(1).int().tolist()
@@ -177,7 +205,7 @@ def _tdmpc2_layout(sd: dict, layout: str) -> dict:
     for src, dst in (("_Qs.params.", "_Qs"), ("_target_Qs_params.", "_target_Qs")):
         for key, value in sd.items():
             if key.startswith(src):
-                layer, name = key[len(src):].split(".", 1)
+                layer, name = key[len(src) :].split(".", 1)
                 if layout == "parameter_list":
                     out[f"{dst}.params.{4 * int(layer) + names.index(name)}"] = value
                 else:
@@ -230,9 +258,20 @@ def test_an_imported_multitask_checkpoint_starts_fine_tuning(tmp_path):
     imported = import_checkpoint(FIXTURES / f"{NAMES['mt30']}.pt", tmp_path / "mt30.pt", exclude_tasks=["walker-run"])
     assert "walker-run" not in imported["trained_tasks"] and len(imported["trained_tasks"]) == 29
     _, _, wm, _ = load_agent(tmp_path / "mt30.pt")
-    cfg = FinetuneConfig(checkpoint=str(tmp_path / "mt30.pt"), task="walker-run", source_task="walker-walk", steps=20, eval_freq=10_000,
-                         eval_episodes=1, checkpoint_freq=10_000, batch_size=16, planner=PlannerConfig(steps=2, num_samples=8, num_elites=2, num_pi_trajs=2),
-                         work_dir=str(tmp_path / "ft"), progress=False, threads=1)
+    cfg = FinetuneConfig(
+        checkpoint=str(tmp_path / "mt30.pt"),
+        task="walker-run",
+        source_task="walker-walk",
+        steps=20,
+        eval_freq=10_000,
+        eval_episodes=1,
+        checkpoint_freq=10_000,
+        batch_size=16,
+        planner=PlannerConfig(steps=2, num_samples=8, num_elites=2, num_pi_trajs=2),
+        work_dir=str(tmp_path / "ft"),
+        progress=False,
+        threads=1,
+    )
     ft = make_finetune_trainer(cfg)
     emb = ft.world_model.task_emb.weight
     assert torch.equal(emb[2], emb[1])  # walker-run (index 2) starts from walker-walk's embedding
@@ -311,8 +350,16 @@ def test_import_then_export_gives_back_the_official_file(tmp_path):
 
 ROUND_TRIP = {
     "single": dict(obs_dim=5, action_dim=1, task="cartpole-swingup"),
-    "multitask-episodic": dict(obs_dim=6, action_dim=2, num_tasks=3, task_dim=8, action_dims=[1, 2, 1], episodic=True, horizon=4,
-                               tasks=["cartpole-balance", "reacher-easy", "pendulum-swingup"]),
+    "multitask-episodic": dict(
+        obs_dim=6,
+        action_dim=2,
+        num_tasks=3,
+        task_dim=8,
+        action_dims=[1, 2, 1],
+        episodic=True,
+        horizon=4,
+        tasks=["cartpole-balance", "reacher-easy", "pendulum-swingup"],
+    ),
     "rgb": dict(obs_dim=9, action_dim=6, obs_type="rgb", latent_dim=512, task="cheetah-run"),
 }
 

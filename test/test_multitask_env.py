@@ -1,4 +1,5 @@
 """Tests for multi-task envs (padding and task ids) and the TD-MPC2 task-set tables."""
+
 import argparse
 import ast
 import os
@@ -58,8 +59,9 @@ def test_base_env_receives_its_own_action_dims():
 
 
 def test_mixed_tasks_in_one_batch():
-    env = SerialEnv(2, [partial(make_multitask_env, "cartpole-swingup", 10, OBS, ACT),
-                        partial(make_multitask_env, "reacher-easy", 4, OBS, ACT, seed=1)])
+    env = SerialEnv(
+        2, [partial(make_multitask_env, "cartpole-swingup", 10, OBS, ACT), partial(make_multitask_env, "reacher-easy", 4, OBS, ACT, seed=1)]
+    )
     td = env.rollout(3)
     assert td["observation"].shape == (2, 3, OBS)
     assert td["task"][:, 0].tolist() == [10, 4]

@@ -1,5 +1,6 @@
 """Tests of ``MBDPOLoss`` / ``TDMPC2Loss`` and the pure math of the update step (arXiv 2605.26282; official
 ``MBDPO/mbdpo.py:346-680``): expected values are worked out by hand or from analytic heads, not by the code."""
+
 from __future__ import annotations
 
 import argparse
@@ -486,7 +487,7 @@ def test_multitask_policy_loss_rows_use_their_own_task_and_mask(monkeypatch):
     # -Q * mean_t rho^t over t = 0..H = -(e^2 - 1) (1 + 1/2 + 1/4 + 1/8) / 4.
     assert value == pytest.approx(math.e**2 - 1)
     assert actor_loss.item() == pytest.approx(-value * (1 + 0.5 + 0.25 + 0.125) / 4, rel=1e-5)
-    ((z, action, q_task), kwargs, _), = calls
+    (((z, action, q_task), kwargs, _),) = calls
     assert kwargs["source"] == "detached" and z.shape == (H + 1, B, 32)
     assert torch.equal(q_task, task)  # each slice's latents with its own task
     assert (action[:, task == 1, 1] == 0).all() and (action[:, task == 0, 1] != 0).all()
@@ -503,7 +504,7 @@ def test_multitask_td_target_uses_each_tasks_discount_and_masked_next_actions(mo
     reward, alive = td["next", "reward"], 1 - td["next", "terminated"].float()
     gamma = torch.where(task == 0, 0.9, 0.5).view(B, 1, 1)
     torch.testing.assert_close(targets, reward + gamma * alive * (math.e - 1), atol=1e-4, rtol=0)
-    ((_, next_action, q_task), kwargs, _), = calls
+    (((_, next_action, q_task), kwargs, _),) = calls
     assert kwargs["source"] == "target" and kwargs["reduce"] == "min" and kwargs["pair"].tolist() == [0, 1]
     assert torch.equal(q_task, task)
     assert (next_action[:, task == 1, 1] == 0).all() and (next_action[:, task == 0, 1] != 0).all()

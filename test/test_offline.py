@@ -1,6 +1,7 @@
 """Offline multi-task pretraining: TD-MPC2 chunk datasets (format, validator, memmap loader), the offline
 trainer, fine-tuning from its checkpoint and the multi-task evaluation. The datasets are written from real
 DMControl / MetaWorld rollouts by ``generate_dataset``."""
+
 import shutil
 from pathlib import Path
 
@@ -71,8 +72,8 @@ def test_loader_round_trip_gives_within_episode_slices(dataset, tmp_path):
         episode, row = (obs == o).all(-1).nonzero()[0].tolist()
         source = chunks[0] if episode < len(chunks[0]) else chunks[1]
         e = episode if episode < len(chunks[0]) else episode - len(chunks[0])
-        assert torch.equal(batch["action"][b], source["action"][e, row + 1: row + 4])
-        assert torch.equal(batch["next", "reward"][b].squeeze(-1), source["reward"][e, row + 1: row + 4])
+        assert torch.equal(batch["action"][b], source["action"][e, row + 1 : row + 4])
+        assert torch.equal(batch["next", "reward"][b].squeeze(-1), source["reward"][e, row + 1 : row + 4])
         assert TASK_SETS["mt30"][int(batch["task"][b, 0])] == info.tasks[int(source["task"][e, 0])]
 
 
@@ -118,13 +119,16 @@ def _corrupt(data: Path, name: str, **changes):
     torch.save(chunk, data / name)
 
 
-@pytest.mark.parametrize("problem, expected", [
-    ("missing", r"missing chunk_0\.pt"),
-    ("nan_reward", r"chunk_1\.pt: reward has 1 NaN/inf values outside row 0, in episode\(s\) \[0\]"),
-    ("wrong_padding", r"chunk_1\.pt: obs has shape \(1, 501, 20\), expected \(1, 501, 24\)"),
-    ("task_out_of_range", r"chunk_1\.pt: task indices \[40\] are outside the mt30 set"),
-    ("not_a_tensordict", r"chunk_1\.pt: holds a dict, not the TensorDict"),
-])
+@pytest.mark.parametrize(
+    "problem, expected",
+    [
+        ("missing", r"missing chunk_0\.pt"),
+        ("nan_reward", r"chunk_1\.pt: reward has 1 NaN/inf values outside row 0, in episode\(s\) \[0\]"),
+        ("wrong_padding", r"chunk_1\.pt: obs has shape \(1, 501, 20\), expected \(1, 501, 24\)"),
+        ("task_out_of_range", r"chunk_1\.pt: task indices \[40\] are outside the mt30 set"),
+        ("not_a_tensordict", r"chunk_1\.pt: holds a dict, not the TensorDict"),
+    ],
+)
 def test_validator_names_the_file_and_the_problem_and_changes_nothing(dataset, tmp_path, problem, expected):
     data = copy_of(dataset, tmp_path)
     if problem == "missing":
@@ -156,10 +160,24 @@ def test_missing_folder_says_how_to_get_the_data(tmp_path):
 
 
 def offline_config(tmp_path, data, **overrides) -> TrainConfig:
-    cfg = TrainConfig(mode="offline", task=list(TASKS), data_dir=str(data), cache_dir=str(tmp_path / "cache"), steps=200, seed=1,
-                      model_size=1, batch_size=32, eval_freq=200, eval_episodes=0, checkpoint_freq=100, progress=False,
-                      work_dir=str(tmp_path / "offline"), model=ModelOverrides(latent_dim=32, mlp_dim=64, enc_dim=64, task_dim=16),
-                      planner=TINY_PLANNER, threads=1)
+    cfg = TrainConfig(
+        mode="offline",
+        task=list(TASKS),
+        data_dir=str(data),
+        cache_dir=str(tmp_path / "cache"),
+        steps=200,
+        seed=1,
+        model_size=1,
+        batch_size=32,
+        eval_freq=200,
+        eval_episodes=0,
+        checkpoint_freq=100,
+        progress=False,
+        work_dir=str(tmp_path / "offline"),
+        model=ModelOverrides(latent_dim=32, mlp_dim=64, enc_dim=64, task_dim=16),
+        planner=TINY_PLANNER,
+        threads=1,
+    )
     for k, v in overrides.items():
         setattr(cfg, k, v)
     return cfg
@@ -234,8 +252,19 @@ def test_add_task_copies_the_source_embedding_into_a_new_or_held_out_index():
 def test_finetune_from_the_offline_checkpoint(pretrained, tmp_path, task, source, index):
     trainer, _, _ = pretrained
     checkpoint = trainer.work_dir / "checkpoints" / "latest.pt"
-    cfg = FinetuneConfig(checkpoint=str(checkpoint), task=task, source_task=source, steps=600, eval_freq=600, eval_episodes=1,
-                         batch_size=16, planner=TINY_PLANNER, work_dir=str(tmp_path / "ft"), progress=False, threads=1)
+    cfg = FinetuneConfig(
+        checkpoint=str(checkpoint),
+        task=task,
+        source_task=source,
+        steps=600,
+        eval_freq=600,
+        eval_episodes=1,
+        batch_size=16,
+        planner=TINY_PLANNER,
+        work_dir=str(tmp_path / "ft"),
+        progress=False,
+        threads=1,
+    )
     ft = make_finetune_trainer(cfg)
     wm = ft.world_model
     assert wm.cfg.num_tasks == max(30, index + 1) and ft.run.task_names[index] == task
@@ -291,9 +320,23 @@ def test_export_replay_of_an_online_run(tmp_path):
     from torchrl_mbdpo.trainers.generate_data import export_replay
     from torchrl_mbdpo.trainers.trainer import make_trainer
 
-    cfg = TrainConfig(task="cartpole-balance", steps=1100, seed=2, model_size=1, eval_freq=10_000, eval_episodes=1, checkpoint_freq=10_000,
-                      batch_size=16, seed_steps=1100, pretrain_updates=0, progress=False, work_dir=str(tmp_path / "online"), threads=1,
-                      model=ModelOverrides(latent_dim=16, mlp_dim=32, enc_dim=32), planner=TINY_PLANNER)
+    cfg = TrainConfig(
+        task="cartpole-balance",
+        steps=1100,
+        seed=2,
+        model_size=1,
+        eval_freq=10_000,
+        eval_episodes=1,
+        checkpoint_freq=10_000,
+        batch_size=16,
+        seed_steps=1100,
+        pretrain_updates=0,
+        progress=False,
+        work_dir=str(tmp_path / "online"),
+        threads=1,
+        model=ModelOverrides(latent_dim=16, mlp_dim=32, enc_dim=32),
+        planner=TINY_PLANNER,
+    )
     make_trainer(cfg).train()
     checkpoint = tmp_path / "online" / "checkpoints" / "latest.pt"
     info = export_replay([checkpoint], tmp_path / "exported")
@@ -325,7 +368,9 @@ def test_sigterm_mid_training_then_resume_ends_bitwise_equal(dataset, tmp_path):
 
     stopped.stepper.step = stepping
     stopped.train()
-    assert stopped.control.signal == signal.SIGTERM and load_checkpoint(tmp_path / "b" / "offline" / "checkpoints" / "latest.pt")["step"] == 25
+    assert (
+        stopped.control.signal == signal.SIGTERM and load_checkpoint(tmp_path / "b" / "offline" / "checkpoints" / "latest.pt")["step"] == 25
+    )
     make_offline_trainer(offline_config(tmp_path / "b", dataset, steps=60, checkpoint_freq=1000, resume=True)).train()
     a = load_checkpoint(tmp_path / "a" / "offline" / "checkpoints" / "latest.pt")
     b = load_checkpoint(tmp_path / "b" / "offline" / "checkpoints" / "latest.pt")

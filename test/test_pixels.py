@@ -1,4 +1,5 @@
 """Pixel observations: 64x64 RGB DMControl renders, frame stacking, conv encoder with shift augmentation."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,7 @@ def test_shift_aug_is_a_random_crop_of_the_replicate_padded_image():
     padded = F.pad(x, (2,) * 4, mode="replicate")
     offsets = []
     for i in range(16):
-        found = [(a, b) for a in range(5) for b in range(5) if torch.equal(y[i], padded[i, :, a:a + 8, b:b + 8])]
+        found = [(a, b) for a in range(5) for b in range(5) if torch.equal(y[i], padded[i, :, a : a + 8, b : b + 8])]
         assert found, f"image {i} is not a crop"
         offsets.append(found[0])
     assert len(set(offsets)) > 1  # the offsets differ between images
@@ -72,8 +73,7 @@ def test_rgb_agent_collects_plans_and_updates(tiny_config):
 
 
 def test_obs_rgb_in_the_trainer_builds_the_conv_agent_and_checkpoints_it(tiny_config):
-    cfg = tiny_config(task="cartpole-swingup", obs="rgb", num_envs=1, steps=2, seed_steps=2, eval_freq=10,
-                      checkpoint_freq=10)
+    cfg = tiny_config(task="cartpole-swingup", obs="rgb", num_envs=1, steps=2, seed_steps=2, eval_freq=10, checkpoint_freq=10)
     trainer = make_trainer(cfg)
     assert trainer.world_model.cfg.obs_dim == 9 and trainer.world_model.cfg.obs_type == "rgb"
     path = trainer.save_checkpoint()

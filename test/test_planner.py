@@ -1,5 +1,6 @@
 """The diffusion planner: its equations on hand-worked cases, the sampler on analytic models, the actor in
 TorchRL pipelines."""
+
 import math
 
 import pytest

@@ -1,4 +1,5 @@
 """Every preset in sota-implementations/mbdpo/ composes into a valid TrainConfig of a known task."""
+
 from pathlib import Path
 
 import pytest
@@ -9,9 +10,14 @@ from torchrl_mbdpo.envs import task_spec
 from torchrl_mbdpo.trainers.config import TrainConfig, register_configs
 
 PRESETS = Path(__file__).resolve().parent.parent / "sota-implementations" / "mbdpo"
-EXPECTED = {"config": ("cheetah-run", "state"), "config_cpu_small": ("cartpole-swingup", "state"),
-            "config_metaworld": ("mw-assembly", "state"), "config_myosuite": ("myo-key-turn", "state"),
-            "config_maniskill": ("pick-cube", "state"), "config_pixels": ("walker-walk", "rgb")}
+EXPECTED = {
+    "config": ("cheetah-run", "state"),
+    "config_cpu_small": ("cartpole-swingup", "state"),
+    "config_metaworld": ("mw-assembly", "state"),
+    "config_myosuite": ("myo-key-turn", "state"),
+    "config_maniskill": ("pick-cube", "state"),
+    "config_pixels": ("walker-walk", "rgb"),
+}
 
 
 def test_every_preset_is_listed():

@@ -1,5 +1,6 @@
 """Push-T as a TorchRL env (pixels and state, gym-pusht's own success test) and the play dataset of DMO's
 pixel world model: writing, layout, training windows, loader errors and the ``mbdpo-dmo dataset`` command."""
+
 import json
 
 import gym_pusht  # noqa: F401  (registers gym_pusht/PushT-v0)
@@ -151,12 +152,12 @@ def test_windows_pad_episode_starts(tiny_play_data):
     for j, r in enumerate((s, s, s + 1)):
         assert torch.equal(w["frames"][0, j], rows["pixels"][r])
     assert (w["actions"][0, 0] == 0).all()
-    torch.testing.assert_close(w["actions"][0, 1:], rows["action"][s: s + 2])
+    torch.testing.assert_close(w["actions"][0, 1:], rows["action"][s : s + 2])
     assert torch.equal(w["target"][0], rows["pixels"][s + 2])
     # inside the episode: o_3, o_4, o_5 and a_3, a_4, a_5 -> o_6
     assert w["valid"][1].all()
-    assert torch.equal(w["frames"][1], rows["pixels"][s + 3: s + 6])
-    torch.testing.assert_close(w["actions"][1], rows["action"][s + 3: s + 6])
+    assert torch.equal(w["frames"][1], rows["pixels"][s + 3 : s + 6])
+    torch.testing.assert_close(w["actions"][1], rows["action"][s + 3 : s + 6])
     assert torch.equal(w["target"][1], rows["pixels"][s + 6])
     with pytest.raises(PlayDatasetError, match="transition rows"):
         ds.windows(torch.tensor([int(ds.episode_start[2]) - 1]), context=2)  # episode 1's last row
@@ -214,9 +215,6 @@ def test_dataset_command(cli, tmp_path):
     assert again.returncode == 2 and "not empty" in again.stderr
     bad = cli("dmo_main", "datasets", timeout=600)
     assert bad.returncode == 2 and "usage: mbdpo-dmo" in bad.stderr
-
-
-
 
 
 def test_goal_frame_shows_the_block_covering_the_goal():

@@ -1,4 +1,5 @@
 """Faults a long run meets: damaged or foreign checkpoints, a full disk, NaNs, buffer edge cases."""
+
 import csv
 import errno
 
@@ -139,15 +140,18 @@ def test_same_seed_gives_the_same_eval_csv(tmp_path, tiny_config):
 def _episode(length, start, terminated_at_end=False):
     t = torch.arange(length, dtype=torch.float32)
     done = t == length - 1
-    return TensorDict({
-        "observation": (start + t).unsqueeze(-1),
-        ("next", "observation"): (start + t + 1).unsqueeze(-1),
-        "action": torch.zeros(length, 1),
-        ("next", "reward"): torch.ones(length, 1),
-        ("next", "done"): done.unsqueeze(-1),
-        ("next", "terminated"): (done & terminated_at_end).unsqueeze(-1),
-        ("next", "truncated"): (done & (not terminated_at_end)).unsqueeze(-1),
-    }, [length])
+    return TensorDict(
+        {
+            "observation": (start + t).unsqueeze(-1),
+            ("next", "observation"): (start + t + 1).unsqueeze(-1),
+            "action": torch.zeros(length, 1),
+            ("next", "reward"): torch.ones(length, 1),
+            ("next", "done"): done.unsqueeze(-1),
+            ("next", "terminated"): (done & terminated_at_end).unsqueeze(-1),
+            ("next", "truncated"): (done & (not terminated_at_end)).unsqueeze(-1),
+        },
+        [length],
+    )
 
 
 # ----------------------------------------------------------------------------- log files and seeds

@@ -1,4 +1,5 @@
 """Nothing lost: a training subprocess killed with SIGKILL and resumed ends where an uninterrupted run ends."""
+
 import csv
 import os
 import signal
@@ -17,10 +18,26 @@ from torchrl_mbdpo.trainers.trainer import make_trainer
 
 # Pendulum: 200-step episodes; 2 envs end their episodes together every 400 agent steps.
 RUN = [
-    "task=gym:Pendulum-v1", "steps=800", "threads=1", "seed=5", "num_envs=2", "seed_steps=200", "pretrain_updates=20",
-    "eval_freq=400", "eval_episodes=2", "checkpoint_freq=400", "batch_size=16", "progress=false",
-    "model_size=1", "model.latent_dim=16", "model.mlp_dim=32", "model.enc_dim=32",
-    "planner.steps=2", "planner.num_samples=8", "planner.num_elites=2", "planner.num_pi_trajs=2",
+    "task=gym:Pendulum-v1",
+    "steps=800",
+    "threads=1",
+    "seed=5",
+    "num_envs=2",
+    "seed_steps=200",
+    "pretrain_updates=20",
+    "eval_freq=400",
+    "eval_episodes=2",
+    "checkpoint_freq=400",
+    "batch_size=16",
+    "progress=false",
+    "model_size=1",
+    "model.latent_dim=16",
+    "model.mlp_dim=32",
+    "model.enc_dim=32",
+    "planner.steps=2",
+    "planner.num_samples=8",
+    "planner.num_elites=2",
+    "planner.num_pi_trajs=2",
 ]
 
 
@@ -88,9 +105,23 @@ def test_sigterm_writes_a_checkpoint_and_exits_with_128_plus_signal(tmp_path):
 def _config(work_dir, resume=False):
     values = dict(arg.split("=", 1) for arg in RUN)
     cfg = TrainConfig(
-        task=values["task"], steps=800, seed=5, threads=1, num_envs=2, seed_steps=200, pretrain_updates=20, eval_freq=400,
-        eval_episodes=2, checkpoint_freq=400, batch_size=16, progress=False, model_size=1, work_dir=str(work_dir), resume=resume,
-        model=ModelOverrides(latent_dim=16, mlp_dim=32, enc_dim=32), planner=PlannerConfig(steps=2, num_samples=8, num_elites=2, num_pi_trajs=2),
+        task=values["task"],
+        steps=800,
+        seed=5,
+        threads=1,
+        num_envs=2,
+        seed_steps=200,
+        pretrain_updates=20,
+        eval_freq=400,
+        eval_episodes=2,
+        checkpoint_freq=400,
+        batch_size=16,
+        progress=False,
+        model_size=1,
+        work_dir=str(work_dir),
+        resume=resume,
+        model=ModelOverrides(latent_dim=16, mlp_dim=32, enc_dim=32),
+        planner=PlannerConfig(steps=2, num_samples=8, num_elites=2, num_pi_trajs=2),
     )
     return cfg
 

@@ -1,5 +1,6 @@
 """The SAC baseline script (sota-implementations/sac/sac.py) runs end to end, writes eval.csv, and
 ``mbdpo-compare run=false`` collects its runs beside the library's."""
+
 import csv
 import math
 import os
@@ -14,10 +15,27 @@ SCRIPT = Path(__file__).resolve().parents[1] / "sota-implementations" / "sac" / 
 
 def test_sac_baseline_writes_eval_csv(tmp_path):
     work = tmp_path / "runs" / "sac" / "pendulum-swingup" / "seed1"  # the script's default layout, under runs/
-    cmd = [sys.executable, str(SCRIPT), "--task", "pendulum-swingup", "--steps", "300", "--eval-freq", "150",
-           "--eval-episodes", "1", "--init-random-frames", "100", "--threads", "1", "--work-dir", str(work)]
-    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")})
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        "--task",
+        "pendulum-swingup",
+        "--steps",
+        "300",
+        "--eval-freq",
+        "150",
+        "--eval-episodes",
+        "1",
+        "--init-random-frames",
+        "100",
+        "--threads",
+        "1",
+        "--work-dir",
+        str(work),
+    ]
+    out = subprocess.run(
+        cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120, env={**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     with open(work / "eval.csv") as f:
         rows = list(csv.DictReader(f))

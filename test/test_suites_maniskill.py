@@ -1,4 +1,5 @@
 """The ManiSkill suite on the real simulator (ManiSkill3, PhysX CPU, Vulkan on Mesa lavapipe)."""
+
 import csv
 import math
 
@@ -63,8 +64,7 @@ def test_env_specs_and_mbdpo_interface(task):
 def test_planner_rollout_truncates_at_100_steps_and_reports_success():
     env = make_env("pick-cube", seed=0, num_envs=2)
     obs_dim, action_dim = env.observation_spec["observation"].shape[-1], env.action_spec.shape[-1]
-    world_model = MBDPOWorldModel(WorldModelConfig.from_size(
-        1, obs_dim, action_dim, latent_dim=16, mlp_dim=16, enc_dim=16, episodic=True))
+    world_model = MBDPOWorldModel(WorldModelConfig.from_size(1, obs_dim, action_dim, latent_dim=16, mlp_dim=16, enc_dim=16, episodic=True))
     actor = DiffusionActor(world_model, TINY_PLANNER, discount=env.task_spec.discount)
     env.append_transform(actor.make_tensordict_primer())
     rollout = env.rollout(101, actor, break_when_any_done=False)
@@ -149,9 +149,20 @@ def test_action_repeat_sums_rewards_and_stops_at_termination():
 
 def test_tiny_training_run_logs_success_rate(tmp_path):
     cfg = TrainConfig(
-        task="pick-cube", steps=200, seed=1, model_size=1, num_envs=1, eval_freq=200, eval_episodes=1,
-        checkpoint_freq=200, batch_size=16, seed_steps=100, pretrain_updates=10, progress=False,
-        work_dir=str(tmp_path / "run"), model=ModelOverrides(latent_dim=16, mlp_dim=32, enc_dim=32),
+        task="pick-cube",
+        steps=200,
+        seed=1,
+        model_size=1,
+        num_envs=1,
+        eval_freq=200,
+        eval_episodes=1,
+        checkpoint_freq=200,
+        batch_size=16,
+        seed_steps=100,
+        pretrain_updates=10,
+        progress=False,
+        work_dir=str(tmp_path / "run"),
+        model=ModelOverrides(latent_dim=16, mlp_dim=32, enc_dim=32),
         planner=TINY_PLANNER,
     )
     trainer = make_trainer(cfg)

@@ -1,5 +1,6 @@
 """MetaWorld and MyoSuite through make_env, on the real simulators: specs, TD-MPC2's episode protocol
 (action repeat, 100-step truncation, success flag), seeding, a planner rollout and a tiny training run."""
+
 import csv
 import os
 import re
@@ -150,9 +151,21 @@ def test_diffusion_actor_rollout_on_two_envs(task):
 def test_tiny_training_run_logs_success_rate(tmp_path, task):
     _require_suite(task)
     cfg = TrainConfig(
-        task=task, steps=200, seed=3, model_size=1, num_envs=1, eval_freq=200, eval_episodes=1,
-        checkpoint_freq=200, batch_size=16, seed_steps=100, pretrain_updates=5, progress=False, threads=1,
-        work_dir=str(tmp_path / "run"), model=ModelOverrides(latent_dim=16, mlp_dim=32, enc_dim=32),
+        task=task,
+        steps=200,
+        seed=3,
+        model_size=1,
+        num_envs=1,
+        eval_freq=200,
+        eval_episodes=1,
+        checkpoint_freq=200,
+        batch_size=16,
+        seed_steps=100,
+        pretrain_updates=5,
+        progress=False,
+        threads=1,
+        work_dir=str(tmp_path / "run"),
+        model=ModelOverrides(latent_dim=16, mlp_dim=32, enc_dim=32),
         planner=PlannerConfig(steps=2, num_samples=8, num_elites=2, num_pi_trajs=2),
     )
     make_trainer(cfg).train()
@@ -175,10 +188,13 @@ def test_task_names_and_unknown_names():
         task_spec("myo-pen-twirl-hardd")
 
 
-@pytest.mark.parametrize("task, package, hint", [
-    ("mw-reach", "metaworld", "pip install --no-deps metaworld==3.1.1"),
-    ("myo-reach", "myosuite", "pip install -c constraints.txt -e '.[myosuite]'"),
-])
+@pytest.mark.parametrize(
+    "task, package, hint",
+    [
+        ("mw-reach", "metaworld", "pip install --no-deps metaworld==3.1.1"),
+        ("myo-reach", "myosuite", "pip install -c constraints.txt -e '.[myosuite]'"),
+    ],
+)
 def test_missing_package_says_how_to_install(monkeypatch, task, package, hint):
     monkeypatch.setitem(sys.modules, package, None)  # makes `import package` raise ImportError
     with pytest.raises(SuiteUnavailableError, match=f"Task '{task}' needs .*Install it with: {re.escape(hint)}"):

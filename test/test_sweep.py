@@ -1,16 +1,34 @@
 """Seeds x tasks sweeps as a Hydra multirun (``mbdpo-train -m ...``), each run in its own work dir."""
+
 import csv
 import importlib.util
 
 import pytest
 
-from helpers import run_cli as _cli
 from torchrl_mbdpo.cli import _swept_keys
 from torchrl_mbdpo.trainers.config import TrainConfig, sweep_work_dir
 
-TINY = ["task=gym:Pendulum-v1", "steps=40", "seed_steps=20", "pretrain_updates=0", "eval_freq=40", "eval_episodes=1",
-        "checkpoint_freq=40", "progress=false", "model_size=1", "model.latent_dim=16", "model.mlp_dim=32", "model.enc_dim=32",
-        "batch_size=16", "planner.steps=2", "planner.num_samples=8", "planner.num_elites=2", "planner.num_pi_trajs=2"]
+from helpers import run_cli as _cli
+
+TINY = [
+    "task=gym:Pendulum-v1",
+    "steps=40",
+    "seed_steps=20",
+    "pretrain_updates=0",
+    "eval_freq=40",
+    "eval_episodes=1",
+    "checkpoint_freq=40",
+    "progress=false",
+    "model_size=1",
+    "model.latent_dim=16",
+    "model.mlp_dim=32",
+    "model.enc_dim=32",
+    "batch_size=16",
+    "planner.steps=2",
+    "planner.num_samples=8",
+    "planner.num_elites=2",
+    "planner.num_pi_trajs=2",
+]
 
 
 def test_a_two_run_multirun_in_parallel_then_compare_collects_it(tmp_path):
@@ -36,13 +54,17 @@ def test_a_two_run_multirun_in_parallel_then_compare_collects_it(tmp_path):
 def test_runs_that_differ_in_other_swept_keys_get_their_own_work_dirs():
     cfg = TrainConfig(task="cheetah-run", seed=3)
     assert sweep_work_dir(cfg, ["seed=3", "task=cheetah-run", "steps=1000"], ["seed", "task"]) is None  # the default tells them apart
-    assert sweep_work_dir(cfg, ["seed=3", "model_size=5", "+planner.steps=4", "steps=1000"], ["seed", "model_size", "planner.steps"]) == \
-        "runs/model_size=5,planner.steps=4/mbdpo/cheetah-run/seed3"
+    assert (
+        sweep_work_dir(cfg, ["seed=3", "model_size=5", "+planner.steps=4", "steps=1000"], ["seed", "model_size", "planner.steps"])
+        == "runs/model_size=5,planner.steps=4/mbdpo/cheetah-run/seed3"
+    )
     offline = TrainConfig(task="mt30", mode="offline", seed=1, model_size=1)
     assert sweep_work_dir(offline, ["lr=0.001"], ["lr"]) == "runs/lr=0.001/offline/mbdpo/mt30/size1/seed1"
     gym = TrainConfig(task="gym:Pendulum-v1", seed=1)
-    assert sweep_work_dir(gym, ["model.latent_dim=16", "task=gym:Pendulum-v1"], ["model.latent_dim", "task"]) == \
-        "runs/model.latent_dim=16/mbdpo/gym_Pendulum-v1/seed1"
+    assert (
+        sweep_work_dir(gym, ["model.latent_dim=16", "task=gym:Pendulum-v1"], ["model.latent_dim", "task"])
+        == "runs/model.latent_dim=16/mbdpo/gym_Pendulum-v1/seed1"
+    )
 
 
 def test_the_swept_keys_of_a_command_line():

@@ -1,4 +1,5 @@
 """The TD-MPC2 sibling: MPPI actor, TDMPC2Loss, the algo switch, diagnostics and the comparison command."""
+
 import csv
 import math
 
@@ -11,9 +12,9 @@ from torchrl_mbdpo import DiffusionActor, MBDPOLoss, MPPIActor, MPPIConfig, TDMP
 from torchrl_mbdpo.modules import MBDPOWorldModel, WorldModelConfig
 from torchrl_mbdpo.modules.mppi import mppi_sample
 from torchrl_mbdpo.objectives.mbdpo import make_optimizers, update
+from torchrl_mbdpo.trainers.agent import load_agent
 from torchrl_mbdpo.trainers.compare import load_published
 from torchrl_mbdpo.trainers.diagnostics import action_drift, td_error
-from torchrl_mbdpo.trainers.agent import load_agent
 from torchrl_mbdpo.trainers.trainer import make_trainer
 
 from helpers import PointMassModel
@@ -36,8 +37,9 @@ def test_mppi_lands_on_optimum_per_env_and_fits_std():
 def test_mppi_actor_on_analytic_model_finds_best_first_action_and_explores_with_elite_std():
     actor = MPPIActor(PointMassModel([0.3, -0.4]), MPPIConfig(**{**SMALL_MPPI, "num_pi_trajs": 8}), discount=0.99)
     obs = torch.tensor([[0.0, 0.0], [0.5, -0.5], [-0.2, 0.3]])
-    td = TensorDict({"observation": obs, "is_init": torch.ones(3, 1, dtype=torch.bool), "_tdmpc2_prev_mean": torch.zeros(3, 3, 2)},
-                    batch_size=[3])
+    td = TensorDict(
+        {"observation": obs, "is_init": torch.ones(3, 1, dtype=torch.bool), "_tdmpc2_prev_mean": torch.zeros(3, 3, 2)}, batch_size=[3]
+    )
     with set_interaction_type(InteractionType.DETERMINISTIC):
         out = actor(td.clone())
     assert (out["action"] - (torch.tensor([0.3, -0.4]) - obs)).abs().max() < 0.1
@@ -51,11 +53,16 @@ def _world_model(**kw):
 
 
 def _batch(B=8, H=3):
-    return TensorDict({
-        "observation": torch.randn(B, H, 5), "action": torch.rand(B, H, 2) * 2 - 1,
-        ("next", "observation"): torch.randn(B, H, 5), ("next", "reward"): torch.rand(B, H, 1),
-        ("next", "terminated"): torch.zeros(B, H, 1, dtype=torch.bool),
-    }, batch_size=[B, H])
+    return TensorDict(
+        {
+            "observation": torch.randn(B, H, 5),
+            "action": torch.rand(B, H, 2) * 2 - 1,
+            ("next", "observation"): torch.randn(B, H, 5),
+            ("next", "reward"): torch.rand(B, H, 1),
+            ("next", "terminated"): torch.zeros(B, H, 1, dtype=torch.bool),
+        },
+        batch_size=[B, H],
+    )
 
 
 def test_tdmpc2_loss_has_no_energy_terms_and_trains_the_rest():
@@ -133,12 +140,35 @@ def test_compare_command_writes_png_and_tables_from_tiny_runs(tmp_path, cli):
     """The command's wiring (runs, collection, aggregation, files), on runs as small as the trainer allows:
     100 agent steps, evaluations at 0 and 100 of one episode. No time limit: it tests wiring, not speed."""
     root, out_dir = tmp_path / "runs", tmp_path / "cmp"
-    args = ["tasks=[gym:Pendulum-v1]", "algos=[mbdpo,tdmpc2]", "seeds=[1,2]", "steps=100", f"root={root}",
-            f"out_dir={out_dir}", "train.num_envs=1", "train.eval_freq=100", "train.eval_episodes=1", "train.seed_steps=50",
-            "train.pretrain_updates=2", "train.batch_size=8", "train.checkpoint_freq=100", "train.progress=false",
-            "train.threads=1", "train.model_size=1", "train.model.latent_dim=8", "train.model.mlp_dim=16", "train.model.enc_dim=16",
-            "train.planner.steps=2", "train.planner.num_samples=4", "train.planner.num_elites=2", "train.planner.num_pi_trajs=1",
-            "train.mppi.iterations=1", "train.mppi.num_samples=4", "train.mppi.num_elites=2", "train.mppi.num_pi_trajs=1"]
+    args = [
+        "tasks=[gym:Pendulum-v1]",
+        "algos=[mbdpo,tdmpc2]",
+        "seeds=[1,2]",
+        "steps=100",
+        f"root={root}",
+        f"out_dir={out_dir}",
+        "train.num_envs=1",
+        "train.eval_freq=100",
+        "train.eval_episodes=1",
+        "train.seed_steps=50",
+        "train.pretrain_updates=2",
+        "train.batch_size=8",
+        "train.checkpoint_freq=100",
+        "train.progress=false",
+        "train.threads=1",
+        "train.model_size=1",
+        "train.model.latent_dim=8",
+        "train.model.mlp_dim=16",
+        "train.model.enc_dim=16",
+        "train.planner.steps=2",
+        "train.planner.num_samples=4",
+        "train.planner.num_elites=2",
+        "train.planner.num_pi_trajs=1",
+        "train.mppi.iterations=1",
+        "train.mppi.num_samples=4",
+        "train.mppi.num_elites=2",
+        "train.mppi.num_pi_trajs=1",
+    ]
     out = cli("compare_main", *args)
     assert out.returncode == 0, out.stderr[-3000:]
     assert (out_dir / "gym_Pendulum-v1.png").stat().st_size > 5000
@@ -148,9 +178,12 @@ def test_compare_command_writes_png_and_tables_from_tiny_runs(tmp_path, cli):
     assert [(r["algo"], int(r["step"])) for r in summary] == [("mbdpo", 0), ("mbdpo", 100), ("tdmpc2", 0), ("tdmpc2", 100)]
     # Each summary row is the mean and population sd over the two seeds of the runs' own eval.csv rows.
     for r in summary:
-        returns = [float(row["episode_reward"]) for seed in (1, 2)
-                   for row in csv.DictReader(open(root / r["algo"] / "gym_Pendulum-v1" / f"seed{seed}" / "eval.csv"))
-                   if int(row["step"]) == int(r["step"])]
+        returns = [
+            float(row["episode_reward"])
+            for seed in (1, 2)
+            for row in csv.DictReader(open(root / r["algo"] / "gym_Pendulum-v1" / f"seed{seed}" / "eval.csv"))
+            if int(row["step"]) == int(r["step"])
+        ]
         assert len(returns) == 2
         mean = (returns[0] + returns[1]) / 2
         assert float(r["episode_reward_mean"]) == pytest.approx(mean, rel=1e-6)

@@ -5,6 +5,7 @@ the drop-in names fail at import with one error naming the install.
 The equality tests copy the weights of TorchRL's TD-MPC2 components into this library's
 ``MBDPOWorldModel``: the planner and the loss on TorchRL's networks then give the outputs of the library's
 own (reference-checked) planner and loss for the same random draws."""
+
 import math
 import os
 import subprocess
@@ -68,11 +69,17 @@ def native_copy(wm, prior, q, energy):
     """This library's world model with the weights of TorchRL's components (same layer order)."""
     from torchrl_mbdpo.modules import MBDPOWorldModel, WorldModelConfig
 
-    native = MBDPOWorldModel(WorldModelConfig(obs_dim=OBS, action_dim=ACT, latent_dim=LATENT, mlp_dim=MLP, enc_dim=ENC, num_enc_layers=2,
-                                              num_q=NUM_Q, horizon=H))
+    native = MBDPOWorldModel(
+        WorldModelConfig(obs_dim=OBS, action_dim=ACT, latent_dim=LATENT, mlp_dim=MLP, enc_dim=ENC, num_enc_layers=2, num_q=NUM_Q, horizon=H)
+    )
     with torch.no_grad():
-        for ours, theirs in ((native.encoder, wm.encoder), (native.dynamics, wm.dynamics), (native.reward_head, wm.reward_head),
-                             (native.policy, prior), (native.energy, energy)):
+        for ours, theirs in (
+            (native.encoder, wm.encoder),
+            (native.dynamics, wm.dynamics),
+            (native.reward_head, wm.reward_head),
+            (native.policy, prior),
+            (native.energy, energy),
+        ):
             a, b = _norm_and_linear_layers(ours), _norm_and_linear_layers(theirs)
             assert [type(x) for x in a] == [type(x) for x in b]
             for x, y in zip(a, b):
@@ -94,13 +101,16 @@ def slices(seed=1, batch=8):
     g = torch.Generator().manual_seed(seed)
     terminated = torch.zeros(batch, H, 1, dtype=torch.bool)
     terminated[::3, -1] = True
-    return TensorDict({
-        "observation": torch.randn(batch, H, OBS, generator=g),
-        "action": torch.rand(batch, H, ACT, generator=g) * 2 - 1,
-        ("next", "observation"): torch.randn(batch, H, OBS, generator=g),
-        ("next", "reward"): torch.randn(batch, H, 1, generator=g),
-        ("next", "terminated"): terminated,
-    }, batch_size=[batch, H])
+    return TensorDict(
+        {
+            "observation": torch.randn(batch, H, OBS, generator=g),
+            "action": torch.rand(batch, H, ACT, generator=g) * 2 - 1,
+            ("next", "observation"): torch.randn(batch, H, OBS, generator=g),
+            ("next", "reward"): torch.randn(batch, H, 1, generator=g),
+            ("next", "terminated"): terminated,
+        },
+        batch_size=[batch, H],
+    )
 
 
 # ----------------------------------------------------------------------------------------- equality
@@ -116,8 +126,10 @@ def test_mbdpo_planner_on_torchrl_components_plans_as_the_library_planner(num_en
     planner = MBDPOPlanner(wm, prior, q, horizon=H, discount=0.97, steps=4, energy=energy, energy_eta=0.1, **settings)
     reference = DiffusionActor(native, PlannerConfig(horizon=H, steps=4, energy_eta=0.1, **settings), discount=0.97)
     obs = torch.randn(num_envs, OBS)
-    td = TensorDict({"observation": obs, "is_init": torch.zeros(num_envs, 1, dtype=torch.bool),
-                     planner.plan_key: torch.rand(num_envs, H, ACT) - 0.5}, batch_size=[num_envs])
+    td = TensorDict(
+        {"observation": obs, "is_init": torch.zeros(num_envs, 1, dtype=torch.bool), planner.plan_key: torch.rand(num_envs, H, ACT) - 0.5},
+        batch_size=[num_envs],
+    )
     torch.manual_seed(3)
     out = planner(td.clone())
     torch.manual_seed(3)
@@ -188,18 +200,40 @@ def test_config_store_holds_mbdpo_beside_tdmpc2():
     import torchrl_mbdpo.trainers.torchrl_configs  # noqa: F401
 
     repo = ConfigStore.instance().repo
-    for group, name in (("trainer", "mbdpo"), ("loss", "mbdpo"), ("model", "mbdpo_planner"), ("hook", "mbdpo_optimization"),
-                        ("model", "mbdpo_energy"), ("trainer", "tdmpc2"), ("loss", "tdmpc2")):
+    for group, name in (
+        ("trainer", "mbdpo"),
+        ("loss", "mbdpo"),
+        ("model", "mbdpo_planner"),
+        ("hook", "mbdpo_optimization"),
+        ("model", "mbdpo_energy"),
+        ("trainer", "tdmpc2"),
+        ("loss", "tdmpc2"),
+    ):
         assert f"{name}.yaml" in repo[group], (group, name)
 
 
 # ----------------------------------------------------------------------------------------- the recipe
-TINY = ["collector.total_frames=300", "collector.frames_per_batch=50", "collector.init_random_frames=100", "trainer.seed_pretrain_steps=20",
-        "trainer.optim_steps_per_batch=10", "trainer.batch_size=32", "trainer.log_interval=50", "trainer.progress_bar=false",
-        "models.world_model.latent_dim=32", "models.world_model.mlp_dim=64", "models.world_model.encoder_dim=64",
-        "models.policy_prior.latent_dim=32", "models.policy_prior.mlp_dim=64", "models.q_ensemble.latent_dim=32",
-        "models.q_ensemble.mlp_dim=64", "models.planner.num_samples=32", "models.planner.num_elites=4", "models.planner.num_pi_trajs=4",
-        "models.planner.iterations=2"]
+TINY = [
+    "collector.total_frames=300",
+    "collector.frames_per_batch=50",
+    "collector.init_random_frames=100",
+    "trainer.seed_pretrain_steps=20",
+    "trainer.optim_steps_per_batch=10",
+    "trainer.batch_size=32",
+    "trainer.log_interval=50",
+    "trainer.progress_bar=false",
+    "models.world_model.latent_dim=32",
+    "models.world_model.mlp_dim=64",
+    "models.world_model.encoder_dim=64",
+    "models.policy_prior.latent_dim=32",
+    "models.policy_prior.mlp_dim=64",
+    "models.q_ensemble.latent_dim=32",
+    "models.q_ensemble.mlp_dim=64",
+    "models.planner.num_samples=32",
+    "models.planner.num_elites=4",
+    "models.planner.num_pi_trajs=4",
+    "models.planner.iterations=2",
+]
 
 
 def _scalars(run_dir: Path) -> dict[str, list[float]]:
@@ -214,8 +248,12 @@ def _scalars(run_dir: Path) -> dict[str, list[float]]:
 @pytest.mark.parametrize("trainer", ["tdmpc2", "mbdpo"])
 def test_the_same_recipe_trains_torchrls_tdmpc2_and_mbdpo_on_dmcontrol(tmp_path, trainer):
     extra = ["trainer.diffusion_steps=3"] if trainer == "mbdpo" else []
-    proc = subprocess.run([sys.executable, str(RECIPE), f"trainer={trainer}", *TINY, *extra, f"hydra.run.dir={tmp_path}"],
-                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, str(RECIPE), f"trainer={trainer}", *TINY, *extra, f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     scalars = _scalars(tmp_path)
     assert scalars["train_reward"] and all(math.isfinite(v) for v in scalars["loss_model"])

@@ -1,4 +1,5 @@
 """A real (tiny) online run: DMControl/Gymnasium env, TorchRL Collector, replay buffer, Trainer, files."""
+
 import copy
 import csv
 import math
@@ -10,10 +11,10 @@ from tensordict import TensorDict
 from torchrl_mbdpo.data import EpisodeWriter, make_replay_buffer
 from torchrl_mbdpo.envs import make_env
 from torchrl_mbdpo.modules.functional import soft_ce
+from torchrl_mbdpo.trainers.agent import load_agent
 from torchrl_mbdpo.trainers.checkpoint import CheckpointError
 from torchrl_mbdpo.trainers.config import ModelOverrides
 from torchrl_mbdpo.trainers.evaluation import evaluate, evaluation_seeds
-from torchrl_mbdpo.trainers.agent import load_agent
 from torchrl_mbdpo.trainers.trainer import make_trainer
 
 from helpers import TINY_ARGS
@@ -95,11 +96,16 @@ def test_episode_writer_keeps_episodes_contiguous_and_slices_inside_them():
         steps = []
         for env, length in enumerate((5, 7)):
             done = t[env] == length - 1
-            steps.append(TensorDict({
-                "observation": torch.tensor([100.0 * traj[env] + t[env]]),
-                ("next", "done"): torch.tensor([done]),
-                ("next", "terminated"): torch.tensor([False]),
-            }, []))
+            steps.append(
+                TensorDict(
+                    {
+                        "observation": torch.tensor([100.0 * traj[env] + t[env]]),
+                        ("next", "done"): torch.tensor([done]),
+                        ("next", "terminated"): torch.tensor([False]),
+                    },
+                    [],
+                )
+            )
             t[env] += 1
             if done:
                 t[env] = 0
@@ -118,8 +124,18 @@ def test_episode_writer_keeps_episodes_contiguous_and_slices_inside_them():
 @pytest.mark.slow
 def test_command_line_train_then_eval_on_dmcontrol(tmp_path, cli):
     work = tmp_path / "cli"
-    out = cli("train_main", "task=cartpole-swingup", "steps=40", "seed_steps=20", "pretrain_updates=0",
-               "eval_freq=40", "eval_episodes=1", "checkpoint_freq=40", f"work_dir={work}", *TINY_ARGS)
+    out = cli(
+        "train_main",
+        "task=cartpole-swingup",
+        "steps=40",
+        "seed_steps=20",
+        "pretrain_updates=0",
+        "eval_freq=40",
+        "eval_episodes=1",
+        "checkpoint_freq=40",
+        f"work_dir={work}",
+        *TINY_ARGS,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "final eval at step 40" in out.stdout
     header = open(work / "eval.csv").readline().strip().split(",")

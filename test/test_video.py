@@ -1,4 +1,5 @@
 """Videos of evaluation episodes (``save_video``): TorchRL's VideoRecorder over the env's renderer, one MP4."""
+
 import imageio.v2 as imageio
 import numpy as np
 import pytest
@@ -70,8 +71,17 @@ def test_save_video_defaults_to_on_with_a_gpu_and_off_on_cpu():
 def test_an_online_run_with_save_video_writes_one_mp4_per_evaluation(tmp_path, tiny_config):
     from torchrl_mbdpo.trainers.trainer import make_trainer
 
-    cfg = tiny_config(task="cartpole-balance", num_envs=1, steps=10, seed_steps=5, pretrain_updates=2, eval_freq=10,
-                      eval_episodes=1, checkpoint_freq=10, save_video=True)
+    cfg = tiny_config(
+        task="cartpole-balance",
+        num_envs=1,
+        steps=10,
+        seed_steps=5,
+        pretrain_updates=2,
+        eval_freq=10,
+        eval_episodes=1,
+        checkpoint_freq=10,
+        save_video=True,
+    )
     make_trainer(cfg).train()
     videos = sorted((tmp_path / "run" / "videos").glob("*.mp4"), key=lambda p: int(p.stem.split("_")[1]))
     assert [p.name for p in videos] == ["eval_0.mp4", "eval_10.mp4"]

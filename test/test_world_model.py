@@ -20,8 +20,13 @@ from torchrl_mbdpo.modules.layers import SimNorm
 
 # Parameter counts (millions) of the official model for mt80 (obs 39, A 6, T 96, 80 tasks): TD-MPC2's modules,
 # + the energy net F (the paper's size labels, arXiv 2605.26282), + the score network.
-PARAM_TABLE = {1: (1.44, 1.67, 1.95), 5: (5.39, 5.97, 6.60), 19: (18.97, 20.92, 22.96), 48: (48.79, 53.57, 58.52),
-               317: (317.4, 340.2, 363.5)}
+PARAM_TABLE = {
+    1: (1.44, 1.67, 1.95),
+    5: (5.39, 5.97, 6.60),
+    19: (18.97, 20.92, 22.96),
+    48: (48.79, 53.57, 58.52),
+    317: (317.4, 340.2, 363.5),
+}
 
 
 def _count(*modules):
@@ -139,8 +144,7 @@ def test_gaussian_tanh_policy_is_a_tanh_squashed_gaussian():
     padded = torch.distributions.Normal(0.0, 1.0).log_prob(torch.tensor(0.0))
     active = gaussian.log_prob(u)[:, :2].sum(-1, keepdim=True)
     torch.testing.assert_close(masked.scaled_entropy, -2 * (active + padded), atol=1e-3, rtol=1e-4)
-    torch.testing.assert_close(masked.log_prob, squashed.log_prob(out.action)[:, :2].sum(-1, keepdim=True) + padded,
-                               atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(masked.log_prob, squashed.log_prob(out.action)[:, :2].sum(-1, keepdim=True) + padded, atol=1e-3, rtol=1e-4)
 
 
 def test_time_embedding():
@@ -151,8 +155,9 @@ def test_time_embedding():
 
 
 def test_multitask_modules_read_the_task_embedding():
-    wm = MBDPOWorldModel(WorldModelConfig.from_size(1, 5, 3, latent_dim=16, mlp_dim=16, enc_dim=16, num_tasks=2, task_dim=4,
-                                                    action_dims=[3, 2]))
+    wm = MBDPOWorldModel(
+        WorldModelConfig.from_size(1, 5, 3, latent_dim=16, mlp_dim=16, enc_dim=16, num_tasks=2, task_dim=4, action_dims=[3, 2])
+    )
     obs = torch.randn(2, 5)
     z0 = wm.encode_obs(obs, torch.tensor([0, 0]))
     z1 = wm.encode_obs(obs, torch.tensor([1, 1]))

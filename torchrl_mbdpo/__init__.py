@@ -2,6 +2,7 @@
 
 ``from torchrl_mbdpo import MBDPOLoss, DiffusionActor``; see README.md.
 """
+
 import ctypes.util as _ctypes_util
 import os as _os
 import sys as _sys
@@ -32,14 +33,30 @@ from .objectives import MBDPOLoss, TDMPC2Loss  # noqa: E402
 MBDPODiffusionActor = DiffusionActor  # unambiguous beside torchrl.modules.DiffusionActor
 
 __version__ = "0.1.0"
-__all__ = ["DiffusionActor", "MBDPODiffusionActor", "MBDPOLoss", "MBDPOPlanner", "MBDPOTrainer", "MBDPOOptimizationStepper", "MBDPOWorldModel",
-           "MPPIActor", "MPPIConfig", "PlannerConfig", "PolicyPriorActor", "TDMPC2Loss", "WorldModelConfig"]
+__all__ = [
+    "DiffusionActor",
+    "MBDPODiffusionActor",
+    "MBDPOLoss",
+    "MBDPOPlanner",
+    "MBDPOTrainer",
+    "MBDPOOptimizationStepper",
+    "MBDPOWorldModel",
+    "MPPIActor",
+    "MPPIConfig",
+    "PlannerConfig",
+    "PolicyPriorActor",
+    "TDMPC2Loss",
+    "WorldModelConfig",
+]
 
 # TorchRL's TD-MPC2 names, one MBDPO class each: TdMpc2Planner -> MBDPOPlanner (needs torchrl >= 0.15),
 # TdMpc2Loss -> MBDPOLoss, TdMpc2Trainer -> MBDPOTrainer, TdMpc2OptimizationStepper -> MBDPOOptimizationStepper.
 # The trainers are imported on first use (they pull in the environments).
-_LAZY = {"MBDPOPlanner": "torchrl_mbdpo.modules.planners", "MBDPOTrainer": "torchrl_mbdpo.trainers.trainer",
-         "MBDPOOptimizationStepper": "torchrl_mbdpo.trainers.trainer"}
+_LAZY = {
+    "MBDPOPlanner": "torchrl_mbdpo.modules.planners",
+    "MBDPOTrainer": "torchrl_mbdpo.trainers.trainer",
+    "MBDPOOptimizationStepper": "torchrl_mbdpo.trainers.trainer",
+}
 
 
 def __getattr__(name):

@@ -1,6 +1,7 @@
 """Where this library plugs into TorchRL's own TD-MPC2 stack (torchrl >= 0.15: ``TdMpc2Loss``,
 ``TdMpc2Planner``, ``TdMpc2Trainer`` and their ConfigStore entries), which the default install's torchrl
 0.14.1 lacks. Until 0.15 reaches the package registry, the dated nightlies below provide it."""
+
 from __future__ import annotations
 
 import importlib.util

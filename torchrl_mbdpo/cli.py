@@ -1,5 +1,6 @@
 """Console scripts ``mbdpo-train``, ``mbdpo-eval``, ``mbdpo-compare``, ``mbdpo-finetune``,
 ``mbdpo-dataset``, ``mbdpo-import``, ``mbdpo-export`` and ``mbdpo-dmo`` (Hydra overrides: ``key=value``, ``planner.steps=5``)."""
+
 from __future__ import annotations
 
 import os
@@ -109,7 +110,9 @@ def _train(cfg: DictConfig) -> None:
         if train_cfg.mode == "offline":
             return _run_offline(make_offline_trainer(train_cfg))
         if os.environ.get("WORLD_SIZE", "1") != "1":
-            raise ValueError("torchrun data-parallel training is for mode=offline; an online run is one process (num_envs=N batches its envs).")
+            raise ValueError(
+                "torchrun data-parallel training is for mode=offline; an online run is one process (num_envs=N batches its envs)."
+            )
         if train_cfg.algo == "dmo":
             from .trainers.dmo import make_dmo_trainer
 
@@ -121,9 +124,12 @@ def _train(cfg: DictConfig) -> None:
     if train_cfg.algo != "dmo":
         return _run_online(trainer)
     d = trainer.cfg.dmo
-    print(f"dmo ({d.forward_model} global model{'' if d.decoupled else ', no decoupling'}) on {trainer.cfg.task}: "
-          f"{trainer.cfg.steps} env steps, model_size={trainer.cfg.model_size}, {d.num_envs} env(s), horizon {d.horizon}, "
-          f"work_dir={trainer.work_dir}", flush=True)
+    print(
+        f"dmo ({d.forward_model} global model{'' if d.decoupled else ', no decoupling'}) on {trainer.cfg.task}: "
+        f"{trainer.cfg.steps} env steps, model_size={trainer.cfg.model_size}, {d.num_envs} env(s), horizon {d.horizon}, "
+        f"work_dir={trainer.work_dir}",
+        flush=True,
+    )
     trainer.train()
     if trainer.stop_message:
         sys.exit(128 + trainer._signal if trainer._signal else 1)
@@ -177,14 +183,19 @@ def _swept_keys(argv: list[str]) -> tuple[list[str], int]:
 def _run_online(trainer) -> None:
     run = trainer.run
     cfg = run.cfg
-    print(f"{cfg.algo} on {cfg.task}: {cfg.steps} agent steps, model_size={cfg.model_size}, "
-          f"{cfg.num_envs} env(s), work_dir={run.work_dir}", flush=True)
+    print(
+        f"{cfg.algo} on {cfg.task}: {cfg.steps} agent steps, model_size={cfg.model_size}, {cfg.num_envs} env(s), work_dir={run.work_dir}",
+        flush=True,
+    )
     trainer.train()
     if trainer.stop_message:
         sys.exit(128 + run.control.signal if run.control.signal else 1)
     last = run.last_eval
-    print(f"final eval at step {last.get('step')}: return {last.get('episode_reward'):.1f} "
-          f"(policy prior {last.get('prior_episode_reward'):.1f}); curve: {run.eval_log.png_path}", flush=True)
+    print(
+        f"final eval at step {last.get('step')}: return {last.get('episode_reward'):.1f} "
+        f"(policy prior {last.get('prior_episode_reward'):.1f}); curve: {run.eval_log.png_path}",
+        flush=True,
+    )
 
 
 def _run_offline(trainer) -> None:
@@ -193,9 +204,12 @@ def _run_offline(trainer) -> None:
         sys.exit(128 + trainer._signal if trainer._signal else 1)
     if trainer.dist.is_main and trainer.last_eval:
         first = trainer.eval_log.rows()[0]
-        print(f"normalized score: {float(first['normalized_score']):.1f} at update {first['step']} -> "
-              f"{trainer.last_eval['normalized_score']:.1f} at update {trainer.last_eval['step']}; "
-              f"per task: {trainer.eval_log.tasks_path}, {trainer.eval_log.png_path}", flush=True)
+        print(
+            f"normalized score: {float(first['normalized_score']):.1f} at update {first['step']} -> "
+            f"{trainer.last_eval['normalized_score']:.1f} at update {trainer.last_eval['step']}; "
+            f"per task: {trainer.eval_log.tasks_path}, {trainer.eval_log.png_path}",
+            flush=True,
+        )
 
 
 def _finetune(cfg: DictConfig) -> None:
@@ -235,11 +249,16 @@ def _dataset(cfg: DictConfig) -> None:
     except (ValueError, DatasetError) as err:
         _fail(err)
     total = sum(info.episodes.values())
-    print(f"OK: {info.task_set} layout, {len(info.chunks)} chunk file(s) {verb} {total} episodes of {info.rows_per_episode} rows, "
-          f"{len(info.episodes)} task(s):")
+    print(
+        f"OK: {info.task_set} layout, {len(info.chunks)} chunk file(s) {verb} {total} episodes of {info.rows_per_episode} rows, "
+        f"{len(info.episodes)} task(s):"
+    )
     for task, n in info.episodes.items():
         i = info.tasks.index(task)
-        print(f"  {i:3d} {task:28s} {n:7d} episodes  obs {info.obs_dims[i]:3d}  action {info.action_dims[i]}  episode length {info.episode_lengths[i]}")
+        print(
+            f"  {i:3d} {task:28s} {n:7d} episodes  obs {info.obs_dims[i]:3d}  action {info.action_dims[i]}  "
+            f"episode length {info.episode_lengths[i]}"
+        )
 
 
 def _find_latest_checkpoint() -> Path:
@@ -264,11 +283,11 @@ def _eval(cfg: DictConfig) -> None:
     import torch
 
     from .envs import observation_size
+    from .trainers.agent import checkpoint_env, load_agent
     from .trainers.checkpoint import CheckpointError, load_checkpoint
     from .trainers.dmo import load_dmo_policy
     from .trainers.evaluation import evaluate, record_video, video_enabled, video_recording
     from .trainers.offline import evaluate_tasks, normalized_score
-    from .trainers.agent import checkpoint_env, load_agent
 
     try:
         path = Path(cfg.checkpoint) if cfg.checkpoint else _find_latest_checkpoint()
@@ -283,14 +302,30 @@ def _eval(cfg: DictConfig) -> None:
             actor.planner = type(actor.planner)(**{**vars(actor.planner), **cfg.planner})
         if state.get("trained_tasks") and cfg.task is None:  # an offline multi-task checkpoint: all its tasks
             tasks = state["trained_tasks"]
-            rows = evaluate_tasks(actor.to(cfg.device), state["task_names"], tasks, world_model.cfg.obs_dim, world_model.cfg.action_dim,
-                                  cfg.eval_episodes, seed=cfg.seed, progress=True)
+            rows = evaluate_tasks(
+                actor.to(cfg.device),
+                state["task_names"],
+                tasks,
+                world_model.cfg.obs_dim,
+                world_model.cfg.action_dim,
+                cfg.eval_episodes,
+                seed=cfg.seed,
+                progress=True,
+            )
             for row in rows:
-                print(f"  {row['task']:28s} return {row['episode_reward']:8.1f}  success {row['episode_success']:.2f}  score {row['score']:6.1f}")
+                print(
+                    f"  {row['task']:28s} return {row['episode_reward']:8.1f}  success {row['episode_success']:.2f}  "
+                    f"score {row['score']:6.1f}"
+                )
             if video_enabled(cfg.save_video):  # one episode per task
                 for task in tasks:
-                    video = record_video(partial(checkpoint_env, state, task, seed=cfg.seed), actor, _video_path(cfg, path, task, state),
-                                         size=cfg.video_size, seed=cfg.seed)
+                    video = record_video(
+                        partial(checkpoint_env, state, task, seed=cfg.seed),
+                        actor,
+                        _video_path(cfg, path, task, state),
+                        size=cfg.video_size,
+                        seed=cfg.seed,
+                    )
                     print(f"  video: {video}")
             print(f"checkpoint {path} (step {state['step']}): normalized score {normalized_score(rows):.1f} over {len(rows)} tasks")
             print(f"normalized_score={normalized_score(rows):.3f}")
@@ -318,15 +353,19 @@ def _eval(cfg: DictConfig) -> None:
 def _compare(cfg: DictConfig) -> None:
     import copy
 
-    from .trainers.compare import compare, markdown_table
     from .trainers.agent import ALGOS
+    from .trainers.compare import compare, markdown_table
 
     base = OmegaConf.to_object(cfg.train)
     trainable = (*ALGOS, "dmo")
     unknown = sorted(set(cfg.algos) - set(trainable))
     if unknown and cfg.run:  # run=false collects any <root>/<name>/<task>/seed<seed>/eval.csv (e.g. the SAC script's)
-        _fail(ValueError(f"algos: {unknown} cannot be trained here; choose from {list(trainable)}, "
-                         f"or pass run=false to only collect existing runs under {cfg.root}/<algo>/<task>/seed<seed>"))
+        _fail(
+            ValueError(
+                f"algos: {unknown} cannot be trained here; choose from {list(trainable)}, "
+                f"or pass run=false to only collect existing runs under {cfg.root}/<algo>/<task>/seed<seed>"
+            )
+        )
 
     def make_config(task, algo, seed):
         run_cfg = copy.deepcopy(base)
@@ -334,8 +373,9 @@ def _compare(cfg: DictConfig) -> None:
         return run_cfg
 
     try:
-        final = compare(list(cfg.tasks), list(cfg.algos), list(cfg.seeds), cfg.steps, cfg.root, cfg.out_dir,
-                        make_config if cfg.run else None)
+        final = compare(
+            list(cfg.tasks), list(cfg.algos), list(cfg.seeds), cfg.steps, cfg.root, cfg.out_dir, make_config if cfg.run else None
+        )
     except (ValueError, RuntimeError) as err:
         _fail(err)
     print(markdown_table(final))
@@ -350,15 +390,24 @@ def _import(cfg: DictConfig) -> None:
         if not cfg.checkpoint:
             raise ValueError("mbdpo-import needs checkpoint=<an official MBDPO or TD-MPC2 .pt file>")
         out = Path(cfg.out or f"runs/imported/{Path(cfg.checkpoint).stem}/checkpoints/latest.pt")
-        state = import_checkpoint(cfg.checkpoint, out, task=cfg.task, tasks=list(cfg.tasks) if cfg.tasks else None,
-                                  exclude_tasks=list(cfg.exclude_tasks), algo=cfg.algo, overwrite=cfg.overwrite)
+        state = import_checkpoint(
+            cfg.checkpoint,
+            out,
+            task=cfg.task,
+            tasks=list(cfg.tasks) if cfg.tasks else None,
+            exclude_tasks=list(cfg.exclude_tasks),
+            algo=cfg.algo,
+            overwrite=cfg.overwrite,
+        )
     except (ValueError, CheckpointError) as err:
         _fail(err)
     info, wm = state["imported"], state["world_model_config"]
     tasks = f"{wm['num_tasks']} tasks (task_dim {wm['task_dim']})" if wm["task_dim"] else f"task {state['task']['name']}"
-    print(f"imported {info['format']} checkpoint {cfg.checkpoint} ({info['q_layout']} Q layout): {wm['obs_type']} obs {wm['obs_dim']}, "
-          f"action {wm['action_dim']}, latent {wm['latent_dim']}, mlp {wm['mlp_dim']}, enc {wm['enc_dim']} x {wm['num_enc_layers']}, "
-          f"{wm['num_q']} Q heads, {tasks}, algo={state['config']['algo']}")
+    print(
+        f"imported {info['format']} checkpoint {cfg.checkpoint} ({info['q_layout']} Q layout): {wm['obs_type']} obs {wm['obs_dim']}, "
+        f"action {wm['action_dim']}, latent {wm['latent_dim']}, mlp {wm['mlp_dim']}, enc {wm['enc_dim']} x {wm['num_enc_layers']}, "
+        f"{wm['num_q']} Q heads, {tasks}, algo={state['config']['algo']}"
+    )
     for note in info["notes"]:
         print(f"  note: {note}")
     print(f"written to {out}; evaluate: mbdpo-eval checkpoint={out}")
@@ -375,8 +424,10 @@ def _export(cfg: DictConfig) -> None:
         out = export_checkpoint(path, cfg.out, fmt=cfg.format, overwrite=cfg.overwrite)
     except (ValueError, CheckpointError) as err:
         _fail(err)
-    print(f"exported {path} to {out} ({cfg.format} layout, {{'model': state_dict}} as the official agent.save); "
-          "load it there with agent.load (energy normalisation statistics are not part of that layout)")
+    print(
+        f"exported {path} to {out} ({cfg.format} layout, {{'model': state_dict}} as the official agent.save); "
+        "load it there with agent.load (energy normalisation statistics are not part of that layout)"
+    )
 
 
 def import_main():
@@ -435,13 +486,23 @@ def _dmo_dataset(cfg: DictConfig) -> None:
     from .dmo.play_data import PlayDatasetError, write_play_dataset
 
     try:
-        info = write_play_dataset(cfg.out, cfg.episodes, image_size=cfg.image_size, episode_length=cfg.episode_length,
-                                  scripted_fraction=cfg.scripted_fraction, noise=cfg.noise, seed=cfg.seed, progress=cfg.progress)
+        info = write_play_dataset(
+            cfg.out,
+            cfg.episodes,
+            image_size=cfg.image_size,
+            episode_length=cfg.episode_length,
+            scripted_fraction=cfg.scripted_fraction,
+            noise=cfg.noise,
+            seed=cfg.seed,
+            progress=cfg.progress,
+        )
     except (ValueError, PlayDatasetError) as err:
         _fail(err)
     behaviours = ", ".join(f"{n} {name}" for name, n in info.behaviours.items())
-    print(f"play dataset written to {cfg.out}: {info.episodes} episodes ({behaviours}), {info.transitions} transitions, "
-          f"{info.image_size}x{info.image_size} frames, {info.seconds:.1f} s")
+    print(
+        f"play dataset written to {cfg.out}: {info.episodes} episodes ({behaviours}), {info.transitions} transitions, "
+        f"{info.image_size}x{info.image_size} frames, {info.seconds:.1f} s"
+    )
 
 
 def _dmo_world_model(cfg: DictConfig) -> None:
@@ -456,15 +517,21 @@ def _dmo_world_model(cfg: DictConfig) -> None:
         _fail(err)
     n = sum(p.numel() for p in trainer.model.parameters())
     m = trainer.model_cfg
-    print(f"world model ({n / 1e6:.2f}M parameters, {m.image_size}x{m.image_size}, k={m.context}, {m.num_steps} denoising steps) "
-          f"on {trainer.dataset.path}: {len(trainer.train_episodes)} train / {len(trainer.held_out_episodes)} held-out episodes, "
-          f"updates {trainer.update} -> {trainer.cfg.updates}, work_dir={trainer.work_dir}", flush=True)
+    print(
+        f"world model ({n / 1e6:.2f}M parameters, {m.image_size}x{m.image_size}, k={m.context}, {m.num_steps} denoising steps) "
+        f"on {trainer.dataset.path}: {len(trainer.train_episodes)} train / {len(trainer.held_out_episodes)} held-out episodes, "
+        f"updates {trainer.update} -> {trainer.cfg.updates}, work_dir={trainer.work_dir}",
+        flush=True,
+    )
     last = trainer.train()
     if trainer.stop_message:
         print(trainer.stop_message, file=sys.stderr)
         sys.exit(128 + trainer._signal)
-    print(f"update {last.get('update')}: held-out loss {last.get('held_out_loss')}; checkpoint {trainer.checkpoint_path}; "
-          f"loss curve {trainer.work_dir / 'loss.png'}; frames {trainer.checkpoint_path.parent / 'frames.png'}", flush=True)
+    print(
+        f"update {last.get('update')}: held-out loss {last.get('held_out_loss')}; checkpoint {trainer.checkpoint_path}; "
+        f"loss curve {trainer.work_dir / 'loss.png'}; frames {trainer.checkpoint_path.parent / 'frames.png'}",
+        flush=True,
+    )
 
 
 def _dmo_reward(cfg: DictConfig) -> None:
@@ -477,14 +544,20 @@ def _dmo_reward(cfg: DictConfig) -> None:
         trainer = RewardTrainer(OmegaConf.to_object(cfg))
     except (ValueError, PlayDatasetError, CheckpointError, ArchitectureError, ImportError) as err:
         _fail(err)
-    print(f"reward ({trainer.cfg.kind}) on {trainer.dataset.path}: updates {trainer.update} -> {trainer.cfg.updates}, "
-          f"work_dir={trainer.work_dir}", flush=True)
+    print(
+        f"reward ({trainer.cfg.kind}) on {trainer.dataset.path}: updates {trainer.update} -> {trainer.cfg.updates}, "
+        f"work_dir={trainer.work_dir}",
+        flush=True,
+    )
     last = trainer.train()
     if trainer.stop_message:
         print(trainer.stop_message, file=sys.stderr)
         sys.exit(128 + trainer._signal)
-    print(f"update {last.get('update')}: held-out loss {last.get('held_out_loss')}, pair accuracy {last.get('held_out_accuracy') or '-'}, "
-          f"correlation with the env's reward {last.get('env_reward_corr')}; checkpoint {trainer.checkpoint_path}", flush=True)
+    print(
+        f"update {last.get('update')}: held-out loss {last.get('held_out_loss')}, pair accuracy {last.get('held_out_accuracy') or '-'}, "
+        f"correlation with the env's reward {last.get('env_reward_corr')}; checkpoint {trainer.checkpoint_path}",
+        flush=True,
+    )
 
 
 def _dmo_policy(cfg: DictConfig, ppo: bool = False) -> None:
@@ -499,16 +572,24 @@ def _dmo_policy(cfg: DictConfig, ppo: bool = False) -> None:
     except (ValueError, PlayDatasetError, CheckpointError, ArchitectureError, ImportError) as err:
         _fail(err)
     c = trainer.cfg
-    what = (f"ppo ({trainer.reward_kind} reward), {c.num_envs} envs x {c.rollout_steps} steps" if ppo else
-            f"dmo policy ({c.forward} forward, {trainer.reward_kind} reward), {c.num_envs} envs x H={c.horizon}")
-    print(f"{what}, in the world model {c.world_model}: iterations {trainer.iteration} -> {c.iterations}, work_dir={trainer.work_dir}",
-          flush=True)
+    what = (
+        f"ppo ({trainer.reward_kind} reward), {c.num_envs} envs x {c.rollout_steps} steps"
+        if ppo
+        else f"dmo policy ({c.forward} forward, {trainer.reward_kind} reward), {c.num_envs} envs x H={c.horizon}"
+    )
+    print(
+        f"{what}, in the world model {c.world_model}: iterations {trainer.iteration} -> {c.iterations}, work_dir={trainer.work_dir}",
+        flush=True,
+    )
     last = trainer.train()
     if trainer.stop_message:
         print(trainer.stop_message, file=sys.stderr)
         sys.exit(128 + trainer._signal)
-    print(f"iteration {last.get('iteration')}: real Push-T success {last.get('success_rate')}, return {last.get('mean_return')} after "
-          f"{last.get('world_model_samples')} world-model samples; {trainer.work_dir / 'eval.csv'}", flush=True)
+    print(
+        f"iteration {last.get('iteration')}: real Push-T success {last.get('success_rate')}, return {last.get('mean_return')} after "
+        f"{last.get('world_model_samples')} world-model samples; {trainer.work_dir / 'eval.csv'}",
+        flush=True,
+    )
 
 
 def _dmo_ppo(cfg: DictConfig) -> None:
@@ -528,8 +609,10 @@ def _dmo_compare(cfg: DictConfig) -> None:
     print("| algo | seeds | real success (final) | return (final) | imagined transitions | seconds |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in summary:
-        print(f"| {r['algo']} | {r['seeds']} | {r['final_success_rate']} ± {r['success_std']} | {r['final_return']} ± {r['return_std']} "
-              f"| {r['samples']} | {r['seconds']} |")
+        print(
+            f"| {r['algo']} | {r['seeds']} | {r['final_success_rate']} ± {r['success_std']} | {r['final_return']} ± {r['return_std']} "
+            f"| {r['samples']} | {r['seconds']} |"
+        )
     out = cfg.out_dir or cfg.root
     print(f"{out}/comparison.csv, {out}/summary.csv, {out}/comparison.png")
 
@@ -546,6 +629,12 @@ def dmo_main():
         sys.exit(2)
     del sys.argv[1]
     _register_dmo()
-    task = {"dataset": _dmo_dataset, "world_model": _dmo_world_model, "reward": _dmo_reward, "policy": _dmo_policy,
-            "ppo": _dmo_ppo, "compare": _dmo_compare}[command]
+    task = {
+        "dataset": _dmo_dataset,
+        "world_model": _dmo_world_model,
+        "reward": _dmo_reward,
+        "policy": _dmo_policy,
+        "ppo": _dmo_ppo,
+        "compare": _dmo_compare,
+    }[command]
     hydra.main(config_path="config", config_name=f"dmo_{command}", version_base="1.3")(task)()

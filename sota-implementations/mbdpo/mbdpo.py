@@ -8,6 +8,7 @@
 
 The same trainer as the `mbdpo-train` console script; the YAML files here are complete presets.
 """
+
 import hydra
 from omegaconf import OmegaConf
 

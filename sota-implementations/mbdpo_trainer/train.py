@@ -2,6 +2,7 @@
 entries registered: ``python train.py`` trains MBDPO (``trainer@trainer: mbdpo`` in config/config.yaml),
 ``python train.py trainer=tdmpc2`` TorchRL's own TD-MPC2 on the same components. Needs torchrl >= 0.15
 (the torchrl-next install: ``make setup-next``)."""
+
 from __future__ import annotations
 
 import random
@@ -9,9 +10,9 @@ import random
 import hydra
 import numpy as np
 import torch
+from torchrl.trainers.algorithms.configs import instantiate_trainer
 
 import torchrl_mbdpo.trainers.torchrl_configs  # noqa: F401  (trainer/mbdpo, loss/mbdpo, model/mbdpo_planner, ...)
-from torchrl.trainers.algorithms.configs import instantiate_trainer
 
 
 def _set_seed(seed: int) -> None:

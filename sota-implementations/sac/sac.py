@@ -6,6 +6,7 @@
 the MBDPO trainer does; ``env_steps = step * action_repeat``. The policy is evaluated deterministically
 at step 0, every ``--eval-freq`` steps and at the end.
 """
+
 import argparse
 import csv
 import time
@@ -55,7 +56,9 @@ def make_agent(obs_dim, action_spec, hidden=(256, 256)):
     )
     actor = ProbabilisticActor(
         TensorDictModule(actor_net, in_keys=["observation"], out_keys=["loc", "scale"]),
-        in_keys=["loc", "scale"], spec=action_spec, distribution_class=TanhNormal,
+        in_keys=["loc", "scale"],
+        spec=action_spec,
+        distribution_class=TanhNormal,
         distribution_kwargs={"low": action_spec.space.low, "high": action_spec.space.high, "tanh_loc": False},
     )
     qvalue = ValueOperator(
@@ -88,10 +91,16 @@ def main(argv=None):
 
     init_random = args.init_random_frames if args.init_random_frames is not None else min(5000, args.steps // 10)
     frames_per_batch = args.num_envs
-    collector = Collector(env, actor, frames_per_batch=frames_per_batch, total_frames=args.steps,
-                          init_random_frames=-(-init_random // frames_per_batch) * frames_per_batch)
-    buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(min(args.buffer_size, max(args.steps, 1))),
-                                    sampler=RandomSampler(), batch_size=args.batch_size)
+    collector = Collector(
+        env,
+        actor,
+        frames_per_batch=frames_per_batch,
+        total_frames=args.steps,
+        init_random_frames=-(-init_random // frames_per_batch) * frames_per_batch,
+    )
+    buffer = TensorDictReplayBuffer(
+        storage=LazyTensorStorage(min(args.buffer_size, max(args.steps, 1))), sampler=RandomSampler(), batch_size=args.batch_size
+    )
 
     t0 = time.time()
     pbar = tqdm.tqdm(total=args.steps, desc=f"SAC {spec.name}", unit="step")
@@ -99,8 +108,7 @@ def main(argv=None):
     def run_eval(step):
         eval_env.set_seed(args.seed + 10_000 + step)
         ret = sum(evaluate(eval_env, actor, args.eval_episodes, spec.episode_length)) / args.eval_episodes
-        row = {"step": step, "episode_reward": ret, "env_steps": step * spec.action_repeat,
-               "wall_time_s": round(time.time() - t0, 1)}
+        row = {"step": step, "episode_reward": ret, "env_steps": step * spec.action_repeat, "wall_time_s": round(time.time() - t0, 1)}
         new = not csv_path.exists()
         with open(csv_path, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=FIELDS)

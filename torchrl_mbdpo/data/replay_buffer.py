@@ -1,4 +1,5 @@
 """Replay buffer of whole episodes, sampled as (horizon)-long slices that never cross episodes."""
+
 from __future__ import annotations
 
 import warnings
@@ -29,9 +30,7 @@ def make_replay_buffer(horizon: int, batch_size: int, capacity: int, device="cpu
     keeps the sampler from marking slice ends as done: bootstrapping follows ``("next", "terminated")`` only.
     """
     sampler = SliceSampler(slice_len=horizon, traj_key="episode", truncated_key=None, strict_length=True)
-    return TensorDictReplayBuffer(
-        storage=LazyTensorStorage(capacity, device=device), sampler=sampler, batch_size=batch_size * horizon
-    )
+    return TensorDictReplayBuffer(storage=LazyTensorStorage(capacity, device=device), sampler=sampler, batch_size=batch_size * horizon)
 
 
 class EpisodeWriter:

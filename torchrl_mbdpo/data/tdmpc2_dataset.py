@@ -13,6 +13,7 @@ by later runs), with the task names and per-task dimensions written beside it (`
 returns a ``ReplayBuffer`` whose ``SliceSampler`` draws ``horizon + 1``-row slices within one
 episode; its transform turns each slice into the ``[B, horizon]`` transitions the losses read.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,19 @@ from torchrl.envs import Transform
 from ..modules.functional import discount_from_episode_length
 from .task_sets import EPISODE_ROWS, PADDED_DIMS, TASK_SETS, task_dims
 
-__all__ = ["DOWNLOAD_URL", "NUM_CHUNKS", "DatasetError", "DatasetInfo", "ChunkRowsToTransitions", "describe_dataset", "validate_dataset",
-           "load_dataset", "write_chunk", "write_metadata", "tdmpc2_discount"]
+__all__ = [
+    "DOWNLOAD_URL",
+    "NUM_CHUNKS",
+    "DatasetError",
+    "DatasetInfo",
+    "ChunkRowsToTransitions",
+    "describe_dataset",
+    "validate_dataset",
+    "load_dataset",
+    "write_chunk",
+    "write_metadata",
+    "tdmpc2_discount",
+]
 
 DOWNLOAD_URL = "https://huggingface.co/datasets/nicklashansen/tdmpc2/resolve/main/{task_set}/chunk_{index}.pt"
 NUM_CHUNKS = {"mt30": 4, "mt80": 20}
@@ -71,8 +83,7 @@ class DatasetInfo:
         tasks = list(TASK_SETS[task_set])
         dims = [task_dims(t) for t in tasks]
         obs, act = PADDED_DIMS[task_set]
-        return cls(task_set, tasks, [d[0] for d in dims], [d[1] for d in dims], [d[2] for d in dims], obs, act,
-                   EPISODE_ROWS[task_set])
+        return cls(task_set, tasks, [d[0] for d in dims], [d[1] for d in dims], [d[2] for d in dims], obs, act, EPISODE_ROWS[task_set])
 
     @property
     def present_tasks(self) -> list[str]:
@@ -101,8 +112,9 @@ def read_metadata(folder: Path) -> DatasetInfo | None:
 
 def write_chunk(path: Path, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor, task: torch.Tensor) -> None:
     """Save episodes in TD-MPC2's chunk layout (``[episodes, rows]``, row 0 action/reward NaN)."""
-    chunk = TensorDict({"obs": obs.float(), "action": action.float(), "reward": reward.float(), "task": task.to(torch.int32)},
-                       batch_size=obs.shape[:2])
+    chunk = TensorDict(
+        {"obs": obs.float(), "action": action.float(), "reward": reward.float(), "task": task.to(torch.int32)}, batch_size=obs.shape[:2]
+    )
     torch.save(chunk, path)
 
 
@@ -130,12 +142,19 @@ def _check_chunk(path: Path, chunk: TensorDictBase, info: DatasetInfo) -> tuple[
     if chunk.batch_dims != 2:
         return [f"{name}: batch_size {tuple(chunk.batch_size)}; expected [episodes, rows]."], None
     n, rows = chunk.batch_size
-    expected = {"obs": (n, info.rows_per_episode, info.padded_obs_dim), "action": (n, info.rows_per_episode, info.padded_action_dim),
-                "reward": (n, info.rows_per_episode), "task": (n, info.rows_per_episode)}
-    problems = [f"{name}: {k} has shape {tuple(chunk[k].shape)}, expected {shape} for {info.task_set} "
-                f"({info.rows_per_episode} rows per episode, observations padded to {info.padded_obs_dim}, "
-                f"actions to {info.padded_action_dim})."
-                for k, shape in expected.items() if tuple(chunk[k].shape) != shape]
+    expected = {
+        "obs": (n, info.rows_per_episode, info.padded_obs_dim),
+        "action": (n, info.rows_per_episode, info.padded_action_dim),
+        "reward": (n, info.rows_per_episode),
+        "task": (n, info.rows_per_episode),
+    }
+    problems = [
+        f"{name}: {k} has shape {tuple(chunk[k].shape)}, expected {shape} for {info.task_set} "
+        f"({info.rows_per_episode} rows per episode, observations padded to {info.padded_obs_dim}, "
+        f"actions to {info.padded_action_dim})."
+        for k, shape in expected.items()
+        if tuple(chunk[k].shape) != shape
+    ]
     if problems:
         return problems, None
     task = chunk["task"]
@@ -146,14 +165,18 @@ def _check_chunk(path: Path, chunk: TensorDictBase, info: DatasetInfo) -> tuple[
         problems.append(f"{name}: the task index changes inside {int((task != task[:, :1]).any(1).sum())} episode(s).")
     bad = (episode_task < 0) | (episode_task >= len(info.tasks))
     if bad.any():
-        problems.append(f"{name}: task indices {sorted(set(episode_task[bad].tolist()))[:5]} are outside the {info.task_set} set "
-                        f"(0..{len(info.tasks) - 1}); is this a chunk of another task set?")
+        problems.append(
+            f"{name}: task indices {sorted(set(episode_task[bad].tolist()))[:5]} are outside the {info.task_set} set "
+            f"(0..{len(info.tasks) - 1}); is this a chunk of another task set?"
+        )
     for key in ("action", "reward"):
         nonfinite = ~torch.isfinite(chunk[key][:, 1:])
         if nonfinite.any():
             episodes = nonfinite.flatten(1).any(1).nonzero().flatten()
-            problems.append(f"{name}: {key} has {int(nonfinite.sum())} NaN/inf values outside row 0, in episode(s) "
-                            f"{episodes[:5].tolist()}{' ...' if len(episodes) > 5 else ''}.")
+            problems.append(
+                f"{name}: {key} has {int(nonfinite.sum())} NaN/inf values outside row 0, in episode(s) "
+                f"{episodes[:5].tolist()}{' ...' if len(episodes) > 5 else ''}."
+            )
     nonfinite_obs = ~torch.isfinite(chunk["obs"])
     if nonfinite_obs.any():
         problems.append(f"{name}: obs has {int(nonfinite_obs.sum())} NaN/inf values.")
@@ -173,8 +196,10 @@ def describe_dataset(data_dir) -> DatasetInfo:
     obs_dim = _open_chunk(files[0])["obs"].shape[-1]
     matches = [s for s, (obs, _) in PADDED_DIMS.items() if obs == obs_dim]
     if not matches:
-        raise DatasetError(f"{files[0]}: observations of size {obs_dim} match no TD-MPC2 set "
-                           f"({', '.join(f'{s}: {d[0]}' for s, d in PADDED_DIMS.items())}), and {folder} has no {METADATA_FILE}.")
+        raise DatasetError(
+            f"{files[0]}: observations of size {obs_dim} match no TD-MPC2 set "
+            f"({', '.join(f'{s}: {d[0]}' for s, d in PADDED_DIMS.items())}), and {folder} has no {METADATA_FILE}."
+        )
     return DatasetInfo.of_set(matches[0])
 
 
@@ -197,8 +222,10 @@ def validate_dataset(data_dir, task_set: str | None = None, progress: bool = Fal
     expected_count = len(info.chunks) or NUM_CHUNKS[info.task_set]
     gaps = sorted(set(range(max(expected_count, max(indices) + 1))) - set(indices))
     if gaps:
-        problems.append(f"{folder}: missing {', '.join(f'chunk_{i}.pt' for i in gaps)} (found {len(files)} of {expected_count}). "
-                        + download_hint(info.task_set, folder))
+        problems.append(
+            f"{folder}: missing {', '.join(f'chunk_{i}.pt' for i in gaps)} (found {len(files)} of {expected_count}). "
+            + download_hint(info.task_set, folder)
+        )
     counts = torch.zeros(len(info.tasks), dtype=torch.long)
     from tqdm.auto import tqdm
 
@@ -222,9 +249,11 @@ def validate_dataset(data_dir, task_set: str | None = None, progress: bool = Fal
 def download_hint(task_set: str, folder) -> str:
     n = NUM_CHUNKS.get(task_set, 4)
     url = DOWNLOAD_URL.format(task_set=task_set, index="{i}")
-    return (f"Download TD-MPC2's {task_set} ({n} files): "
-            f"for i in $(seq 0 {n - 1}); do wget -c -P {folder} {url.replace('{i}', '$i')}; done "
-            f"-- or write a small dataset from real rollouts: mbdpo-dataset generate out={folder}")
+    return (
+        f"Download TD-MPC2's {task_set} ({n} files): "
+        f"for i in $(seq 0 {n - 1}); do wget -c -P {folder} {url.replace('{i}', '$i')}; done "
+        f"-- or write a small dataset from real rollouts: mbdpo-dataset generate out={folder}"
+    )
 
 
 class ChunkRowsToTransitions(Transform):
@@ -241,15 +270,23 @@ class ChunkRowsToTransitions(Transform):
         rows = rows.reshape(-1, self.horizon + 1)
         obs, task = rows["observation"], rows["task"][:, : self.horizon].long()
         no_end = torch.zeros(*task.shape, 1, dtype=torch.bool)
-        return TensorDict({
-            "observation": obs[:, :-1],
-            "action": rows["action"][:, 1:],
-            "task": task,
-            "discount": self.discounts[task].unsqueeze(-1),
-            "episode": rows["episode"][:, :-1],
-            "next": {"observation": obs[:, 1:], "reward": rows["reward"][:, 1:].unsqueeze(-1),
-                     "terminated": no_end, "truncated": no_end.clone(), "done": no_end.clone()},
-        }, batch_size=task.shape)
+        return TensorDict(
+            {
+                "observation": obs[:, :-1],
+                "action": rows["action"][:, 1:],
+                "task": task,
+                "discount": self.discounts[task].unsqueeze(-1),
+                "episode": rows["episode"][:, :-1],
+                "next": {
+                    "observation": obs[:, 1:],
+                    "reward": rows["reward"][:, 1:].unsqueeze(-1),
+                    "terminated": no_end,
+                    "truncated": no_end.clone(),
+                    "done": no_end.clone(),
+                },
+            },
+            batch_size=task.shape,
+        )
 
     def _inv_call(self, tensordict):
         raise RuntimeError("This dataset is read-only.")
@@ -269,8 +306,13 @@ def _build_cache(folder: Path, info: DatasetInfo, tasks: list[str], cache: Path,
     cache.mkdir(parents=True, exist_ok=True)
     (cache / "complete.json").unlink(missing_ok=True)
     storage = TensorDict(batch_size=[total]).memmap_(cache / "rows", existsok=True)
-    for key, shape, dtype in (("observation", (info.padded_obs_dim,), torch.float32), ("action", (info.padded_action_dim,), torch.float32),
-                              ("reward", (), torch.float32), ("task", (), torch.int32), ("episode", (), torch.int64)):
+    for key, shape, dtype in (
+        ("observation", (info.padded_obs_dim,), torch.float32),
+        ("action", (info.padded_action_dim,), torch.float32),
+        ("reward", (), torch.float32),
+        ("task", (), torch.int32),
+        ("episode", (), torch.int64),
+    ):
         storage.make_memmap(key, shape=(total, *shape), dtype=dtype)
     start, episode = 0, 0
     for name in tqdm(info.chunks, desc=f"copying {folder} to {cache}", disable=not progress):
@@ -290,8 +332,17 @@ def _build_cache(folder: Path, info: DatasetInfo, tasks: list[str], cache: Path,
     return storage
 
 
-def load_dataset(data_dir, horizon: int, batch_size: int, *, tasks: list[str] | None = None, task_set: str | None = None,
-                 cache_dir=None, progress: bool = True, info: DatasetInfo | None = None) -> tuple[ReplayBuffer, DatasetInfo]:
+def load_dataset(
+    data_dir,
+    horizon: int,
+    batch_size: int,
+    *,
+    tasks: list[str] | None = None,
+    task_set: str | None = None,
+    cache_dir=None,
+    progress: bool = True,
+    info: DatasetInfo | None = None,
+) -> tuple[ReplayBuffer, DatasetInfo]:
     """The episodes of ``tasks`` (default: every task in the data) as a replay buffer whose ``sample()``
     returns ``[batch_size, horizon]`` transitions, and the dataset's :class:`DatasetInfo`.
 
@@ -322,12 +373,16 @@ def load_dataset(data_dir, horizon: int, batch_size: int, *, tasks: list[str] | 
     if info.rows_per_episode < horizon + 1:
         raise DatasetError(f"Episodes of {info.rows_per_episode} rows are shorter than a slice of horizon + 1 = {horizon + 1}.")
     sampler = SliceSampler(slice_len=horizon + 1, traj_key="episode", truncated_key=None, strict_length=True, cache_values=True)
-    buffer = ReplayBuffer(storage=TensorStorage(storage), sampler=sampler, writer=ImmutableDatasetWriter(),
-                          batch_size=batch_size * (horizon + 1), transform=ChunkRowsToTransitions(horizon, info.discounts()))
+    buffer = ReplayBuffer(
+        storage=TensorStorage(storage),
+        sampler=sampler,
+        writer=ImmutableDatasetWriter(),
+        batch_size=batch_size * (horizon + 1),
+        transform=ChunkRowsToTransitions(horizon, info.discounts()),
+    )
     return buffer, info
 
 
 def transitions_in(info: DatasetInfo, tasks: list[str]) -> int:
     """Number of stored transitions of ``tasks`` (rows minus each episode's first row)."""
     return sum(info.episodes.get(t, 0) for t in tasks) * (info.rows_per_episode - 1)
-

@@ -22,10 +22,10 @@ The pipeline's parts live together in this package, in the order they run:
   success rate and return against world-model samples and wall time.
 
 The equations (EDM preconditioning, noise levels, sampler; the Bradley-Terry loss) are in
-:mod:`torchrl_mbdpo.modules.functional`, the library's one home of its math. The simulator-forward DMO of ``algo=dmo`` (``objectives/dmo.py``, ``trainers/dmo.py``, ``modules/decoupled.py``)
-is the earlier setting and stays where it is. Submodules are imported on use: importing this package does
-not import diffusers or gym-pusht.
+:mod:`torchrl_mbdpo.modules.functional`, the library's one home of its math. The simulator-forward DMO of
+``algo=dmo`` (``objectives/dmo.py``, ``trainers/dmo.py``, ``modules/decoupled.py``) is the earlier setting and
+stays where it is. Submodules are imported on use: importing this package does not import diffusers or
+gym-pusht.
 """
 
-__all__ = ["play_data", "diffusion", "diffusion_env", "world_model_training", "reward", "offline_run", "policy_training",
-           "ppo", "compare"]
+__all__ = ["play_data", "diffusion", "diffusion_env", "world_model_training", "reward", "offline_run", "policy_training", "ppo", "compare"]

@@ -13,6 +13,7 @@ trained (``run=false``: only read). ``dmo.*`` overrides apply to both DMO runs, 
   time, mean over seeds (thin lines: each seed). The x axis "samples" counts imagined transitions: diffusion
   samples for DMO and PPO, local-model steps for No Diffusion (which draws no diffusion sample).
 """
+
 from __future__ import annotations
 
 import csv
@@ -24,8 +25,11 @@ from typing import Any, Dict, List, Optional
 __all__ = ["ALGOS", "PixelCompareConfig", "compare_pixel_algos", "write_comparison"]
 
 ALGOS = ("dmo", "no_diffusion", "ppo")
-LABELS = {"dmo": "DMO (diffusion forward, local gradients)", "no_diffusion": "No Diffusion (local forward and backward)",
-          "ppo": "PPO (ClipPPOLoss + GAE, in the world model)"}
+LABELS = {
+    "dmo": "DMO (diffusion forward, local gradients)",
+    "no_diffusion": "No Diffusion (local forward and backward)",
+    "ppo": "PPO (ClipPPOLoss + GAE, in the world model)",
+}
 
 
 @dataclass
@@ -48,8 +52,15 @@ def _run_config(cfg: PixelCompareConfig, algo: str, seed: int, work_dir: Path):
     from .policy_training import PixelDMOConfig
     from .ppo import PPOConfig
 
-    common = dict(world_model=cfg.world_model, reward=cfg.reward, data=cfg.data, seed=seed, work_dir=str(work_dir), threads=cfg.threads,
-                  progress=cfg.progress)
+    common = dict(
+        world_model=cfg.world_model,
+        reward=cfg.reward,
+        data=cfg.data,
+        seed=seed,
+        work_dir=str(work_dir),
+        threads=cfg.threads,
+        progress=cfg.progress,
+    )
     if algo == "ppo":
         return PPOConfig(**{**common, **dict(cfg.ppo)})
     return PixelDMOConfig(**{**common, **dict(cfg.dmo), "forward": "diffusion" if algo == "dmo" else "local"})
@@ -78,8 +89,10 @@ def compare_pixel_algos(cfg: PixelCompareConfig) -> dict:
     if cfg.run:
         missing = [name for name in ("world_model", "reward", "data") if not getattr(cfg, name)]
         if missing:
-            raise PlayDatasetError(f"mbdpo-dmo compare needs {', '.join(f'{m}=<...>' for m in missing)} to train its runs "
-                                   "(or run=false to only read existing ones).")
+            raise PlayDatasetError(
+                f"mbdpo-dmo compare needs {', '.join(f'{m}=<...>' for m in missing)} to train its runs "
+                "(or run=false to only read existing ones)."
+            )
     root = Path(cfg.root)
     runs = {}
     for algo in cfg.algos:
@@ -138,11 +151,19 @@ def write_comparison(runs: dict, out_dir: Path) -> list[dict]:
             continue
         success, success_std = _mean_std([float(r["success_rate"]) for r in finals])
         ret, ret_std = _mean_std([float(r["mean_return"]) for r in finals])
-        summary.append({"algo": algo, "seeds": len(finals), "final_success_rate": f"{success:.3f}", "success_std": f"{success_std:.3f}",
-                        "final_return": f"{ret:.2f}", "return_std": f"{ret_std:.2f}",
-                        "samples": int(sum(float(r["model_steps"]) for r in finals) / len(finals)),
-                        "world_model_samples": int(sum(float(r["world_model_samples"]) for r in finals) / len(finals)),
-                        "seconds": f"{sum(float(r['seconds']) for r in finals) / len(finals):.0f}"})
+        summary.append(
+            {
+                "algo": algo,
+                "seeds": len(finals),
+                "final_success_rate": f"{success:.3f}",
+                "success_std": f"{success_std:.3f}",
+                "final_return": f"{ret:.2f}",
+                "return_std": f"{ret_std:.2f}",
+                "samples": int(sum(float(r["model_steps"]) for r in finals) / len(finals)),
+                "world_model_samples": int(sum(float(r["world_model_samples"]) for r in finals) / len(finals)),
+                "seconds": f"{sum(float(r['seconds']) for r in finals) / len(finals):.0f}",
+            }
+        )
         color = {"dmo": "C0", "no_diffusion": "C1", "ppo": "C2"}.get(algo)
         for row_i, metric in enumerate(("success_rate", "mean_return")):
             for col_i, x_key in enumerate(("model_steps", "seconds")):

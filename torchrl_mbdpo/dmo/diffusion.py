@@ -18,6 +18,7 @@ the CPU-sized model here and a GPU-sized one are the same code. It is imported o
 a checkpoint (:func:`check_architecture`), while the sampler's fields (``num_steps``, ``sigma_*``, ``rho``) may
 change at any time.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
@@ -39,8 +40,16 @@ from ..modules.functional import (
 __all__ = ["DIFFUSERS_HINT", "ARCHITECTURE_FIELDS", "DiffusionConfig", "DiffusionWorldModel", "ArchitectureError", "check_architecture"]
 
 DIFFUSERS_HINT = "pip install -c constraints.txt -e '.[pusht]'  (diffusers, for its UNet2DModel)"
-ARCHITECTURE_FIELDS = ("image_size", "context", "action_dim", "channels", "layers_per_block", "attention", "norm_groups",
-                       "noise_embedding_scale")
+ARCHITECTURE_FIELDS = (
+    "image_size",
+    "context",
+    "action_dim",
+    "channels",
+    "layers_per_block",
+    "attention",
+    "norm_groups",
+    "noise_embedding_scale",
+)
 
 
 class ArchitectureError(ValueError):
@@ -86,8 +95,10 @@ class DiffusionConfig:
             problems.append(f"every channel count must be a multiple of norm_groups={self.norm_groups}, got {list(self.channels)}")
         factor = 2 ** (len(self.channels) - 1)
         if self.image_size < 8 or self.image_size % factor:
-            problems.append(f"image_size must be >= 8 and divisible by 2^(levels - 1) = {factor} ({len(self.channels)} U-Net levels), "
-                            f"got {self.image_size}")
+            problems.append(
+                f"image_size must be >= 8 and divisible by 2^(levels - 1) = {factor} ({len(self.channels)} U-Net levels), "
+                f"got {self.image_size}"
+            )
         if self.layers_per_block < 1:
             problems.append(f"layers_per_block must be >= 1, got {self.layers_per_block}")
         if self.num_steps < 1:
@@ -115,9 +126,12 @@ def check_architecture(saved: DiffusionConfig, requested: DiffusionConfig, where
     a, b = saved.architecture(), requested.architecture()
     diffs = [f"{k}: checkpoint has {a[k]!r}, requested {b[k]!r}" for k in ARCHITECTURE_FIELDS if a[k] != b[k]]
     if diffs:
-        raise ArchitectureError(f"The world model checkpoint {where} has another architecture:\n  " + "\n  ".join(diffs)
-                                + "\nDrop the conflicting overrides (or pass the checkpoint's values), or train a new model in another "
-                                "work_dir.")
+        raise ArchitectureError(
+            f"The world model checkpoint {where} has another architecture:\n  "
+            + "\n  ".join(diffs)
+            + "\nDrop the conflicting overrides (or pass the checkpoint's values), or train a new model in another "
+            "work_dir."
+        )
 
 
 def _unet(cfg: DiffusionConfig) -> nn.Module:
@@ -127,11 +141,21 @@ def _unet(cfg: DiffusionConfig) -> nn.Module:
         raise ImportError(f"The diffusion world model needs diffusers ({err}). Install it with: {DIFFUSERS_HINT}") from err
     levels = len(cfg.channels)
     return UNet2DModel(
-        sample_size=cfg.image_size, in_channels=3 * (cfg.context + 1), out_channels=3, block_out_channels=cfg.channels,
-        layers_per_block=cfg.layers_per_block, down_block_types=("DownBlock2D",) * levels, up_block_types=("UpBlock2D",) * levels,
-        norm_num_groups=cfg.norm_groups, class_embed_type="identity", resnet_time_scale_shift="scale_shift",
-        add_attention=cfg.attention, attention_head_dim=min(8, cfg.channels[-1]), time_embedding_type="positional",
-        flip_sin_to_cos=True, freq_shift=0,
+        sample_size=cfg.image_size,
+        in_channels=3 * (cfg.context + 1),
+        out_channels=3,
+        block_out_channels=cfg.channels,
+        layers_per_block=cfg.layers_per_block,
+        down_block_types=("DownBlock2D",) * levels,
+        up_block_types=("UpBlock2D",) * levels,
+        norm_num_groups=cfg.norm_groups,
+        class_embed_type="identity",
+        resnet_time_scale_shift="scale_shift",
+        add_attention=cfg.attention,
+        attention_head_dim=min(8, cfg.channels[-1]),
+        time_embedding_type="positional",
+        flip_sin_to_cos=True,
+        freq_shift=0,
     )
 
 
@@ -150,8 +174,10 @@ class DiffusionWorldModel(nn.Module):
         c = self.cfg
         want_frames, want_actions = (c.context, 3, c.image_size, c.image_size), (c.context, c.action_dim)
         if tuple(frames.shape[1:]) != want_frames or tuple(actions.shape[1:]) != want_actions or frames.shape[0] != actions.shape[0]:
-            raise ValueError(f"The world model takes context frames (B, {', '.join(map(str, want_frames))}) and actions "
-                             f"(B, {', '.join(map(str, want_actions))}), got {tuple(frames.shape)} and {tuple(actions.shape)}.")
+            raise ValueError(
+                f"The world model takes context frames (B, {', '.join(map(str, want_frames))}) and actions "
+                f"(B, {', '.join(map(str, want_actions))}), got {tuple(frames.shape)} and {tuple(actions.shape)}."
+            )
 
     def denoise(self, x_noisy: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """``D(x_noisy; sigma | context, actions)`` (EDM Eq. 7); ``context`` in [-1, 1] ``(B, k, 3, H, W)``,
@@ -165,8 +191,9 @@ class DiffusionWorldModel(nn.Module):
         cond = self.action_embedding(actions.flatten(1))
         return self.unet(inputs, c_noise.reshape(-1) * self.cfg.noise_embedding_scale, class_labels=cond).sample
 
-    def loss(self, frames: torch.Tensor, actions: torch.Tensor, target: torch.Tensor, *,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+    def loss(
+        self, frames: torch.Tensor, actions: torch.Tensor, target: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """DIAMOND Eq. 6: ``||F(c_in x_noisy, c_noise) - (x - c_skip x_noisy) / c_out||^2`` averaged over pixels,
         per sample ``(B,)``, with ``sigma`` from EDM's log-normal and ``x_noisy = x + sigma eps``."""
         self._check(frames, actions)
@@ -179,8 +206,9 @@ class DiffusionWorldModel(nn.Module):
         return (raw - edm_training_target(x, x_noisy, s)).pow(2).flatten(1).mean(1)
 
     @torch.no_grad()
-    def sample(self, frames: torch.Tensor, actions: torch.Tensor, *, num_steps: int | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self, frames: torch.Tensor, actions: torch.Tensor, *, num_steps: int | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """A next frame (uint8 ``(B, 3, H, W)``): Euler steps (EDM Algorithm 1, first order) on Karras' schedule
         from ``x ~ N(0, sigma_max^2)``, ``num_steps`` (default ``cfg.num_steps``) denoiser calls."""
         self._check(frames, actions)
@@ -195,14 +223,15 @@ class DiffusionWorldModel(nn.Module):
         return unit_to_frames(x)
 
     @torch.no_grad()
-    def imagine(self, frames: torch.Tensor, actions: torch.Tensor, future_actions: torch.Tensor, *,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+    def imagine(
+        self, frames: torch.Tensor, actions: torch.Tensor, future_actions: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Open-loop autoregressive rollout: from context ``frames``/``actions`` (the last action is replaced by
         each ``future_actions[:, t]``), the predicted frames ``o_{t+1}`` for ``t < T``: uint8 ``(B, T, 3, H, W)``.
         ``actions`` holds the ``k`` actions before the first future one."""
         out = []
         for t in range(future_actions.shape[1]):
-            acts = torch.cat([actions[:, 1:], future_actions[:, t: t + 1]], dim=1)
+            acts = torch.cat([actions[:, 1:], future_actions[:, t : t + 1]], dim=1)
             nxt = self.sample(frames, acts, generator=generator)
             out.append(nxt)
             frames = torch.cat([frames[:, 1:], nxt[:, None]], dim=1)

@@ -20,6 +20,7 @@ of the tensordict passed to ``reset`` (e.g. :func:`context_from_frame` of a real
 ``WorldModelEnv`` seeds its latent from the caller. Partial resets (``"_reset"``) restart only the finished
 sub-envs, as in any batched TorchRL env.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -56,8 +57,9 @@ def context_from_frame(pixels: torch.Tensor, context: int, action_dim: int) -> T
     return TensorDict({"frames": frames, "past_actions": torch.zeros(pixels.shape[0], context, action_dim)}, batch_size=[pixels.shape[0]])
 
 
-def play_data_start_sampler(dataset, context: int, *, episodes: torch.Tensor | None = None,
-                            generator: torch.Generator | None = None) -> Callable[[int], TensorDict]:
+def play_data_start_sampler(
+    dataset, context: int, *, episodes: torch.Tensor | None = None, generator: torch.Generator | None = None
+) -> Callable[[int], TensorDict]:
     """``n -> n`` start contexts at transition rows drawn uniformly from ``episodes`` of a
     :class:`~torchrl_mbdpo.dmo.play_data.PlayDataset`: frames ``o_{t-k+1..t}`` and actions ``a_{t-k..t-1}``."""
     candidates = dataset.transition_rows(episodes)
@@ -88,10 +90,19 @@ class DiffusionWorldModelEnv(ModelBasedEnvBase):
         observation_frames: expose ``"observation"``, the last ``n <= k`` frames stacked on the channel axis.
     """
 
-    def __init__(self, model: DiffusionWorldModel, reset_sampler: Callable[[int], TensorDictBase] | None = None, *,
-                 batch_size: int, max_episode_steps: int = 100, reward_fn: Callable | None = None,
-                 terminated_fn: Callable | None = None, generator: torch.Generator | None = None, observation_frames: int | None = None,
-                 device="cpu"):
+    def __init__(
+        self,
+        model: DiffusionWorldModel,
+        reset_sampler: Callable[[int], TensorDictBase] | None = None,
+        *,
+        batch_size: int,
+        max_episode_steps: int = 100,
+        reward_fn: Callable | None = None,
+        terminated_fn: Callable | None = None,
+        generator: torch.Generator | None = None,
+        observation_frames: int | None = None,
+        device="cpu",
+    ):
         if batch_size < 1 or max_episode_steps < 1:
             raise ValueError(f"batch_size and max_episode_steps must be >= 1, got {batch_size} and {max_episode_steps}.")
         step = TensorDictModule(DiffusionStep(model, generator), in_keys=["frames", "past_actions", "action"], out_keys=["next_frame"])
@@ -112,7 +123,8 @@ class DiffusionWorldModelEnv(ModelBasedEnvBase):
             frames=Bounded(shape=(*B, c.context, *frame), **uint8),
             past_actions=Bounded(-1.0, 1.0, (*B, c.context, c.action_dim), dtype=torch.float32, device=self.device),
             step_count=Bounded(0, self.max_episode_steps, (*B, 1), dtype=torch.int64, device=self.device),
-            shape=B, device=self.device,
+            shape=B,
+            device=self.device,
         )
         if observation_frames is not None:
             self.observation_spec["observation"] = Bounded(shape=(*B, 3 * observation_frames, *frame[1:]), **uint8)
@@ -122,7 +134,8 @@ class DiffusionWorldModelEnv(ModelBasedEnvBase):
             done=Categorical(2, (*B, 1), dtype=torch.bool, device=self.device),
             terminated=Categorical(2, (*B, 1), dtype=torch.bool, device=self.device),
             truncated=Categorical(2, (*B, 1), dtype=torch.bool, device=self.device),
-            shape=B, device=self.device,
+            shape=B,
+            device=self.device,
         )
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
@@ -134,44 +147,83 @@ class DiffusionWorldModelEnv(ModelBasedEnvBase):
         elif self.reset_sampler is not None:
             start = self.reset_sampler(n)
         else:
-            raise RuntimeError("DiffusionWorldModelEnv needs start contexts: pass reset_sampler= "
-                               "(e.g. play_data_start_sampler(dataset, k)) "
-                               "or reset(TensorDict(frames=..., past_actions=...)) (e.g. context_from_frame(real_pixels, k, A)).")
+            raise RuntimeError(
+                "DiffusionWorldModelEnv needs start contexts: pass reset_sampler= "
+                "(e.g. play_data_start_sampler(dataset, k)) "
+                "or reset(TensorDict(frames=..., past_actions=...)) (e.g. context_from_frame(real_pixels, k, A))."
+            )
         frames = torch.as_tensor(start["frames"]).to(self.device, torch.uint8)
         past = torch.as_tensor(start["past_actions"]).to(self.device, torch.float32)
         want = (n, self.context, 3, self.image_size, self.image_size)
         if tuple(frames.shape) != want or tuple(past.shape) != (n, self.context, self.action_dim):
-            raise ValueError(f"DiffusionWorldModelEnv: a start context needs frames {want} and past_actions "
-                             f"{(n, self.context, self.action_dim)}, "
-                             f"got {tuple(frames.shape)} and {tuple(past.shape)}.")
+            raise ValueError(
+                f"DiffusionWorldModelEnv: a start context needs frames {want} and past_actions "
+                f"{(n, self.context, self.action_dim)}, "
+                f"got {tuple(frames.shape)} and {tuple(past.shape)}."
+            )
         false = torch.zeros(n, 1, dtype=torch.bool, device=self.device)
-        return self._observe(TensorDict({"pixels": frames[:, -1].clone(), "start_pixels": frames[:, -1].clone(), "frames": frames,
-                                         "past_actions": past, "step_count": torch.zeros(n, 1, dtype=torch.int64, device=self.device),
-                                         "done": false, "terminated": false.clone(), "truncated": false.clone()},
-                                        batch_size=self.batch_size, device=self.device))
+        return self._observe(
+            TensorDict(
+                {
+                    "pixels": frames[:, -1].clone(),
+                    "start_pixels": frames[:, -1].clone(),
+                    "frames": frames,
+                    "past_actions": past,
+                    "step_count": torch.zeros(n, 1, dtype=torch.int64, device=self.device),
+                    "done": false,
+                    "terminated": false.clone(),
+                    "truncated": false.clone(),
+                },
+                batch_size=self.batch_size,
+                device=self.device,
+            )
+        )
 
     def _observe(self, td: TensorDictBase) -> TensorDictBase:
         if self.observation_frames is not None:
-            td["observation"] = td["frames"][:, -self.observation_frames:].flatten(1, 2)
+            td["observation"] = td["frames"][:, -self.observation_frames :].flatten(1, 2)
         return td
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         action = tensordict.get("action").to(torch.float32).clamp(-1, 1)
-        inputs = TensorDict({"frames": tensordict.get("frames"), "past_actions": tensordict.get("past_actions"), "action": action},
-                            batch_size=self.batch_size, device=self.device)
+        inputs = TensorDict(
+            {"frames": tensordict.get("frames"), "past_actions": tensordict.get("past_actions"), "action": action},
+            batch_size=self.batch_size,
+            device=self.device,
+        )
         next_frame = self.world_model(inputs).get("next_frame")
         frames = torch.cat([inputs["frames"][:, 1:], next_frame[:, None]], dim=1)
         past = torch.cat([inputs["past_actions"][:, 1:], action[:, None]], dim=1)
         step_count = tensordict.get("step_count") + 1
-        out = self._observe(TensorDict({"pixels": next_frame, "start_pixels": tensordict.get("start_pixels"), "frames": frames,
-                                        "past_actions": past, "step_count": step_count}, batch_size=self.batch_size, device=self.device))
+        out = self._observe(
+            TensorDict(
+                {
+                    "pixels": next_frame,
+                    "start_pixels": tensordict.get("start_pixels"),
+                    "frames": frames,
+                    "past_actions": past,
+                    "step_count": step_count,
+                },
+                batch_size=self.batch_size,
+                device=self.device,
+            )
+        )
         scored = out.clone(False).set("action", action)
         reward = self.reward_fn(scored) if self.reward_fn is not None else torch.zeros(*self.batch_size, 1, device=self.device)
-        terminated = (self.terminated_fn(scored).reshape(*self.batch_size, 1).bool() if self.terminated_fn is not None
-                      else torch.zeros(*self.batch_size, 1, dtype=torch.bool, device=self.device))
+        terminated = (
+            self.terminated_fn(scored).reshape(*self.batch_size, 1).bool()
+            if self.terminated_fn is not None
+            else torch.zeros(*self.batch_size, 1, dtype=torch.bool, device=self.device)
+        )
         truncated = step_count >= self.max_episode_steps
-        out.update({"reward": reward.reshape(*self.batch_size, 1).to(torch.float32), "terminated": terminated,
-                    "truncated": truncated, "done": terminated | truncated})
+        out.update(
+            {
+                "reward": reward.reshape(*self.batch_size, 1).to(torch.float32),
+                "terminated": terminated,
+                "truncated": truncated,
+                "done": terminated | truncated,
+            }
+        )
         return out
 
     def _set_seed(self, seed: int | None) -> None:

@@ -14,6 +14,7 @@ split into training and held-out episodes, AdamW updates with linear warm-up and
 Every random draw of training (batches, noise) comes from one ``torch.Generator`` saved in the checkpoint; the
 held-out evaluation uses fixed batches and its own fixed generator.
 """
+
 from __future__ import annotations
 
 import signal
@@ -96,8 +97,9 @@ class OfflineRun:
         self.seconds = 0.0  # training time of the sessions before this one (resume)
         if self.checkpoint_path.exists() or (self.work_dir / "checkpoints" / "previous.pt").exists():
             if not cfg.resume:
-                raise CheckpointError(f"{self.work_dir} already holds a {self.name} run: pass resume=true to continue it, "
-                                      "or another work_dir.")
+                raise CheckpointError(
+                    f"{self.work_dir} already holds a {self.name} run: pass resume=true to continue it, or another work_dir."
+                )
             state, path = load_latest(self.checkpoint_path.parent)
             self._restore(state, path)
         elif cfg.resume:
@@ -125,8 +127,9 @@ class OfflineRun:
     # ------------------------------------------------------------------ the run
     def _check(self, cfg) -> None:
         if not cfg.data:
-            raise PlayDatasetError(f"mbdpo-dmo {self.command} needs data=<play dataset folder>; write one with "
-                                   "mbdpo-dmo dataset out=<dir> episodes=200")
+            raise PlayDatasetError(
+                f"mbdpo-dmo {self.command} needs data=<play dataset folder>; write one with mbdpo-dmo dataset out=<dir> episodes=200"
+            )
         for name in ("updates", "batch_size", "eval_freq", "checkpoint_freq"):
             if getattr(cfg, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}.")
@@ -142,9 +145,11 @@ class OfflineRun:
         self.check_architecture(state["model_config"], path)
         data = state.get("data", {})
         if data.get("held_out") != self.cfg.held_out or data.get("episodes") != self.dataset.info.episodes:
-            raise CheckpointError(f"{path} was trained on a dataset of {data.get('episodes')} episodes with "
-                                  f"held_out={data.get('held_out')}; "
-                                  f"this run has {self.dataset.info.episodes} and held_out={self.cfg.held_out}: resume with the same data.")
+            raise CheckpointError(
+                f"{path} was trained on a dataset of {data.get('episodes')} episodes with "
+                f"held_out={data.get('held_out')}; "
+                f"this run has {self.dataset.info.episodes} and held_out={self.cfg.held_out}: resume with the same data."
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
@@ -154,11 +159,22 @@ class OfflineRun:
 
     def state_dict(self, seconds: float | None = None) -> dict:
         """The checkpoint's content; ``seconds``: training time so far (default: that of the sessions before this one)."""
-        return {"kind": self.kind, "model_config": self.model_cfg.to_dict(), "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(), "update": self.update,
-                "config": asdict(self.cfg), "seconds": self.seconds if seconds is None else seconds,
-                "data": {"path": str(self.dataset.path), "episodes": self.dataset.info.episodes, "held_out": self.cfg.held_out,
-                         "image_size": self.dataset.image_size}}
+        return {
+            "kind": self.kind,
+            "model_config": self.model_cfg.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "update": self.update,
+            "config": asdict(self.cfg),
+            "seconds": self.seconds if seconds is None else seconds,
+            "data": {
+                "path": str(self.dataset.path),
+                "episodes": self.dataset.info.episodes,
+                "held_out": self.cfg.held_out,
+                "image_size": self.dataset.image_size,
+            },
+        }
 
     def save(self, seconds: float | None = None) -> Path:
         from ..trainers.checkpoint import save_checkpoint
@@ -216,8 +232,12 @@ class OfflineRun:
         return last
 
     def _log_row(self, losses: list[float], start: float) -> dict:
-        row = {"update": self.update, "train_loss": f"{sum(losses) / len(losses):.6f}" if losses else "", **self._evaluate(),
-               "seconds": f"{self.seconds + time.perf_counter() - start:.1f}"}
+        row = {
+            "update": self.update,
+            "train_loss": f"{sum(losses) / len(losses):.6f}" if losses else "",
+            **self._evaluate(),
+            "seconds": f"{self.seconds + time.perf_counter() - start:.1f}",
+        }
         self.log.append(row)
         plot_losses(self.log.rows(), self.work_dir / "loss.png", self.name, self.y_label, self.log_scale)
         return row

@@ -24,6 +24,7 @@ Nothing is downloaded. The folder holds
 :meth:`PlayDataset.windows` cut ``(k frames, k actions) -> next frame`` training windows (padded at episode
 starts by repeating the first frame, with zero actions, so that a model can also start from one real frame).
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,18 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import LazyMemmapStorage, TensorStorage
 from tqdm.auto import tqdm
 
-__all__ = ["PLAY_FORMAT_VERSION", "BEHAVIOURS", "PlayDataConfig", "PlayDatasetError", "PlayDatasetInfo", "PlayDataset", "RandomWalkPolicy",
-           "NoisyPusher", "write_play_dataset", "load_play_dataset"]
+__all__ = [
+    "PLAY_FORMAT_VERSION",
+    "BEHAVIOURS",
+    "PlayDataConfig",
+    "PlayDatasetError",
+    "PlayDatasetInfo",
+    "PlayDataset",
+    "RandomWalkPolicy",
+    "NoisyPusher",
+    "write_play_dataset",
+    "load_play_dataset",
+]
 
 PLAY_FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
@@ -132,8 +143,14 @@ class NoisyPusher:
     passed), then command ``c + 50 d`` for ``push_steps`` steps (drawn in the given range). Every command
     gets ``N(0, noise^2)`` noise. A TorchRL policy: reads ``"state"``, writes ``"action"``."""
 
-    def __init__(self, rng: np.random.Generator, noise: float = 20.0, goal_prob: float = 0.7,
-                 push_steps: tuple[int, int] = (6, 16), approach_steps: int = 15):
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        noise: float = 20.0,
+        goal_prob: float = 0.7,
+        push_steps: tuple[int, int] = (6, 16),
+        approach_steps: int = 15,
+    ):
         from ..envs.pusht import PUSHT_GOAL
 
         self.rng, self.noise, self.goal_prob = rng, float(noise), float(goal_prob)
@@ -184,17 +201,36 @@ def _episode_rows(rollout: TensorDictBase, episode: int, behaviour: int) -> Tens
     pad = lambda x: torch.cat([x, torch.zeros_like(x[:1])])  # noqa: E731
     is_last = torch.zeros(T + 1, dtype=torch.bool)
     is_last[-1] = True
-    return TensorDict({
-        "pixels": pixels, "state": state.float(), "action": action.float(),
-        "next": {"reward": pad(rollout["next", "reward"].float()), "success": pad(rollout["next", "success"]),
-                 "terminated": pad(rollout["next", "terminated"])},
-        "episode": torch.full((T + 1,), episode, dtype=torch.int64), "step": torch.arange(T + 1),
-        "policy": torch.full((T + 1,), behaviour, dtype=torch.int64), "last": is_last,
-    }, batch_size=[T + 1])
+    return TensorDict(
+        {
+            "pixels": pixels,
+            "state": state.float(),
+            "action": action.float(),
+            "next": {
+                "reward": pad(rollout["next", "reward"].float()),
+                "success": pad(rollout["next", "success"]),
+                "terminated": pad(rollout["next", "terminated"]),
+            },
+            "episode": torch.full((T + 1,), episode, dtype=torch.int64),
+            "step": torch.arange(T + 1),
+            "policy": torch.full((T + 1,), behaviour, dtype=torch.int64),
+            "last": is_last,
+        },
+        batch_size=[T + 1],
+    )
 
 
-def write_play_dataset(out, episodes: int, *, image_size: int = 64, episode_length: int = 100, scripted_fraction: float = 0.5,
-                       noise: float = 20.0, seed: int = 0, progress: bool = True) -> PlayDatasetInfo:
+def write_play_dataset(
+    out,
+    episodes: int,
+    *,
+    image_size: int = 64,
+    episode_length: int = 100,
+    scripted_fraction: float = 0.5,
+    noise: float = 20.0,
+    seed: int = 0,
+    progress: bool = True,
+) -> PlayDatasetInfo:
     """Roll out ``episodes`` play episodes of at most ``episode_length`` steps on Push-T rendered at
     ``image_size`` pixels and write them to the new folder ``out`` (module docstring)."""
     from ..envs.pusht import make_pusht_env
@@ -224,9 +260,18 @@ def write_play_dataset(out, episodes: int, *, image_size: int = 64, episode_leng
             counts[BEHAVIOURS[behaviour]] += 1
             bar.update()
     env.close()
-    info = PlayDatasetInfo(image_size=image_size, episodes=episodes, rows=cursor, transitions=cursor - episodes,
-                           episode_length=episode_length, behaviours=counts, scripted_fraction=scripted_fraction, noise=noise,
-                           seed=seed, seconds=round(time.perf_counter() - start, 2))
+    info = PlayDatasetInfo(
+        image_size=image_size,
+        episodes=episodes,
+        rows=cursor,
+        transitions=cursor - episodes,
+        episode_length=episode_length,
+        behaviours=counts,
+        scripted_fraction=scripted_fraction,
+        noise=noise,
+        seed=seed,
+        seconds=round(time.perf_counter() - start, 2),
+    )
     (out / METADATA_FILE).write_text(json.dumps(asdict(info), indent=1))
     return info
 
@@ -287,11 +332,18 @@ class PlayDataset:
         actions = self.rows["action"][index.reshape(-1)].reshape(*index.shape, -1) * valid[..., None]
         frames = self.rows["pixels"][index.reshape(-1)].reshape(*index.shape, *self.info.frame_shape)
         nxt = rows + 1
-        return TensorDict({
-            "frames": frames, "actions": actions.float(), "valid": valid,
-            "target": self.rows["pixels"][nxt], "target_state": self.rows["state"][nxt],
-            "reward": self.rows["next", "reward"][rows], "success": self.rows["next", "success"][rows],
-        }, batch_size=[len(rows)])
+        return TensorDict(
+            {
+                "frames": frames,
+                "actions": actions.float(),
+                "valid": valid,
+                "target": self.rows["pixels"][nxt],
+                "target_state": self.rows["state"][nxt],
+                "reward": self.rows["next", "reward"][rows],
+                "success": self.rows["next", "success"][rows],
+            },
+            batch_size=[len(rows)],
+        )
 
     def sample(self, n: int, context: int, generator: torch.Generator, episodes: torch.Tensor | None = None) -> TensorDict:
         """``n`` windows at transition rows drawn uniformly (with replacement) from ``episodes``."""
@@ -320,15 +372,16 @@ class PlayDataset:
         i, j = torch.minimum(a, b) + s, torch.maximum(a, b) + s
         rows = torch.stack([s, i, j, g], 1) + first[:, None]
         pixels = self.rows["pixels"][rows.reshape(-1)].reshape(n, 4, *self.info.frame_shape)
-        return TensorDict({"start": pixels[:, 0], "earlier": pixels[:, 1], "later": pixels[:, 2], "goal": pixels[:, 3], "rows": rows},
-                          batch_size=[n])
+        return TensorDict(
+            {"start": pixels[:, 0], "earlier": pixels[:, 1], "later": pixels[:, 2], "goal": pixels[:, 3], "rows": rows}, batch_size=[n]
+        )
 
     def episode(self, index: int) -> TensorDictBase:
         """The rows of one episode (``T + 1`` of them)."""
         if not 0 <= index < self.info.episodes:
             raise PlayDatasetError(f"episode {index} does not exist; the dataset has {self.info.episodes} episodes.")
         s = int(self.episode_start[index])
-        return self.rows[s: s + int(self.episode_steps[index]) + 1]
+        return self.rows[s : s + int(self.episode_steps[index]) + 1]
 
 
 def load_play_dataset(path, *, image_size: int | None = None) -> PlayDataset:
@@ -347,8 +400,9 @@ def load_play_dataset(path, *, image_size: int | None = None) -> PlayDataset:
     except (TypeError, json.JSONDecodeError) as err:
         raise PlayDatasetError(f"{meta_path} is not a play dataset description ({err}); {write_hint}") from err
     if info.format_version != PLAY_FORMAT_VERSION:
-        raise PlayDatasetError(f"{path} has play dataset format {info.format_version}, this library reads {PLAY_FORMAT_VERSION}; "
-                               f"{write_hint}")
+        raise PlayDatasetError(
+            f"{path} has play dataset format {info.format_version}, this library reads {PLAY_FORMAT_VERSION}; {write_hint}"
+        )
     if image_size is not None and int(image_size) != info.image_size:
         raise PlayDatasetError(
             f"The play dataset at {path} holds {info.image_size}x{info.image_size} frames, but {image_size}x{image_size} were asked "
@@ -358,9 +412,12 @@ def load_play_dataset(path, *, image_size: int | None = None) -> PlayDataset:
     try:
         rows = TensorDict.load_memmap(storage_path)
     except Exception as err:  # noqa: BLE001 - any unreadable storage gets the same message
-        raise PlayDatasetError(f"{storage_path} cannot be read as a TorchRL memmap storage ({type(err).__name__}: {err}); "
-                               f"{write_hint}") from err
+        raise PlayDatasetError(
+            f"{storage_path} cannot be read as a TorchRL memmap storage ({type(err).__name__}: {err}); {write_hint}"
+        ) from err
     if len(rows) < info.rows or tuple(rows["pixels"].shape[1:]) != info.frame_shape:
-        raise PlayDatasetError(f"{storage_path} holds {len(rows)} rows of {tuple(rows['pixels'].shape[1:])} frames, but {meta_path} "
-                               f"promises {info.rows} rows of {info.frame_shape}: the dataset is damaged; {write_hint}")
+        raise PlayDatasetError(
+            f"{storage_path} holds {len(rows)} rows of {tuple(rows['pixels'].shape[1:])} frames, but {meta_path} "
+            f"promises {info.rows} rows of {info.frame_shape}: the dataset is damaged; {write_hint}"
+        )
     return PlayDataset(path, info, rows[: info.rows])

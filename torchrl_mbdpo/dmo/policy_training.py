@@ -24,6 +24,7 @@ wall time. ``checkpoints/latest.pt`` every ``checkpoint_freq`` iterations and at
 continues from it (the imagined episodes restart, so not bit-identical); SIGTERM/SIGINT stop after the
 iteration with a checkpoint.
 """
+
 from __future__ import annotations
 
 import math
@@ -101,8 +102,9 @@ def evaluate_on_pusht(policy, *, image_size: int, seed: int, step: int, episodes
     from ..trainers.evaluation import evaluation_seeds
 
     seeds = evaluation_seeds(seed, step)
-    env = make_pusht_env(image_size=image_size, seed=seeds.env, max_episode_steps=steps, observation_frames=OBSERVATION_FRAMES,
-                         device=device)
+    env = make_pusht_env(
+        image_size=image_size, seed=seeds.env, max_episode_steps=steps, observation_frames=OBSERVATION_FRAMES, device=device
+    )
     successes, returns = [], []
     with torch.random.fork_rng(devices=[]), set_exploration_type(ExplorationType.DETERMINISTIC):
         torch.manual_seed(seeds.torch)
@@ -142,18 +144,33 @@ class PixelDMOTrainer:
         self.checkpoint_path = self.work_dir / "checkpoints" / "latest.pt"
         k, A = self.global_world_model.cfg.context, self.global_world_model.cfg.action_dim
         if k < OBSERVATION_FRAMES:
-            raise ValueError(f"The local model reads the last {OBSERVATION_FRAMES} frames: the world model's context must be >= "
-                             f"{OBSERVATION_FRAMES}, {cfg.world_model} has {k}.")
+            raise ValueError(
+                f"The local model reads the last {OBSERVATION_FRAMES} frames: the world model's context must be >= "
+                f"{OBSERVATION_FRAMES}, {cfg.world_model} has {k}."
+            )
         self.sampler = play_data_start_sampler(self.dataset, k, generator=torch.Generator().manual_seed(cfg.seed + 3))
-        self.model_env = DiffusionWorldModelEnv(self.global_world_model, self.sampler, batch_size=cfg.num_envs,
-                                                max_episode_steps=cfg.episode_steps,
-                                                observation_frames=OBSERVATION_FRAMES, device=cfg.device)
+        self.model_env = DiffusionWorldModelEnv(
+            self.global_world_model,
+            self.sampler,
+            batch_size=cfg.num_envs,
+            max_episode_steps=cfg.episode_steps,
+            observation_frames=OBSERVATION_FRAMES,
+            device=cfg.device,
+        )
         self.global_model = EnvGlobalModel(self.model_env) if cfg.forward == "diffusion" else None
-        wm_cfg = WorldModelConfig.from_size(1, 3 * OBSERVATION_FRAMES, A, obs_type="rgb", latent_dim=cfg.latent_dim, mlp_dim=cfg.mlp_dim,
-                                            enc_dim=cfg.enc_dim)
+        wm_cfg = WorldModelConfig.from_size(
+            1, 3 * OBSERVATION_FRAMES, A, obs_type="rgb", latent_dim=cfg.latent_dim, mlp_dim=cfg.mlp_dim, enc_dim=cfg.enc_dim
+        )
         self.local_model = MBDPOWorldModel(wm_cfg).to(cfg.device)
-        self.loss = DMOLoss(self.local_model, discount=cfg.discount, lmbda=cfg.lmbda, alpha_init=cfg.alpha_init,
-                            decoupled=cfg.forward == "diffusion", log_std_min=-5.0, log_std_max=2.0).to(cfg.device)
+        self.loss = DMOLoss(
+            self.local_model,
+            discount=cfg.discount,
+            lmbda=cfg.lmbda,
+            alpha_init=cfg.alpha_init,
+            decoupled=cfg.forward == "diffusion",
+            log_std_min=-5.0,
+            log_std_max=2.0,
+        ).to(cfg.device)
         groups = self.loss.parameter_groups()
         lrs = {"actor": cfg.actor_lr, "critic": cfg.critic_lr, "alpha": cfg.alpha_lr, "local_model": cfg.local_model_lr}
         self.optimizers = {name: torch.optim.Adam(groups[name], lr=lr) for name, lr in lrs.items()}
@@ -189,12 +206,23 @@ class PixelDMOTrainer:
 
         missing = [name for name in ("world_model", "reward", "data") if not getattr(cfg, name)]
         if missing:
-            raise PlayDatasetError(f"mbdpo-dmo policy needs {', '.join(f'{m}=<...>' for m in missing)}: the world model checkpoint "
-                                   "(mbdpo-dmo world_model), the reward checkpoint (mbdpo-dmo reward) and the play dataset.")
+            raise PlayDatasetError(
+                f"mbdpo-dmo policy needs {', '.join(f'{m}=<...>' for m in missing)}: the world model checkpoint "
+                "(mbdpo-dmo world_model), the reward checkpoint (mbdpo-dmo reward) and the play dataset."
+            )
         if cfg.forward not in FORWARDS:
             raise ValueError(f"forward must be one of {FORWARDS} (local: the 'No Diffusion' ablation), got {cfg.forward!r}.")
-        for name in ("iterations", "num_envs", "horizon", "episode_steps", "batch_size", "eval_freq", "eval_episodes", "eval_steps",
-                     "checkpoint_freq"):
+        for name in (
+            "iterations",
+            "num_envs",
+            "horizon",
+            "episode_steps",
+            "batch_size",
+            "eval_freq",
+            "eval_episodes",
+            "eval_steps",
+            "checkpoint_freq",
+        ):
             if getattr(cfg, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}.")
 
@@ -207,8 +235,15 @@ class PixelDMOTrainer:
         start = self.dataset.rows["pixels"][self.dataset.episode_start[self.dataset.rows["episode"][rows]]]
         reward = self.reward_fn(TensorDict({"pixels": w["target"], "start_pixels": start}, batch_size=[n]))
         next_frames = torch.cat([w["frames"][:, 1:], w["target"][:, None]], 1)
-        return TensorDict({"observation": w["frames"].flatten(1, 2), "action": w["actions"][:, -1],
-                           "next_observation": next_frames.flatten(1, 2), "reward": reward}, batch_size=[n]).to(self.cfg.device)
+        return TensorDict(
+            {
+                "observation": w["frames"].flatten(1, 2),
+                "action": w["actions"][:, -1],
+                "next_observation": next_frames.flatten(1, 2),
+                "reward": reward,
+            },
+            batch_size=[n],
+        ).to(self.cfg.device)
 
     def _step(self, name: str, loss: torch.Tensor, clip: float | None) -> bool:
         optim = self.optimizers[name]
@@ -250,10 +285,16 @@ class PixelDMOTrainer:
             obs0 = self.sampler(cfg.num_envs)["frames"][:, -OBSERVATION_FRAMES:].flatten(1, 2).to(cfg.device)
             with torch.no_grad():
                 z0 = wm.encode_obs(obs0)
-            out = decoupled_rollout(z0, self.loss.policy, None, encode=wm.encode_obs,
-                                    local_next=lambda z, a: _detached_call(wm.dynamics.module, z, a),
-                                    local_reward=lambda z, a: wm.decode_reward(_detached_call(wm.reward_head.module, z, a)),
-                                    horizon=cfg.horizon, decoupled=False)
+            out = decoupled_rollout(
+                z0,
+                self.loss.policy,
+                None,
+                encode=wm.encode_obs,
+                local_next=lambda z, a: _detached_call(wm.dynamics.module, z, a),
+                local_reward=lambda z, a: wm.decode_reward(_detached_call(wm.reward_head.module, z, a)),
+                horizon=cfg.horizon,
+                decoupled=False,
+            )
             td = self.loss.rollout_to_tensordict(out)
         self.model_steps += cfg.num_envs * cfg.horizon
         return td
@@ -273,40 +314,73 @@ class PixelDMOTrainer:
         local = []
         k = loss.tensor_keys
         if k.observation in td.keys(True) and k.global_reward in td.keys(True):  # the diffusion env's transitions
-            global_batch = TensorDict({"observation": td[k.observation].flatten(0, 1), "action": td[k.action].flatten(0, 1),
-                                       "next_observation": td[k.next_observation].flatten(0, 1),
-                                       "reward": td[k.global_reward].flatten(0, 1)}, batch_size=[td.numel()])
+            global_batch = TensorDict(
+                {
+                    "observation": td[k.observation].flatten(0, 1),
+                    "action": td[k.action].flatten(0, 1),
+                    "next_observation": td[k.next_observation].flatten(0, 1),
+                    "reward": td[k.global_reward].flatten(0, 1),
+                },
+                batch_size=[td.numel()],
+            )
             local.append(self.local_model_step(global_batch))
         for _ in range(cfg.local_model_updates):
             local.append(self.local_model_step(self._play_batch(cfg.batch_size)))
         self.iteration += 1
-        return {"loss_actor": actor_loss.item(), "loss_critic": critic_loss.item(), "alpha": loss.alpha.item(),
-                "rollout_reward": td["next", "reward"].mean().item(), "loss_local_model": sum(local) / max(len(local), 1)}
+        return {
+            "loss_actor": actor_loss.item(),
+            "loss_critic": critic_loss.item(),
+            "alpha": loss.alpha.item(),
+            "rollout_reward": td["next", "reward"].mean().item(),
+            "loss_local_model": sum(local) / max(len(local), 1),
+        }
 
     # ------------------------------------------------------------------ evaluation on the real env
     def evaluate_real(self) -> dict:
         from ..trainers.dmo import DMOPolicy
 
         policy = TensorDictModule(DMOPolicy(self.loss, deterministic=True), in_keys=["observation"], out_keys=["action"])
-        return evaluate_on_pusht(policy, image_size=self.global_world_model.cfg.image_size, seed=self.cfg.seed, step=self.iteration,
-                                 episodes=self.cfg.eval_episodes, steps=self.cfg.eval_steps, device=self.cfg.device)
+        return evaluate_on_pusht(
+            policy,
+            image_size=self.global_world_model.cfg.image_size,
+            seed=self.cfg.seed,
+            step=self.iteration,
+            episodes=self.cfg.eval_episodes,
+            steps=self.cfg.eval_steps,
+            device=self.cfg.device,
+        )
 
     def _eval_row(self, seconds: float) -> dict:
         result = self.evaluate_real()
-        row = {"iteration": self.iteration, "world_model_samples": self.world_model_samples, "model_steps": self.model_steps,
-               "seconds": f"{seconds:.1f}", "success_rate": f"{result['success_rate']:.3f}", "mean_return": f"{result['mean_return']:.3f}",
-               "rollout_reward": f"{self.last_metrics.get('rollout_reward', float('nan')):.4f}"}
+        row = {
+            "iteration": self.iteration,
+            "world_model_samples": self.world_model_samples,
+            "model_steps": self.model_steps,
+            "seconds": f"{seconds:.1f}",
+            "success_rate": f"{result['success_rate']:.3f}",
+            "mean_return": f"{result['mean_return']:.3f}",
+            "rollout_reward": f"{self.last_metrics.get('rollout_reward', float('nan')):.4f}",
+        }
         self.log.append(row)
         self.last_eval = row
         return row
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self, seconds: float) -> dict:
-        return {"kind": CHECKPOINT_KIND, "loss": self.loss.state_dict(),
-                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-                "iteration": self.iteration, "world_model_samples": self.world_model_samples, "model_steps": self.model_steps,
-                "pretrained": self.pretrained, "seconds": seconds, "generator": self.generator.get_state(), "config": asdict(self.cfg),
-                "local_model_config": self.local_model.cfg.to_dict(), "reward_kind": self.reward_kind}
+        return {
+            "kind": CHECKPOINT_KIND,
+            "loss": self.loss.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "iteration": self.iteration,
+            "world_model_samples": self.world_model_samples,
+            "model_steps": self.model_steps,
+            "pretrained": self.pretrained,
+            "seconds": seconds,
+            "generator": self.generator.get_state(),
+            "config": asdict(self.cfg),
+            "local_model_config": self.local_model.cfg.to_dict(),
+            "reward_kind": self.reward_kind,
+        }
 
     def save(self, seconds: float) -> Path:
         from ..trainers.checkpoint import save_checkpoint
@@ -345,8 +419,12 @@ class PixelDMOTrainer:
                 self.pretrain()
             if self.iteration == 0 and not self.log.rows():
                 self._eval_row(clock())
-            with tqdm(total=cfg.iterations, initial=min(self.iteration, cfg.iterations), desc=f"dmo ({cfg.forward} forward)",
-                      disable=not cfg.progress) as bar:
+            with tqdm(
+                total=cfg.iterations,
+                initial=min(self.iteration, cfg.iterations),
+                desc=f"dmo ({cfg.forward} forward)",
+                disable=not cfg.progress,
+            ) as bar:
                 while self.iteration < cfg.iterations:
                     if self._signal is not None:
                         self.stop_message = f"stopped by signal {self._signal} at iteration {self.iteration}; resume with resume=true"

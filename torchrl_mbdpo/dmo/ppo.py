@@ -10,6 +10,7 @@ on its own conv net. Evaluation on the real Push-T env with the deterministic po
 (:func:`~torchrl_mbdpo.dmo.policy_training.evaluate_on_pusht`, same seeds); ``eval.csv`` has DMO's columns, so the
 comparison reads both alike. Checkpoints and ``resume=true`` as DMO's (the imagined episodes restart).
 """
+
 from __future__ import annotations
 
 import signal
@@ -71,8 +72,15 @@ class _ConvTrunk(nn.Module):
 
     def __init__(self, in_channels: int, image_size: int, hidden: int):
         super().__init__()
-        self.convs = nn.Sequential(nn.Conv2d(in_channels, 32, 8, stride=4), nn.ReLU(), nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
-                                   nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(), nn.Flatten())
+        self.convs = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 8, stride=4),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
         with torch.no_grad():
             width = self.convs(torch.zeros(1, in_channels, image_size, image_size)).shape[-1]
         self.head = nn.Sequential(nn.Linear(width, hidden), nn.ReLU())
@@ -120,32 +128,59 @@ class PPOTrainer:
         self.world_model, _ = load_world_model(cfg.world_model)
         size, k = self.world_model.cfg.image_size, self.world_model.cfg.context
         if k < OBSERVATION_FRAMES:
-            raise ValueError(f"PPO reads the last {OBSERVATION_FRAMES} frames: the world model's context must be >= {OBSERVATION_FRAMES}, "
-                             f"{cfg.world_model} has {k}.")
+            raise ValueError(
+                f"PPO reads the last {OBSERVATION_FRAMES} frames: the world model's context must be >= {OBSERVATION_FRAMES}, "
+                f"{cfg.world_model} has {k}."
+            )
         self.dataset = load_play_dataset(cfg.data, image_size=size)
         self.reward_fn, reward_state = load_frame_reward(cfg.reward, image_size=size)
         self.reward_kind = reward_state["model_config"]["kind"]
         if cfg.reward_normalization:
-            self.reward_fn.shift, self.reward_fn.scale = play_reward_stats(self.reward_fn, self.dataset, 1024,
-                                                                           torch.Generator().manual_seed(cfg.seed + 1))
+            self.reward_fn.shift, self.reward_fn.scale = play_reward_stats(
+                self.reward_fn, self.dataset, 1024, torch.Generator().manual_seed(cfg.seed + 1)
+            )
         self.sampler = play_data_start_sampler(self.dataset, k, generator=torch.Generator().manual_seed(cfg.seed + 3))
-        self.env = DiffusionWorldModelEnv(self.world_model, self.sampler, batch_size=cfg.num_envs, max_episode_steps=cfg.episode_steps,
-                                          reward_fn=self.reward_fn, observation_frames=OBSERVATION_FRAMES, device=cfg.device)
+        self.env = DiffusionWorldModelEnv(
+            self.world_model,
+            self.sampler,
+            batch_size=cfg.num_envs,
+            max_episode_steps=cfg.episode_steps,
+            reward_fn=self.reward_fn,
+            observation_frames=OBSERVATION_FRAMES,
+            device=cfg.device,
+        )
         A = self.world_model.cfg.action_dim
         trunk = _conv_trunk(3 * OBSERVATION_FRAMES, size, cfg.hidden)
         actor_net = nn.Sequential(trunk, nn.Linear(cfg.hidden, 2 * A), NormalParamExtractor())
-        self.actor = ProbabilisticActor(TensorDictModule(actor_net, in_keys=["observation"], out_keys=["loc", "scale"]),
-                                        in_keys=["loc", "scale"], spec=self.env.action_spec, distribution_class=TanhNormal,
-                                        distribution_kwargs={"low": -1.0, "high": 1.0}, return_log_prob=True).to(cfg.device)
+        self.actor = ProbabilisticActor(
+            TensorDictModule(actor_net, in_keys=["observation"], out_keys=["loc", "scale"]),
+            in_keys=["loc", "scale"],
+            spec=self.env.action_spec,
+            distribution_class=TanhNormal,
+            distribution_kwargs={"low": -1.0, "high": 1.0},
+            return_log_prob=True,
+        ).to(cfg.device)
         critic_net = nn.Sequential(_conv_trunk(3 * OBSERVATION_FRAMES, size, cfg.hidden), nn.Linear(cfg.hidden, 1))
         self.critic = ValueOperator(critic_net, in_keys=["observation"]).to(cfg.device)
         self.advantage = GAE(gamma=cfg.gamma, lmbda=cfg.lmbda, value_network=self.critic, average_gae=True)
-        self.loss = ClipPPOLoss(self.actor, self.critic, clip_epsilon=cfg.clip_epsilon, entropy_coeff=cfg.entropy_coef,
-                                critic_coeff=cfg.critic_coef, normalize_advantage=True)
+        self.loss = ClipPPOLoss(
+            self.actor,
+            self.critic,
+            clip_epsilon=cfg.clip_epsilon,
+            entropy_coeff=cfg.entropy_coef,
+            critic_coeff=cfg.critic_coef,
+            normalize_advantage=True,
+        )
         self.optimizer = torch.optim.Adam(self.loss.parameters(), lr=cfg.lr)
         self.frames_per_batch = cfg.num_envs * cfg.rollout_steps
-        self.collector = Collector(self.env, self.actor, frames_per_batch=self.frames_per_batch, total_frames=-1, device=cfg.device,
-                                   auto_register_policy_transforms=False)
+        self.collector = Collector(
+            self.env,
+            self.actor,
+            frames_per_batch=self.frames_per_batch,
+            total_frames=-1,
+            device=cfg.device,
+            auto_register_policy_transforms=False,
+        )
         self._batches = iter(self.collector)
         self.generator = torch.Generator().manual_seed(cfg.seed + 2)
         self.work_dir = Path(cfg.work_dir or Path("runs") / "dmo_pixel" / "ppo" / f"seed{cfg.seed}")
@@ -169,10 +204,22 @@ class PPOTrainer:
 
         missing = [name for name in ("world_model", "reward", "data") if not getattr(cfg, name)]
         if missing:
-            raise PlayDatasetError(f"mbdpo-dmo ppo needs {', '.join(f'{m}=<...>' for m in missing)}: the world model checkpoint "
-                                   "(mbdpo-dmo world_model), the reward checkpoint (mbdpo-dmo reward) and the play dataset.")
-        for name in ("iterations", "num_envs", "rollout_steps", "episode_steps", "ppo_epochs", "minibatch_size", "eval_freq",
-                     "eval_episodes", "eval_steps", "checkpoint_freq"):
+            raise PlayDatasetError(
+                f"mbdpo-dmo ppo needs {', '.join(f'{m}=<...>' for m in missing)}: the world model checkpoint "
+                "(mbdpo-dmo world_model), the reward checkpoint (mbdpo-dmo reward) and the play dataset."
+            )
+        for name in (
+            "iterations",
+            "num_envs",
+            "rollout_steps",
+            "episode_steps",
+            "ppo_epochs",
+            "minibatch_size",
+            "eval_freq",
+            "eval_episodes",
+            "eval_steps",
+            "checkpoint_freq",
+        ):
             if getattr(cfg, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}.")
 
@@ -188,7 +235,7 @@ class PPOTrainer:
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(n, generator=self.generator)
             for start in range(0, n, cfg.minibatch_size):
-                out = self.loss(flat[order[start: start + cfg.minibatch_size]])
+                out = self.loss(flat[order[start : start + cfg.minibatch_size]])
                 loss = out["loss_objective"] + out["loss_critic"] + out["loss_entropy"]
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -199,20 +246,39 @@ class PPOTrainer:
         return {"loss": sum(losses) / len(losses), "rollout_reward": batch["next", "reward"].mean().item()}
 
     def _eval_row(self, seconds: float) -> dict:
-        result = evaluate_on_pusht(self.actor, image_size=self.world_model.cfg.image_size, seed=self.cfg.seed, step=self.iteration,
-                                   episodes=self.cfg.eval_episodes, steps=self.cfg.eval_steps, device=self.cfg.device)
-        row = {"iteration": self.iteration, "world_model_samples": self.world_model_samples, "model_steps": self.world_model_samples,
-               "seconds": f"{seconds:.1f}", "success_rate": f"{result['success_rate']:.3f}", "mean_return": f"{result['mean_return']:.3f}",
-               "rollout_reward": f"{self.last_metrics.get('rollout_reward', float('nan')):.4f}"}
+        result = evaluate_on_pusht(
+            self.actor,
+            image_size=self.world_model.cfg.image_size,
+            seed=self.cfg.seed,
+            step=self.iteration,
+            episodes=self.cfg.eval_episodes,
+            steps=self.cfg.eval_steps,
+            device=self.cfg.device,
+        )
+        row = {
+            "iteration": self.iteration,
+            "world_model_samples": self.world_model_samples,
+            "model_steps": self.world_model_samples,
+            "seconds": f"{seconds:.1f}",
+            "success_rate": f"{result['success_rate']:.3f}",
+            "mean_return": f"{result['mean_return']:.3f}",
+            "rollout_reward": f"{self.last_metrics.get('rollout_reward', float('nan')):.4f}",
+        }
         self.log.append(row)
         self.last_eval = row
         return row
 
     def state_dict(self, seconds: float) -> dict:
-        return {"kind": CHECKPOINT_KIND, "loss": self.loss.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "iteration": self.iteration,
-                "world_model_samples": self.world_model_samples, "seconds": seconds, "generator": self.generator.get_state(),
-                "config": asdict(self.cfg)}
+        return {
+            "kind": CHECKPOINT_KIND,
+            "loss": self.loss.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "iteration": self.iteration,
+            "world_model_samples": self.world_model_samples,
+            "seconds": seconds,
+            "generator": self.generator.get_state(),
+            "config": asdict(self.cfg),
+        }
 
     def save(self, seconds: float) -> Path:
         from ..trainers.checkpoint import save_checkpoint

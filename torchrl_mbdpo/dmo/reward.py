@@ -15,6 +15,7 @@ between them is which checkpoint is loaded). Held-out columns of ``loss.csv``: t
 (energy) and the correlation of the score with the real env's reward on held-out frames (both kinds; the
 energy with the Push-T goal frame), which says how well each one ranks real progress.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
@@ -26,8 +27,16 @@ from torch import nn
 from ..modules.functional import bradley_terry_loss, frames_to_unit
 from .offline_run import OfflineRun
 
-__all__ = ["REWARD_KINDS", "RewardConfig", "FrameScorer", "FrameReward", "RewardTrainConfig", "RewardTrainer", "train_reward",
-           "load_frame_reward"]
+__all__ = [
+    "REWARD_KINDS",
+    "RewardConfig",
+    "FrameScorer",
+    "FrameReward",
+    "RewardTrainConfig",
+    "RewardTrainer",
+    "train_reward",
+    "load_frame_reward",
+]
 
 REWARD_KINDS = ("energy", "env")
 CHECKPOINT_KIND = "dmo_reward"
@@ -68,8 +77,11 @@ def _check_architecture(saved: RewardConfig, requested: RewardConfig, where) -> 
     a, b = saved.to_dict(), requested.to_dict()
     diffs = [f"{k}: checkpoint has {a[k]!r}, requested {b[k]!r}" for k in ARCHITECTURE_FIELDS if a[k] != b[k]]
     if diffs:
-        raise ArchitectureError(f"The reward checkpoint {where} has another architecture:\n  " + "\n  ".join(diffs)
-                                + "\nDrop the conflicting overrides, or train a new reward in another work_dir.")
+        raise ArchitectureError(
+            f"The reward checkpoint {where} has another architecture:\n  "
+            + "\n  ".join(diffs)
+            + "\nDrop the conflicting overrides, or train a new reward in another work_dir."
+        )
 
 
 class FrameScorer(nn.Module):
@@ -212,8 +224,11 @@ class RewardTrainer(OfflineRun):
         corr = torch.corrcoef(torch.stack([score, reward]))[0, 1] if reward.std() > 0 and score.std() > 0 else torch.tensor(float("nan"))
         if self.cfg.kind == "energy":
             loss, accuracy = self._energy_loss(self.held_out_pairs)
-            return {"held_out_loss": f"{float(loss):.6f}", "held_out_accuracy": f"{float(accuracy):.4f}",
-                    "env_reward_corr": f"{float(corr):.4f}"}
+            return {
+                "held_out_loss": f"{float(loss):.6f}",
+                "held_out_accuracy": f"{float(accuracy):.4f}",
+                "env_reward_corr": f"{float(corr):.4f}",
+            }
         return {"held_out_loss": f"{float((score - reward).pow(2).mean()):.6f}", "env_reward_corr": f"{float(corr):.4f}"}
 
 
@@ -231,12 +246,15 @@ def load_frame_reward(path, *, image_size: int | None = None, goal: torch.Tensor
 
     state = load_checkpoint(path)
     if state.get("kind") != CHECKPOINT_KIND:
-        raise CheckpointError(f"{path} is not a reward checkpoint (kind={state.get('kind')!r}); "
-                              "train one with mbdpo-dmo reward data=<dir>.")
+        raise CheckpointError(
+            f"{path} is not a reward checkpoint (kind={state.get('kind')!r}); train one with mbdpo-dmo reward data=<dir>."
+        )
     cfg = RewardConfig.from_dict(state["model_config"])
     if image_size is not None and cfg.image_size != int(image_size):
-        raise ArchitectureError(f"The reward checkpoint {path} scores {cfg.image_size}x{cfg.image_size} frames, the world model makes "
-                                f"{image_size}x{image_size}: train the reward on a dataset of the world model's image size.")
+        raise ArchitectureError(
+            f"The reward checkpoint {path} scores {cfg.image_size}x{cfg.image_size} frames, the world model makes "
+            f"{image_size}x{image_size}: train the reward on a dataset of the world model's image size."
+        )
     scorer = FrameScorer(cfg)
     scorer.load_state_dict(state["model"])
     if cfg.kind == "energy" and goal is None:

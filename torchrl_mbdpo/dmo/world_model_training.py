@@ -14,6 +14,7 @@ Resume: ``resume=true`` continues a run from its checkpoint (architecture and da
 back to it) and ends bitwise equal to an uninterrupted run on CPU; ``updates`` may be raised to train on.
 SIGTERM/SIGINT finish the current update, write the checkpoint and exit with 128 + signal.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,9 +65,16 @@ class WorldModelTrainConfig:
     progress: bool = True
 
     def diffusion_config(self, image_size: int, action_dim: int = 2) -> DiffusionConfig:
-        return DiffusionConfig(image_size=image_size, context=self.context, action_dim=action_dim, channels=tuple(self.channels),
-                               layers_per_block=self.layers_per_block, attention=self.attention, norm_groups=self.norm_groups,
-                               num_steps=self.num_steps)
+        return DiffusionConfig(
+            image_size=image_size,
+            context=self.context,
+            action_dim=action_dim,
+            channels=tuple(self.channels),
+            layers_per_block=self.layers_per_block,
+            attention=self.attention,
+            norm_groups=self.norm_groups,
+            num_steps=self.num_steps,
+        )
 
 
 def write_frames_picture(model: DiffusionWorldModel, episode, path, *, every: int = 5, steps: int = 50, seed: int = 0) -> dict:
@@ -148,8 +156,14 @@ class WorldModelTrainer(OfflineRun):
     def finish(self) -> None:
         """``frames.png`` and ``frames.json`` beside the checkpoint."""
         episode = int(self.eval_episodes[0])
-        self.frames = write_frames_picture(self.model, self.dataset.episode(episode), self.checkpoint_path.parent / "frames.png",
-                                           every=self.cfg.frames_every, steps=self.cfg.frames_steps, seed=self.cfg.seed)
+        self.frames = write_frames_picture(
+            self.model,
+            self.dataset.episode(episode),
+            self.checkpoint_path.parent / "frames.png",
+            every=self.cfg.frames_every,
+            steps=self.cfg.frames_steps,
+            seed=self.cfg.seed,
+        )
         (self.checkpoint_path.parent / "frames.json").write_text(json.dumps({"episode": episode, "update": self.update, **self.frames}))
 
 
@@ -167,8 +181,10 @@ def load_world_model(path, *, expect: DiffusionConfig | None = None, map_locatio
 
     state = load_checkpoint(path, map_location=map_location)
     if state.get("kind") != CHECKPOINT_KIND:
-        raise CheckpointError(f"{path} is not a diffusion world model checkpoint (kind={state.get('kind')!r}); "
-                              "train one with mbdpo-dmo world_model data=<play dataset>.")
+        raise CheckpointError(
+            f"{path} is not a diffusion world model checkpoint (kind={state.get('kind')!r}); "
+            "train one with mbdpo-dmo world_model data=<play dataset>."
+        )
     saved = DiffusionConfig.from_dict(state["model_config"])
     if expect is not None:
         check_architecture(saved, expect, path)
@@ -178,4 +194,3 @@ def load_world_model(path, *, expect: DiffusionConfig | None = None, map_locatio
     except RuntimeError as err:
         raise ArchitectureError(f"{path}: the weights do not fit its own architecture ({err}).") from err
     return model.eval(), state
-

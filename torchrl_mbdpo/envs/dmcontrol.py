@@ -1,4 +1,5 @@
 """DeepMind Control Suite tasks under TD-MPC2's names (``cheetah-run``, ``cup-catch``, ...)."""
+
 from dm_control import suite
 from torchrl.envs.libs.dm_control import DMControlWrapper
 
@@ -56,5 +57,4 @@ def make_dmc_env(name: str, *, seed: int, device="cpu", pixels: bool = False) ->
     dm_env.physics.model.vis.quality.shadowsize = 0
     camera = 2 if domain == "quadruped" else 0
     render = {"width": PIXEL_SIZE, "height": PIXEL_SIZE, "camera_id": camera}
-    return DMControlWrapper(dm_env, from_pixels=True, pixels_only=True, render_kwargs=render,
-                            frame_skip=DMC_ACTION_REPEAT, device=device)
+    return DMControlWrapper(dm_env, from_pixels=True, pixels_only=True, render_kwargs=render, frame_skip=DMC_ACTION_REPEAT, device=device)

@@ -4,6 +4,7 @@ Every env has a flat float32 ``"observation"``, a ``Bounded`` [-1, 1] float32 ``
 float32 reward summed over the action repeat, ``done``/``terminated``/``truncated`` where the time
 limit only ever sets ``truncated``, ``step_count``, ``is_init`` and ``episode_reward``.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -70,7 +71,7 @@ def available_tasks() -> list[str]:
 def task_spec(task: str) -> TaskSpec:
     """The TaskSpec of a task name; raises ValueError, with close matches, for unknown names."""
     if task.startswith(GYM_PREFIX):
-        env_id = task[len(GYM_PREFIX):]
+        env_id = task[len(GYM_PREFIX) :]
         try:
             registered = gymnasium.spec(env_id)
         except gymnasium.error.Error as err:
@@ -133,9 +134,7 @@ def make_env(task, *, seed: int = 0, num_envs: int = 1, device="cpu", parallel: 
         spec = env.task_spec
     else:
         if isinstance(task, EnvBase):
-            raise ValueError(
-                "num_envs > 1 needs a task name or a zero-arg env factory: an env instance cannot be copied."
-            )
+            raise ValueError("num_envs > 1 needs a task name or a zero-arg env factory: an env instance cannot be copied.")
         factories = [partial(standardized_env, task, seed=seed + i, device=device, obs=obs) for i in range(num_envs)]
         env = (ParallelEnv if parallel else SerialEnv)(num_envs, factories, device=device)
         spec = spec_of(task)
@@ -147,7 +146,7 @@ def make_env(task, *, seed: int = 0, num_envs: int = 1, device="cpu", parallel: 
 def observation_size(env: EnvBase) -> int:
     """The world model's ``obs_dim`` for an env from :func:`make_env`: the length of the flat observation,
     or the number of channels of stacked frames (``obs="rgb"``)."""
-    shape = env.observation_spec["observation"].shape[len(env.batch_size):]
+    shape = env.observation_spec["observation"].shape[len(env.batch_size) :]
     return shape[0] if len(shape) == 3 else shape[-1]
 
 
@@ -171,7 +170,7 @@ def _make_base_env(task, *, seed: int, device) -> tuple[EnvBase, TaskSpec]:
         spec = task_spec(task)
         if spec.name.startswith(GYM_PREFIX):
             with set_gym_backend("gymnasium"):
-                return GymEnv(spec.name[len(GYM_PREFIX):], device=device), spec
+                return GymEnv(spec.name[len(GYM_PREFIX) :], device=device), spec
         suite = suite_of(spec.name)
         if suite is not None:
             return suite.make(spec.name, seed=seed, device=device), spec
@@ -212,9 +211,11 @@ def _standardizing_transforms(env: EnvBase, pixels: bool = False) -> list:
     with ``pixels``, stack the last frames of ``"pixels"`` as uint8 CHW), and rescale actions so the
     policy always sees [-1, 1]."""
     if pixels:
-        transforms = [PermuteTransform((-1, -3, -2), in_keys=["pixels"]),  # HWC -> CHW
-                      CatFrames(N=FRAME_STACK, dim=-3, in_keys=["pixels"]),
-                      RenameTransform(["pixels"], ["observation"])]
+        transforms = [
+            PermuteTransform((-1, -3, -2), in_keys=["pixels"]),  # HWC -> CHW
+            CatFrames(N=FRAME_STACK, dim=-3, in_keys=["pixels"]),
+            RenameTransform(["pixels"], ["observation"]),
+        ]
     else:
         batch_dims = len(env.batch_size)
         obs_keys = [key for key in env.observation_spec.keys(True, True) if key != "success"]  # success is not an input

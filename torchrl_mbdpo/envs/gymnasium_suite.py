@@ -1,5 +1,6 @@
 """What the Gymnasium-based suites (MetaWorld, MyoSuite) share: TD-MPC2's action repeat, success flag and
 never-ending episodes, and the wrapping of one of their envs as a base torchrl env (see ``suite.py``)."""
+
 from __future__ import annotations
 
 import gymnasium
@@ -45,12 +46,9 @@ class GymnasiumSuite(Suite):
             self.import_package()
         except ImportError as err:
             raise SuiteUnavailableError(
-                f"Task {task!r} needs {self.name}, which could not be imported ({err}). Install it with: "
-                f"{self.install_hint}"
+                f"Task {task!r} needs {self.name}, which could not be imported ({err}). Install it with: {self.install_hint}"
             ) from err
-        gym_env = RepeatActionReportSuccess(
-            self.make_gymnasium_env(self.task_ids[task], seed=seed), self.action_repeat, self.success_key
-        )
+        gym_env = RepeatActionReportSuccess(self.make_gymnasium_env(self.task_ids[task], seed=seed), self.action_repeat, self.success_key)
         with set_gym_backend("gymnasium"):
             env = GymWrapper(gym_env, device=device)
         success_spec = Categorical(2, shape=(1,), dtype=torch.bool, device=device)

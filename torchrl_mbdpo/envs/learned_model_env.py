@@ -13,6 +13,7 @@ Any code that drives a TorchRL env drives this one, e.g.
 :class:`~torchrl_mbdpo.modules.decoupled.EnvGlobalModel` (``step_and_maybe_reset``), ``env.rollout``, or
 ``check_env_specs``. Nothing here imports the trainers or objectives.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -86,8 +87,13 @@ class ObservationModel(nn.Module):
     def loss(self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:
         """MSE of the normalised ``(delta obs, reward)`` predictions (every dim weighted alike)."""
         out = self._normalised_prediction(obs, action.detach())
-        target = torch.cat([(next_obs - obs - self.delta_mean) / self.delta_std,
-                            (reward.reshape(*obs.shape[:-1], 1) - self.reward_mean) / self.reward_std], -1)
+        target = torch.cat(
+            [
+                (next_obs - obs - self.delta_mean) / self.delta_std,
+                (reward.reshape(*obs.shape[:-1], 1) - self.reward_mean) / self.reward_std,
+            ],
+            -1,
+        )
         return (out - target.detach()).pow(2).mean()
 
 
@@ -133,7 +139,8 @@ class LearnedGlobalEnv(EnvBase):
         self.observation_spec = Composite(
             observation=Unbounded((*B, obs_dim), dtype=torch.float32, device=self.device),
             step_count=Bounded(0, self.max_episode_steps, (*B, 1), dtype=torch.int64, device=self.device),
-            shape=B, device=self.device,
+            shape=B,
+            device=self.device,
         )
         self.action_spec = Bounded(-1.0, 1.0, (*B, action_dim), dtype=torch.float32, device=self.device)
         self.reward_spec = Unbounded((*B, 1), dtype=torch.float32, device=self.device)
@@ -141,7 +148,8 @@ class LearnedGlobalEnv(EnvBase):
             done=Categorical(2, (*B, 1), dtype=torch.bool, device=self.device),
             terminated=Categorical(2, (*B, 1), dtype=torch.bool, device=self.device),
             truncated=Categorical(2, (*B, 1), dtype=torch.bool, device=self.device),
-            shape=B, device=self.device,
+            shape=B,
+            device=self.device,
         )
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
@@ -152,9 +160,15 @@ class LearnedGlobalEnv(EnvBase):
             raise ValueError(f"LearnedGlobalEnv: reset_sampler({n}) returned shape {tuple(obs.shape)}, expected {(n, self.obs_dim)}.")
         false = torch.zeros(n, 1, dtype=torch.bool, device=self.device)
         return TensorDict(
-            {"observation": obs, "step_count": torch.zeros(n, 1, dtype=torch.int64, device=self.device),
-             "done": false, "terminated": false.clone(), "truncated": false.clone()},
-            batch_size=self.batch_size, device=self.device,
+            {
+                "observation": obs,
+                "step_count": torch.zeros(n, 1, dtype=torch.int64, device=self.device),
+                "done": false,
+                "terminated": false.clone(),
+                "truncated": false.clone(),
+            },
+            batch_size=self.batch_size,
+            device=self.device,
         )
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
@@ -165,10 +179,16 @@ class LearnedGlobalEnv(EnvBase):
         step_count = tensordict.get("step_count") + 1
         truncated = step_count >= self.max_episode_steps
         return TensorDict(
-            {"observation": next_obs.to(torch.float32), "step_count": step_count,
-             "reward": reward.reshape(*self.batch_size, 1).to(torch.float32),
-             "done": truncated.clone(), "terminated": torch.zeros_like(truncated), "truncated": truncated},
-            batch_size=self.batch_size, device=self.device,
+            {
+                "observation": next_obs.to(torch.float32),
+                "step_count": step_count,
+                "reward": reward.reshape(*self.batch_size, 1).to(torch.float32),
+                "done": truncated.clone(),
+                "terminated": torch.zeros_like(truncated),
+                "truncated": truncated,
+            },
+            batch_size=self.batch_size,
+            device=self.device,
         )
 
     def _set_seed(self, seed: int | None) -> None:

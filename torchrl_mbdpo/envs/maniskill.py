@@ -41,6 +41,7 @@ and ``mani_skill`` itself; without them the tasks stay listed and ``make`` raise
 :class:`SuiteUnavailableError` with the install commands. Asset-based tasks raise it too, with the
 download command, before ManiSkill could ask on stdin whether to download them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -94,8 +95,7 @@ def check_maniskill_available() -> None:
         import sapien
     except ImportError as err:
         raise SuiteUnavailableError(
-            f"ManiSkill tasks need ManiSkill3 ({err}). Install it with: pip install -e '.[maniskill]'\n"
-            f"{VULKAN_INSTALL_HINT}"
+            f"ManiSkill tasks need ManiSkill3 ({err}). Install it with: pip install -e '.[maniskill]'\n{VULKAN_INSTALL_HINT}"
         ) from err
     try:
         devices = sapien.render.get_device_summary()
@@ -103,8 +103,7 @@ def check_maniskill_available() -> None:
         raise SuiteUnavailableError(f"ManiSkill3 found no Vulkan device ({err}).\n{VULKAN_INSTALL_HINT}") from err
     if "Supported: 1" not in devices:
         raise SuiteUnavailableError(
-            f"ManiSkill3 found no supported Vulkan device (older Mesa lavapipe is listed but unusable):\n"
-            f"{devices}\n{VULKAN_INSTALL_HINT}"
+            f"ManiSkill3 found no supported Vulkan device (older Mesa lavapipe is listed but unusable):\n{devices}\n{VULKAN_INSTALL_HINT}"
         )
 
 
@@ -116,8 +115,7 @@ def _check_assets(task: str, env_id: str) -> None:
 
     missing = []
     for asset_id in REGISTERED_ENVS[env_id].asset_download_ids:
-        sources = (assets.expand_data_group_into_individual_data_source_ids(asset_id)
-                   if asset_id in assets.DATA_GROUPS else [asset_id])
+        sources = assets.expand_data_group_into_individual_data_source_ids(asset_id) if asset_id in assets.DATA_GROUPS else [asset_id]
         if not all(assets.is_data_source_downloaded(source) for source in sources):
             missing.append(asset_id)
     if missing:
@@ -152,13 +150,14 @@ class ManiSkillEnv(EnvBase):
             device=self.device,
         )
         self.action_spec = Bounded(
-            torch.as_tensor(action_space.low), torch.as_tensor(action_space.high), action_space.shape,
-            dtype=torch.float32, device=self.device,
+            torch.as_tensor(action_space.low),
+            torch.as_tensor(action_space.high),
+            action_space.shape,
+            dtype=torch.float32,
+            device=self.device,
         )
         self.reward_spec = Unbounded((1,), dtype=torch.float32, device=self.device)
-        self.full_done_spec = Composite(
-            done=flag.clone(), terminated=flag.clone(), truncated=flag.clone(), device=self.device
-        )
+        self.full_done_spec = Composite(done=flag.clone(), terminated=flag.clone(), truncated=flag.clone(), device=self.device)
 
     def _set_seed(self, seed: int | None) -> None:
         self._episode_seeds = np.random.default_rng(seed)
@@ -170,9 +169,13 @@ class ManiSkillEnv(EnvBase):
         obs, info = self._env.reset(seed=int(self._episode_seeds.integers(2**31)))
         not_done = torch.zeros(1, dtype=torch.bool, device=self.device)
         return TensorDict(
-            observation=obs[0].to(self.device), success=info["success"].view(1).to(self.device),
-            done=not_done, terminated=not_done.clone(), truncated=not_done.clone(),
-            batch_size=[], device=self.device,
+            observation=obs[0].to(self.device),
+            success=info["success"].view(1).to(self.device),
+            done=not_done,
+            terminated=not_done.clone(),
+            truncated=not_done.clone(),
+            batch_size=[],
+            device=self.device,
         )
 
     def _step(self, tensordict: TensorDict) -> TensorDict:
@@ -185,10 +188,14 @@ class ManiSkillEnv(EnvBase):
                 break
         terminated = terminated.view(1).to(self.device)
         return TensorDict(
-            observation=obs[0].to(self.device), reward=reward.to(self.device),
+            observation=obs[0].to(self.device),
+            reward=reward.to(self.device),
             success=info["success"].view(1).to(self.device),
-            done=terminated.clone(), terminated=terminated, truncated=torch.zeros_like(terminated),
-            batch_size=[], device=self.device,
+            done=terminated.clone(),
+            terminated=terminated,
+            truncated=torch.zeros_like(terminated),
+            batch_size=[],
+            device=self.device,
         )
 
     def close(self, *, raise_if_closed: bool = True) -> None:
@@ -230,8 +237,13 @@ class ManiSkillSuite(Suite):
         _check_assets(task, spec.env_id)
         # The registry's EnvSpec builds the bare env: gym.make would add ManiSkill's own time limit.
         make_maniskill_env = partial(
-            REGISTERED_ENVS[spec.env_id].make, num_envs=1, obs_mode="state", control_mode=spec.control_mode,
-            robot_uids=spec.robot, sim_backend="physx_cpu", render_backend="sapien_cpu",
+            REGISTERED_ENVS[spec.env_id].make,
+            num_envs=1,
+            obs_mode="state",
+            control_mode=spec.control_mode,
+            robot_uids=spec.robot,
+            sim_backend="physx_cpu",
+            render_backend="sapien_cpu",
         )
         return ManiSkillEnv(make_maniskill_env, action_repeat=MANISKILL_ACTION_REPEAT, seed=seed, device=device)
 

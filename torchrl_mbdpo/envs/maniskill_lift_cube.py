@@ -10,6 +10,7 @@ PickCube-v1, the goal is moved above it, and ``evaluate`` replaces "cube within 
 by "cube lifted by 0.2 m". The dense reward stays PickCube-v1's (reach, grasp, move towards the goal,
 stay static, 5 on success), which with the goal above the cube rewards lifting it.
 """
+
 import torch
 from mani_skill.envs.tasks.tabletop.pick_cube import PickCubeEnv
 from mani_skill.utils.registration import register_env

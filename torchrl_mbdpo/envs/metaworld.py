@@ -5,6 +5,7 @@ action repeat 2, 100 agent steps per episode, success = ``info["success"]`` of t
 metaworld 3.1.1 pins ``mujoco==3.3.0``, which conflicts with dm_control; it is installed with
 ``--no-deps`` and runs on the project's MuJoCo once :func:`_patch_reset_mocap_welds` is applied.
 """
+
 from __future__ import annotations
 
 import sys
@@ -19,14 +20,56 @@ __all__ = ["MetaWorldSuite", "METAWORLD_TASKS"]
 
 # MetaWorld's v3 env names; TD-MPC2's task name is "mw-" + the name.
 _METAWORLD_NAMES = (
-    "assembly", "basketball", "bin-picking", "box-close", "button-press-topdown", "button-press-topdown-wall",
-    "button-press", "button-press-wall", "coffee-button", "coffee-pull", "coffee-push", "dial-turn", "disassemble",
-    "door-close", "door-lock", "door-open", "door-unlock", "hand-insert", "drawer-close", "drawer-open",
-    "faucet-open", "faucet-close", "hammer", "handle-press-side", "handle-press", "handle-pull-side", "handle-pull",
-    "lever-pull", "pick-place-wall", "pick-out-of-hole", "pick-place", "plate-slide", "plate-slide-side",
-    "plate-slide-back", "plate-slide-back-side", "peg-insert-side", "peg-unplug-side", "soccer", "stick-push",
-    "stick-pull", "push", "push-wall", "push-back", "reach", "reach-wall", "shelf-place", "sweep-into", "sweep",
-    "window-open", "window-close",
+    "assembly",
+    "basketball",
+    "bin-picking",
+    "box-close",
+    "button-press-topdown",
+    "button-press-topdown-wall",
+    "button-press",
+    "button-press-wall",
+    "coffee-button",
+    "coffee-pull",
+    "coffee-push",
+    "dial-turn",
+    "disassemble",
+    "door-close",
+    "door-lock",
+    "door-open",
+    "door-unlock",
+    "hand-insert",
+    "drawer-close",
+    "drawer-open",
+    "faucet-open",
+    "faucet-close",
+    "hammer",
+    "handle-press-side",
+    "handle-press",
+    "handle-pull-side",
+    "handle-pull",
+    "lever-pull",
+    "pick-place-wall",
+    "pick-out-of-hole",
+    "pick-place",
+    "plate-slide",
+    "plate-slide-side",
+    "plate-slide-back",
+    "plate-slide-back-side",
+    "peg-insert-side",
+    "peg-unplug-side",
+    "soccer",
+    "stick-push",
+    "stick-pull",
+    "push",
+    "push-wall",
+    "push-back",
+    "reach",
+    "reach-wall",
+    "shelf-place",
+    "sweep-into",
+    "sweep",
+    "window-open",
+    "window-close",
 )
 METAWORLD_TASKS = {f"mw-{name}": f"{name}-v3-goal-observable" for name in _METAWORLD_NAMES}
 

@@ -5,6 +5,7 @@ observation, an ``"action"`` of the set's largest action dim (the env only recei
 long ``"task"`` entry holding the task's index, written on reset and on every step. The transforms are
 named classes, not lambdas, so the envs can be pickled into ``ParallelEnv`` workers.
 """
+
 from __future__ import annotations
 
 import torch
@@ -40,12 +41,18 @@ class PadObservation(Transform):
         spec = observation_spec["observation"]
         extra = self.size - spec.shape[-1]
         if extra < 0:
-            raise ValueError(f"PadObservation({self.size}) cannot pad an observation of {spec.shape[-1]} dims: "
-                             f"pass a size >= {spec.shape[-1]}.")
+            raise ValueError(
+                f"PadObservation({self.size}) cannot pad an observation of {spec.shape[-1]} dims: pass a size >= {spec.shape[-1]}."
+            )
         shape = (*spec.shape[:-1], self.size)
         if isinstance(spec, Bounded):  # the padded entries are always 0, so [0, 0] bounds them exactly
-            padded = Bounded(low=F.pad(spec.space.low, (0, extra)), high=F.pad(spec.space.high, (0, extra)),
-                             shape=shape, dtype=spec.dtype, device=spec.device)
+            padded = Bounded(
+                low=F.pad(spec.space.low, (0, extra)),
+                high=F.pad(spec.space.high, (0, extra)),
+                shape=shape,
+                dtype=spec.dtype,
+                device=spec.device,
+            )
         else:
             padded = Unbounded(shape=shape, dtype=spec.dtype, device=spec.device)
         observation_spec["observation"] = padded
@@ -73,16 +80,14 @@ class PadAction(Transform):
         return self._env_dim
 
     def _inv_apply_transform(self, action: torch.Tensor) -> torch.Tensor:
-        return action[..., :self.env_dim]
+        return action[..., : self.env_dim]
 
     def transform_action_spec(self, action_spec: Composite) -> Composite:
         spec = action_spec["action"]
         self._env_dim = spec.shape[-1]
         if self._env_dim > self.size:
-            raise ValueError(f"PadAction({self.size}) cannot pad an action of {self._env_dim} dims: "
-                             f"pass a size >= {self._env_dim}.")
-        action_spec["action"] = Bounded(low=-1.0, high=1.0, shape=(*spec.shape[:-1], self.size),
-                                        dtype=spec.dtype, device=spec.device)
+            raise ValueError(f"PadAction({self.size}) cannot pad an action of {self._env_dim} dims: pass a size >= {self._env_dim}.")
+        action_spec["action"] = Bounded(low=-1.0, high=1.0, shape=(*spec.shape[:-1], self.size), dtype=spec.dtype, device=spec.device)
         return action_spec
 
 
@@ -96,8 +101,9 @@ class TaskPrimer(TensorDictPrimer):
         self.task_index = task_index
 
 
-def make_multitask_env(task, task_index: int, obs_size: int, action_size: int, *, seed: int = 0,
-                       num_envs: int = 1, device="cpu") -> TransformedEnv:
+def make_multitask_env(
+    task, task_index: int, obs_size: int, action_size: int, *, seed: int = 0, num_envs: int = 1, device="cpu"
+) -> TransformedEnv:
     """``make_env(task)`` padded to ``obs_size``/``action_size`` and tagged with ``"task"`` = ``task_index``.
 
     Besides ``env.task_spec``, the env carries ``task_index``, ``obs_dim`` and ``action_dim`` (the task's own,

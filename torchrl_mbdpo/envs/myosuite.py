@@ -3,6 +3,7 @@
 As in TD-MPC2: the ``-hard`` variants are MyoSuite's ``Random`` envs, the others its ``Fixed`` envs;
 100 agent steps per episode whatever the env registers, no action repeat, success = ``info["solved"]``.
 """
+
 from __future__ import annotations
 
 import gymnasium

@@ -20,6 +20,7 @@ block onto a green goal pose. :func:`make_pusht_env` builds it with
 the suite task ``pusht`` of :func:`~torchrl_mbdpo.envs.make_env` (state observations), so the state-based
 algorithms of this library run on it too.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,8 +44,16 @@ from torchrl.envs import (
 from .factory import TaskSpec
 from .suite import Suite, SuiteUnavailableError, register_suite
 
-__all__ = ["PUSHT_EPISODE_LENGTH", "PUSHT_GOAL", "PUSHT_INSTALL_HINT", "PushTSuite", "make_pusht_env", "pusht_goal_frame",
-           "action_to_position", "position_to_action"]
+__all__ = [
+    "PUSHT_EPISODE_LENGTH",
+    "PUSHT_GOAL",
+    "PUSHT_INSTALL_HINT",
+    "PushTSuite",
+    "make_pusht_env",
+    "pusht_goal_frame",
+    "action_to_position",
+    "position_to_action",
+]
 
 PUSHT_EPISODE_LENGTH = 300  # gym-pusht registers gym_pusht/PushT-v0 with max_episode_steps=300
 PUSHT_GOAL = (256.0, 256.0, np.pi / 4)  # the goal pose of the block (x, y, angle), fixed in gym-pusht
@@ -66,8 +75,9 @@ def _import_pusht():
     try:
         import gym_pusht.envs  # noqa: F401  (pymunk, pygame, shapely, opencv)
     except ImportError as err:
-        raise SuiteUnavailableError(f"Push-T needs gym-pusht, which could not be imported ({err}). Install it with: "
-                                    f"{PUSHT_INSTALL_HINT}") from err
+        raise SuiteUnavailableError(
+            f"Push-T needs gym-pusht, which could not be imported ({err}). Install it with: {PUSHT_INSTALL_HINT}"
+        ) from err
     return gym_pusht.envs
 
 
@@ -82,8 +92,12 @@ def _gym_env(image_size: int, pixels: bool):
         ``info["success"]`` of shape (1,) (its ``is_success``) and ``info["coverage"]``; no time limit."""
 
         def __init__(self):
-            inner = envs.PushTEnv(obs_type="pixels_agent_pos" if pixels else "state", render_mode="rgb_array",
-                                  observation_width=image_size, observation_height=image_size)
+            inner = envs.PushTEnv(
+                obs_type="pixels_agent_pos" if pixels else "state",
+                render_mode="rgb_array",
+                observation_width=image_size,
+                observation_height=image_size,
+            )
             super().__init__(inner)
             spaces = {"state": gymnasium.spaces.Box(0.0, WORKSPACE, (5,), np.float32)}
             if pixels:
@@ -119,8 +133,15 @@ def _base_env(*, image_size: int, pixels: bool, coverage: bool = True, device="c
     return env.set_info_dict_reader(default_info_dict_reader(keys, spec=specs))
 
 
-def make_pusht_env(*, image_size: int = 64, pixels: bool = True, seed: int = 0, max_episode_steps: int = PUSHT_EPISODE_LENGTH,
-                   observation_frames: int | None = None, device="cpu") -> TransformedEnv:
+def make_pusht_env(
+    *,
+    image_size: int = 64,
+    pixels: bool = True,
+    seed: int = 0,
+    max_episode_steps: int = PUSHT_EPISODE_LENGTH,
+    observation_frames: int | None = None,
+    device="cpu",
+) -> TransformedEnv:
     """The seeded Push-T TorchRL env of the module docstring; ``observation_frames=n`` adds ``"observation"``, the last
     ``n`` frames stacked on the channel axis (uint8 ``(3 n, H, W)``, the first frame repeated after a reset: TorchRL's
     ``CatFrames``), what the library's pixel encoder reads."""

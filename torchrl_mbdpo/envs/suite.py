@@ -8,6 +8,7 @@ terminations, a boolean ``"success"`` of shape ``(1,)`` when the suite reports s
 limit of its own (``make_env`` truncates at ``TaskSpec.episode_length``). Suites whose package is
 missing stay listed and raise one error that says how to install them.
 """
+
 from __future__ import annotations
 
 import difflib

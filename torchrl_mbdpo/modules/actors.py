@@ -1,6 +1,7 @@
 """Planning actors as TorchRL TensorDict policies: ``DiffusionActor`` (MBDPO's model-based diffusion
 sampler) and ``MPPIActor`` (TD-MPC2's MPPI), interchangeable on the same world model. ``MBDPOPlanner``
 (:mod:`.planners`) is the diffusion sampler on TorchRL's own TD-MPC2 components."""
+
 from __future__ import annotations
 
 import torch
@@ -35,14 +36,27 @@ class _LatentPlanningActor(TensorDictModuleBase):
     ``DETERMINISTIC`` (evaluation) does not.
     """
 
-    def __init__(self, world_model, planner, discount, observation_key, max_batch_rows, precision, *, action_key: NestedKey = "action",
-                 is_init_key: NestedKey = "is_init", plan_key: NestedKey = "_mbdpo_plan"):
+    def __init__(
+        self,
+        world_model,
+        planner,
+        discount,
+        observation_key,
+        max_batch_rows,
+        precision,
+        *,
+        action_key: NestedKey = "action",
+        is_init_key: NestedKey = "is_init",
+        plan_key: NestedKey = "_mbdpo_plan",
+    ):
         super().__init__()
         autocast_precision(precision, "cpu")  # validates
         leaf = plan_key[-1] if isinstance(plan_key, tuple) else plan_key
         if not isinstance(leaf, str) or not leaf.startswith("_"):
-            raise ValueError(f"The warm-start key must be private (its last part starts with '_'), got {plan_key!r}: "
-                             "a public key would be stored in replay buffers with every step.")
+            raise ValueError(
+                f"The warm-start key must be private (its last part starts with '_'), got {plan_key!r}: "
+                "a public key would be stored in replay buffers with every step."
+            )
         self.precision = precision
         self.max_batch_rows = max_batch_rows
         # The tensor-level model planned with (an MBDPOWorldModel, or TorchRLComponents in MBDPOPlanner).
@@ -56,8 +70,15 @@ class _LatentPlanningActor(TensorDictModuleBase):
         self.compile_options: CompileOptions | None = None
         self._compiled: dict = {}
 
-    def compile_planner(self, mode: str | None = None, backend: str = "inductor", *, cudagraphs: bool = False,
-                        options: CompileOptions | None = None, **kwargs):
+    def compile_planner(
+        self,
+        mode: str | None = None,
+        backend: str = "inductor",
+        *,
+        cudagraphs: bool = False,
+        options: CompileOptions | None = None,
+        **kwargs,
+    ):
         """Plan through ``torch.compile`` from now on (returns ``self``): ``actor.compile_planner()`` (Inductor),
         ``actor.compile_planner("max-autotune-no-cudagraphs")`` (the official code's mode),
         ``actor.compile_planner("reduce-overhead")`` (CUDA graphs through Inductor's cudagraph trees) or
@@ -109,8 +130,13 @@ class _LatentPlanningActor(TensorDictModuleBase):
         group = max(1, max_rows // self._rows_per_env())
         if obs.shape[0] > group:
             parts = [
-                self.plan(obs[i : i + group], prev_plan[i : i + group], is_init[i : i + group],
-                          None if task is None else task[i : i + group], explore)
+                self.plan(
+                    obs[i : i + group],
+                    prev_plan[i : i + group],
+                    is_init[i : i + group],
+                    None if task is None else task[i : i + group],
+                    explore,
+                )
                 for i in range(0, obs.shape[0], group)
             ]
             return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
@@ -212,8 +238,9 @@ class DiffusionActor(_LatentPlanningActor):
     ):
         planner = planner or PlannerConfig()
         if planner.horizon != world_model.cfg.horizon and planner.score_source == "network":
-            raise ValueError("The score network was built for horizon "
-                             f"{world_model.cfg.horizon}; planner.horizon={planner.horizon} does not match.")
+            raise ValueError(
+                f"The score network was built for horizon {world_model.cfg.horizon}; planner.horizon={planner.horizon} does not match."
+            )
         super().__init__(world_model, planner, discount, observation_key, max_batch_rows, precision, **keys)
         self.energy_norm = energy_norm if energy_norm is not None else world_model.energy_norm
         planner.schedule()  # computed (on the CPU) and cached now, not inside the first plan
@@ -256,11 +283,21 @@ class MPPIActor(_LatentPlanningActor):
         discount, observation_key, max_batch_rows, precision: as :class:`DiffusionActor`.
     """
 
-    def __init__(self, world_model, planner: MPPIConfig | None = None, discount: float | torch.Tensor = 0.99,
-                 observation_key="observation", max_batch_rows: int | None = None, precision: str = "fp32", *,
-                 plan_key: NestedKey = "_tdmpc2_prev_mean", **keys):
-        super().__init__(world_model, planner or MPPIConfig(), discount, observation_key, max_batch_rows, precision,
-                         plan_key=plan_key, **keys)
+    def __init__(
+        self,
+        world_model,
+        planner: MPPIConfig | None = None,
+        discount: float | torch.Tensor = 0.99,
+        observation_key="observation",
+        max_batch_rows: int | None = None,
+        precision: str = "fp32",
+        *,
+        plan_key: NestedKey = "_tdmpc2_prev_mean",
+        **keys,
+    ):
+        super().__init__(
+            world_model, planner or MPPIConfig(), discount, observation_key, max_batch_rows, precision, plan_key=plan_key, **keys
+        )
 
     def _plan_latents(self, z0, mean0, task, mask, explore):
         wm, cfg = self.latent_model, self.planner

@@ -9,6 +9,7 @@ would break a capture: an operation that reads a value on the host, or one that 
 on another device than the one expected. Run the code on the ``meta`` device (tensors without storage,
 on any machine) inside it and capture-safety is proven without a GPU; on a GPU it checks the real thing.
 """
+
 from __future__ import annotations
 
 import traceback

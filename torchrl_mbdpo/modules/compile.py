@@ -6,6 +6,7 @@ code generation included) took, once, to the ``torchrl_mbdpo`` logger and to :fu
 :func:`cuda_graph` captures a function with tensordict's ``CudaGraphModule`` (a CUDA graph: the launch cost
 of hundreds of small kernels paid once). Off CUDA, ``CudaGraphModule`` runs the function as it is.
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,8 +59,10 @@ class CompileOptions:
         if self.mode == "default":
             self.mode = None
         if self.cudagraphs and self.mode in ("reduce-overhead", "max-autotune"):
-            raise ValueError(f"cudagraphs=True captures with CudaGraphModule; mode={self.mode!r} would capture a second time "
-                             "(Inductor's cudagraph trees): use mode=None or 'max-autotune-no-cudagraphs' with it.")
+            raise ValueError(
+                f"cudagraphs=True captures with CudaGraphModule; mode={self.mode!r} would capture a second time "
+                "(Inductor's cudagraph trees): use mode=None or 'max-autotune-no-cudagraphs' with it."
+            )
 
     @property
     def uses_cudagraph_trees(self) -> bool:

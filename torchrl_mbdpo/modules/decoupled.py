@@ -23,6 +23,7 @@ states. The global model is only ever called with detached actions and needs no 
 - :class:`EnvGlobalModel`: a batched TorchRL env as the ``global_step`` callable, resetting finished
   sub-envs with ``EnvBase.step_and_maybe_reset``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -74,10 +75,7 @@ def _per_sample(x: torch.Tensor, batch: int, what: str) -> torch.Tensor:
 def _as_global_step(out, batch: int) -> GlobalStep:
     if not isinstance(out, GlobalStep):
         if not (isinstance(out, tuple) and len(out) == 2):
-            raise TypeError(
-                "global_step(action) must return a GlobalStep or a (next_obs, reward) pair, "
-                f"got {type(out).__name__}."
-            )
+            raise TypeError(f"global_step(action) must return a GlobalStep or a (next_obs, reward) pair, got {type(out).__name__}.")
         out = GlobalStep(*out)
     reward = _per_sample(torch.as_tensor(out.reward), batch, "the global reward")
     done = None if out.done is None else _per_sample(out.done, batch, "the global done flag").bool()
@@ -238,7 +236,7 @@ class EnvGlobalModel:
         self.done_key = done_key
         self.terminated_key = terminated_key
         self.batch_size = int(env.batch_size.numel()) if len(env.batch_size) else 1
-        self._action_shape = env.action_spec.shape[len(env.batch_size):]
+        self._action_shape = env.action_spec.shape[len(env.batch_size) :]
         self.env_steps = 0
         self.num_calls = 0
         self._transitions: list[TensorDictBase] = []
@@ -253,7 +251,7 @@ class EnvGlobalModel:
     def observation(self) -> torch.Tensor:
         """The current observations, ``(B, *obs)``: ``o_0`` of the next rollout."""
         obs = self._td.get(self.observation_key)
-        return obs.reshape(self.batch_size, *obs.shape[len(self.env.batch_size):])
+        return obs.reshape(self.batch_size, *obs.shape[len(self.env.batch_size) :])
 
     def reset(self) -> torch.Tensor:
         """Reset every sub-env; returns the new observations."""
@@ -277,9 +275,10 @@ class EnvGlobalModel:
             value = transition.get(key)
             return value.reshape(self.batch_size, *dims).to(device)
 
-        next_obs = transition.get(("next", self.observation_key) if isinstance(self.observation_key, str)
-                                  else ("next", *self.observation_key))
-        next_obs = next_obs.reshape(self.batch_size, *next_obs.shape[len(self.env.batch_size):]).to(device)
+        next_obs = transition.get(
+            ("next", self.observation_key) if isinstance(self.observation_key, str) else ("next", *self.observation_key)
+        )
+        next_obs = next_obs.reshape(self.batch_size, *next_obs.shape[len(self.env.batch_size) :]).to(device)
         done = flat(self.done_key).bool()
         terminated = flat(self.terminated_key).bool() if transition.get(self.terminated_key, None) is not None else done
         return GlobalStep(

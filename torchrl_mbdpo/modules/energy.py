@@ -1,5 +1,6 @@
 """Running normalisation of the energy network's logits (arXiv 2605.26282, energy-shaped returns;
 official ``MBDPO/mbdpo.py:252-288,346-398``)."""
+
 from __future__ import annotations
 
 import torch

@@ -106,6 +106,7 @@ __all__ = [
 # The world model, its losses and the policy prior of MBDPO are TD-MPC2's (arXiv 2605.26282 §3 builds on
 # TD-MPC2; the official MBDPO/common/*.py files are AST-identical to tdmpc2/common/*.py).
 
+
 # --------------------------------------------------------------------------- discrete regression
 def make_bins(num_bins: int = 101, vmin: float = -10.0, vmax: float = 10.0) -> torch.Tensor:
     """Support of the discrete (two-hot) regression of rewards and values: ``num_bins`` points evenly
@@ -185,9 +186,7 @@ def gaussian_tanh_policy(
 
 
 # --------------------------------------------------------------------------- discount
-def discount_from_episode_length(
-    episode_length: int, denom: float = 5.0, low: float = 0.95, high: float = 0.995
-) -> float:
+def discount_from_episode_length(episode_length: int, denom: float = 5.0, low: float = 0.95, high: float = 0.995) -> float:
     """TD-MPC2's per-task discount heuristic ``gamma = clip((L/5 - 1) / (L/5), 0.95, 0.995)`` for episodes
     of ``L`` agent steps: 0.99 for ``L = 500`` (DMControl), 0.95 for ``L = 100`` (Meta-World) (TD-MPC2,
     arXiv 2310.16828, hyper-parameters appendix; official ``MBDPO/mbdpo.py:65-72,102-118``, config keys
@@ -205,9 +204,7 @@ def rho_weights(rho: float, horizon: int, device=None, dtype=torch.float32) -> t
     return torch.pow(torch.full((), rho, dtype=dtype, device=device), torch.arange(horizon, device=device, dtype=dtype))
 
 
-def td_target(
-    reward: torch.Tensor, terminated: torch.Tensor, next_q: torch.Tensor, discount: torch.Tensor | float
-) -> torch.Tensor:
+def td_target(reward: torch.Tensor, terminated: torch.Tensor, next_q: torch.Tensor, discount: torch.Tensor | float) -> torch.Tensor:
     """TD(0) target ``r_t + gamma (1 - terminated_t) Q'(z_{t+1}, a')`` (TD-MPC2 §3.1; official
     ``MBDPO/mbdpo.py:589-680``; ``Q'`` is the min over target heads 0 and 1, ``mbdpo.py:585-587``).
 
@@ -330,6 +327,7 @@ def mppi_elite_moments(
 # normalised output shapes the planner's returns, and (2) a model-based diffusion planner in place of
 # MPPI, optionally amortised by a score network.
 
+
 # --------------------------------------------------------------------------- energy network
 def contrastive_pairs(
     zs: torch.Tensor, actions: torch.Tensor, task: torch.Tensor | None = None, mode: str = "official"
@@ -388,9 +386,7 @@ def binary_contrastive_loss(pos_logits: torch.Tensor, neg_logits: torch.Tensor) 
     return 0.5 * (pos + neg)
 
 
-def ema_moments(
-    mean: torch.Tensor, std: torch.Tensor, logits: torch.Tensor, momentum: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+def ema_moments(mean: torch.Tensor, std: torch.Tensor, logits: torch.Tensor, momentum: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Running statistics of the energy logits over ``cat(pos, neg)``: ``mu <- m mu + (1-m) mean(F)``,
     ``sigma <- m sigma + (1-m) max(std_biased(F), 1e-6)`` (official ``MBDPO/mbdpo.py:346-398``, ``m = 0.99``)."""
     logits = logits.detach()
@@ -509,6 +505,7 @@ def mc_score_target(
 # Amigo et al., "Coupled Local and Global World Models for Efficient First Order RL" and "First Order
 # Model-Based RL through Decoupled Backpropagation" (DMO). Tensors are time-first ``(H, B)``.
 
+
 def gradient_swap(global_value: torch.Tensor, local_value: torch.Tensor) -> torch.Tensor:
     """Decoupled backpropagation ``swap(g, l) = sg(g) + (l - sg(l))``: the value of the global model, the
     gradient of the local one (DMO, "First Order Model-Based RL through Decoupled Backpropagation", the
@@ -608,6 +605,7 @@ def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_ent
     falls while the entropy ``-log pi`` exceeds the target and rises below it."""
     return (-log_alpha * (log_prob + target_entropy).detach()).mean()
 
+
 # ============================================================================================ DMO's global world model
 # The DMO paper's global model is a DIAMOND-style EDM diffusion model of the next frame (3 denoising steps);
 # its reward a Bradley-Terry contrastive energy learned from passive video. Sources:
@@ -619,6 +617,7 @@ def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_ent
 # (sigma_data 0.5, P_mean -0.4, P_std 1.2, sigma_min 2e-3, sigma_max 5, rho 7) are the defaults.
 # Bradley and Terry, "Rank Analysis of Incomplete Block Designs", Biometrika 1952. Images are float tensors in
 # [-1, 1]; ``sigma`` broadcasts against them as ``(B, 1, 1, 1)``.
+
 
 class EDMScalings(NamedTuple):
     c_skip: torch.Tensor
@@ -635,8 +634,9 @@ def edm_scalings(sigma: torch.Tensor, sigma_data: float = 0.5) -> EDMScalings:
     return EDMScalings(sigma_data**2 / total, sigma * sigma_data / total.sqrt(), 1.0 / total.sqrt(), sigma.log() / 4)
 
 
-def edm_training_sigma(n: int, p_mean: float = -0.4, p_std: float = 1.2, *, generator: torch.Generator | None = None,
-                       device=None) -> torch.Tensor:
+def edm_training_sigma(
+    n: int, p_mean: float = -0.4, p_std: float = 1.2, *, generator: torch.Generator | None = None, device=None
+) -> torch.Tensor:
     """EDM Table 1 (training): ``ln(sigma) ~ N(P_mean, P_std^2)``, ``(n,)`` noise levels (DIAMOND's ``P_mean``,
     ``P_std``)."""
     return (torch.randn(n, generator=generator, device=device) * p_std + p_mean).exp()

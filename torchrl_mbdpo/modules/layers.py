@@ -1,4 +1,5 @@
 """Building blocks of the TD-MPC2 world model (arXiv 2310.16828 §3.1; official ``MBDPO/common/layers.py``)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -9,8 +10,22 @@ import torch.nn.functional as F
 from tensordict import TensorDict
 from torch import nn
 
-__all__ = ["eval_mode", "reference_kernels", "using_reference_kernels", "autocast_precision", "SimNorm", "Mish", "NormedLinear", "mlp",
-           "ShiftAug", "PixelEncoder", "Ensemble", "TaskConditioned", "weight_init", "zero_last_layer"]
+__all__ = [
+    "eval_mode",
+    "reference_kernels",
+    "using_reference_kernels",
+    "autocast_precision",
+    "SimNorm",
+    "Mish",
+    "NormedLinear",
+    "mlp",
+    "ShiftAug",
+    "PixelEncoder",
+    "Ensemble",
+    "TaskConditioned",
+    "weight_init",
+    "zero_last_layer",
+]
 
 _REFERENCE = False
 
@@ -98,8 +113,13 @@ class Mish(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _REFERENCE or torch.is_grad_enabled() or x.numel() < self.FAST_MIN_NUMEL:
             return F.mish(x)
-        if (x.numel() > 2 * self.CHUNK_NUMEL and x.device.type == "cpu" and x.is_contiguous() and not torch.compiler.is_compiling()
-                and not torch._C._functorch.is_batchedtensor(x)):
+        if (
+            x.numel() > 2 * self.CHUNK_NUMEL
+            and x.device.type == "cpu"
+            and x.is_contiguous()
+            and not torch.compiler.is_compiling()
+            and not torch._C._functorch.is_batchedtensor(x)
+        ):
             flat = x.reshape(-1, x.shape[-1])
             out = torch.empty_like(flat)
             rows = max(1, self.CHUNK_NUMEL // x.shape[-1])
@@ -168,10 +188,14 @@ class PixelEncoder(nn.Module):
         if image_size != 64:
             raise ValueError(f"PixelEncoder expects 64x64 images, got {image_size}x{image_size}")
         self.convs = nn.Sequential(
-            nn.Conv2d(in_channels, channels, 7, stride=2), nn.ReLU(),
-            nn.Conv2d(channels, channels, 5, stride=2), nn.ReLU(),
-            nn.Conv2d(channels, channels, 3, stride=2), nn.ReLU(),
-            nn.Conv2d(channels, channels, 3, stride=1), nn.Flatten(),
+            nn.Conv2d(in_channels, channels, 7, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 5, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, stride=1),
+            nn.Flatten(),
         )
         conv_out = channels * 4 * 4
         self.head = SimNorm(simnorm_dim) if conv_out == latent_dim else NormedLinear(conv_out, latent_dim, act=SimNorm(simnorm_dim))
@@ -205,8 +229,9 @@ class Ensemble(nn.Module):
         # Kept out of the module tree: it only provides the call structure (meta tensors, no state).
         self.__dict__["_skeleton"] = skeleton
         # (key in ``params``, name in ``skeleton.named_parameters()``) of every stacked tensor.
-        self._names = tuple((key, key if isinstance(key, str) else ".".join(key))
-                            for key in self.params.keys(include_nested=True, leaves_only=True))
+        self._names = tuple(
+            (key, key if isinstance(key, str) else ".".join(key)) for key in self.params.keys(include_nested=True, leaves_only=True)
+        )
         self.num_members = len(modules)
         self._repr = str(modules[0])
 

@@ -9,6 +9,7 @@ without z-scoring, the policy-prior trajectories are drawn once per call, the ex
 elite drawn in proportion to its weight, exploration noise is the elite std, and the warm start is the
 previous *mean*.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,6 +1,7 @@
 """``MBDPOPlanner``: MBDPO's diffusion planner with the constructor of TorchRL's ``TdMpc2Planner``
 (``torchrl/modules/planners/tdmpc2.py``, torchrl >= 0.15), on TorchRL's TD-MPC2 components. Importing it
 needs that TorchRL (the torchrl-next install, README)."""
+
 from __future__ import annotations
 
 import warnings
@@ -47,35 +48,85 @@ class MBDPOPlanner(DiffusionActor):
     ``world_model``, ``policy_prior`` and ``q_ensemble`` return the live components, as ``TdMpc2Planner``'s.
     """
 
-    def __init__(self, world_model, policy_prior, q_ensemble, *, horizon: int = 3, discount: float = 0.99, num_samples: int = 512,
-                 num_elites: int = 64, num_pi_trajs: int = 24, temperature: float = 0.5, observation_key: NestedKey | None = None,
-                 action_key: NestedKey | None = None, is_init_key: NestedKey = "is_init", prev_mean_key: NestedKey = "_mbdpo_prev_plan",
-                 action_dim: int | None = None, iterations: int = 6, min_std: float = 0.05, max_std: float = 2.0, steps: int = 20,
-                 beta0: float = 1e-4, betaT: float = 1e-2, energy=None, energy_eta: float = 0.01, score_source: str = "mc",
-                 score_network=None, termination=None, action_noise: float = 0.05, precision: str = "fp32",
-                 max_batch_rows: int | None = None):
+    def __init__(
+        self,
+        world_model,
+        policy_prior,
+        q_ensemble,
+        *,
+        horizon: int = 3,
+        discount: float = 0.99,
+        num_samples: int = 512,
+        num_elites: int = 64,
+        num_pi_trajs: int = 24,
+        temperature: float = 0.5,
+        observation_key: NestedKey | None = None,
+        action_key: NestedKey | None = None,
+        is_init_key: NestedKey = "is_init",
+        prev_mean_key: NestedKey = "_mbdpo_prev_plan",
+        action_dim: int | None = None,
+        iterations: int = 6,
+        min_std: float = 0.05,
+        max_std: float = 2.0,
+        steps: int = 20,
+        beta0: float = 1e-4,
+        betaT: float = 1e-2,
+        energy=None,
+        energy_eta: float = 0.01,
+        score_source: str = "mc",
+        score_network=None,
+        termination=None,
+        action_noise: float = 0.05,
+        precision: str = "fp32",
+        max_batch_rows: int | None = None,
+    ):
         unused = {k: v for k, v in dict(iterations=iterations, min_std=min_std, max_std=max_std).items() if v != _MPPI_ONLY_DEFAULTS[k]}
         if unused:
-            warnings.warn(f"MBDPOPlanner ignores TdMpc2Planner's MPPI options {unused}: the diffusion sampler's noise follows its "
-                          f"schedule (steps={steps}).", stacklevel=2)
+            warnings.warn(
+                f"MBDPOPlanner ignores TdMpc2Planner's MPPI options {unused}: the diffusion sampler's noise follows its "
+                f"schedule (steps={steps}).",
+                stacklevel=2,
+            )
         if energy is None and energy_eta:
-            raise TypeError("MBDPOPlanner shapes returns with the energy network: pass energy= "
-                            "(torchrl_mbdpo.modules.make_energy_network(...), shared with the loss), or energy_eta=0.")
+            raise TypeError(
+                "MBDPOPlanner shapes returns with the energy network: pass energy= "
+                "(torchrl_mbdpo.modules.make_energy_network(...), shared with the loss), or energy_eta=0."
+            )
         if score_source == "network" and score_network is None:
             raise TypeError("score_source='network' needs score_network= (torchrl_mbdpo.modules.make_score_network(...)).")
-        model = TorchRLComponents(world_model, policy_prior, q_ensemble, horizon=horizon, energy=energy, score_network=score_network,
-                                  termination=termination)
+        model = TorchRLComponents(
+            world_model, policy_prior, q_ensemble, horizon=horizon, energy=energy, score_network=score_network, termination=termination
+        )
         if action_dim is not None and action_dim != model.cfg.action_dim:
             raise ValueError(f"action_dim={action_dim}, but the policy prior acts in {model.cfg.action_dim} dims.")
         encoder_key = world_model.encoder.in_keys[0]
         if observation_key is not None and observation_key != encoder_key:
             raise ValueError(f"observation_key must match the world-model encoder input key, got {observation_key!r} and {encoder_key!r}.")
-        planner = PlannerConfig(horizon=horizon, steps=steps, beta0=beta0, betaT=betaT, num_samples=num_samples, num_elites=num_elites,
-                                num_pi_trajs=num_pi_trajs, temperature=temperature, action_noise=action_noise, energy_eta=energy_eta,
-                                score_source=score_source)
-        super().__init__(model, planner, discount, energy_norm=model.energy_norm, observation_key=encoder_key,
-                         max_batch_rows=max_batch_rows, precision=precision, action_key=action_key or policy_prior.out_keys[0],
-                         is_init_key=is_init_key, plan_key=prev_mean_key)
+        planner = PlannerConfig(
+            horizon=horizon,
+            steps=steps,
+            beta0=beta0,
+            betaT=betaT,
+            num_samples=num_samples,
+            num_elites=num_elites,
+            num_pi_trajs=num_pi_trajs,
+            temperature=temperature,
+            action_noise=action_noise,
+            energy_eta=energy_eta,
+            score_source=score_source,
+        )
+        super().__init__(
+            model,
+            planner,
+            discount,
+            energy_norm=model.energy_norm,
+            observation_key=encoder_key,
+            max_batch_rows=max_batch_rows,
+            precision=precision,
+            action_key=action_key or policy_prior.out_keys[0],
+            is_init_key=is_init_key,
+            plan_key=prev_mean_key,
+        )
         self.horizon, self.num_samples, self.num_elites, self.num_pi_trajs = horizon, num_samples, num_elites, num_pi_trajs
         self.temperature, self.action_dim, self.prev_mean_key = temperature, model.cfg.action_dim, prev_mean_key
 

@@ -11,6 +11,7 @@ z-scored, energy-shaped returns (top elites, softmax with a temperature), and th
 this module holds the loops. There is no host synchronisation inside them: schedule coefficients are
 Python floats and every branch on data is a ``where``.
 """
+
 from __future__ import annotations
 
 import math
@@ -52,9 +53,7 @@ class PlannerConfig:
         if self.num_samples < 1 or self.steps < 1 or self.horizon < 1:
             raise ValueError("planner.num_samples, planner.steps and planner.horizon must be >= 1")
         if not 0 <= self.num_pi_trajs <= self.num_samples:
-            raise ValueError(
-                f"planner.num_pi_trajs={self.num_pi_trajs} must lie in [0, num_samples={self.num_samples}]"
-            )
+            raise ValueError(f"planner.num_pi_trajs={self.num_pi_trajs} must lie in [0, num_samples={self.num_samples}]")
 
     def schedule(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """``(alphas, alphas_cumprod)`` as Python floats, so indexing them in the loop never syncs. Computed once

@@ -1,4 +1,5 @@
 """The policy prior as a TensorDict policy, to evaluate it on its own beside the planner."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """TD-MPC2's running scale of the policy's Q values (arXiv 2310.16828 §3.1; official ``MBDPO/common/scale.py``)."""
+
 from __future__ import annotations
 
 import torch

@@ -10,6 +10,7 @@ the same math (tested equal on copied weights). Nothing here imports the TorchRL
 the components are used through their public TensorDict interface (``in_keys``/``out_keys``,
 ``.module``, ``q_ensemble(td, source=...)``), so this module also imports on torchrl 0.14.1.
 """
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -69,15 +70,23 @@ class EnergyNetwork(nn.Module):
         return self.net(latent, action)
 
 
-def make_energy_network(latent_dim: int, action_dim: int, mlp_dim: int = 512, *, latent_key: NestedKey = "latent",
-                        action_key: NestedKey = "action", energy_key: NestedKey = "energy") -> TensorDictModule:
+def make_energy_network(
+    latent_dim: int,
+    action_dim: int,
+    mlp_dim: int = 512,
+    *,
+    latent_key: NestedKey = "latent",
+    action_key: NestedKey = "action",
+    energy_key: NestedKey = "energy",
+) -> TensorDictModule:
     """F as a ``TensorDictModule`` ``(latent, action) -> energy``: the architecture of TD-MPC2's heads
     (2 x ``mlp_dim`` NormedLinear, last layer zero)."""
     return TensorDictModule(EnergyNetwork(latent_dim, action_dim, mlp_dim), in_keys=[latent_key, action_key], out_keys=[energy_key])
 
 
-def make_score_network(latent_dim: int, action_dim: int, horizon: int, mlp_dim: int = 512, time_embed_dim: int = 64, *,
-                       latent_key: NestedKey = "latent") -> TensorDictModule:
+def make_score_network(
+    latent_dim: int, action_dim: int, horizon: int, mlp_dim: int = 512, time_embed_dim: int = 64, *, latent_key: NestedKey = "latent"
+) -> TensorDictModule:
     """The amortised score network ``s(z, x_tau, emb(tau))`` over flattened ``(H, A)`` plans (arXiv 2605.26282
     §3.3; official ``MBDPO/common/world_model.py:61-68``)."""
     flat = horizon * action_dim
@@ -126,13 +135,21 @@ class TorchRLComponents(nn.Module):
             q_latent_key, q_action_key = q_ensemble.in_keys
             self._q_keys = (q_latent_key, q_action_key, q_ensemble.out_keys[0])
         except (AttributeError, ValueError) as err:
-            raise TypeError("TorchRLComponents expects TorchRL's TD-MPC2 world model, policy prior and Q ensemble "
-                            "(TensorDict modules built by torchrl.trainers.algorithms.configs).") from err
+            raise TypeError(
+                "TorchRLComponents expects TorchRL's TD-MPC2 world model, policy prior and Q ensemble "
+                "(TensorDict modules built by torchrl.trainers.algorithms.configs)."
+            ) from err
         if score_network is not None and getattr(score_network, "horizon", horizon) != horizon:
             raise ValueError(f"The score network was built for horizon {score_network.horizon}, not {horizon}.")
         self.cfg = SimpleNamespace(
-            horizon=horizon, latent_dim=latent_dim, action_dim=action_dim, num_q=q_ensemble.num_q, multitask=False, task_dim=0,
-            episodic=self.termination_head is not None, time_embed_dim=getattr(score_network, "time_embed_dim", 64),
+            horizon=horizon,
+            latent_dim=latent_dim,
+            action_dim=action_dim,
+            num_q=q_ensemble.num_q,
+            multitask=False,
+            task_dim=0,
+            episodic=self.termination_head is not None,
+            time_embed_dim=getattr(score_network, "time_embed_dim", 64),
         )
         self.register_buffer("bins", make_bins(q_ensemble.num_bins, q_ensemble.vmin, q_ensemble.vmax), persistent=False)
 

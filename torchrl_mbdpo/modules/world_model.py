@@ -5,6 +5,7 @@ One line per component in ``MBDPOWorldModel.__init__``. Each component is a ``Te
 (usable in TensorDict pipelines, as TorchRL's ``WorldModel`` expects); the planner and the loss call
 the same networks on plain tensors through the short methods below (``encode_obs``, ``next``, ...).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
@@ -145,8 +146,9 @@ class MBDPOWorldModel(WorldModel):
         self.task_emb = emb
         self.policy = wrap(mlp(L + T, [M, M], 2 * A), ["latent"], ["policy_params"])
         self.energy = wrap(mlp(L + A + T, [M, M], 1), ["latent", "action"], ["energy"])
-        self.score_net = wrap(mlp(L + T + HA + cfg.time_embed_dim, [M, M], HA), ["latent", "noisy_plan_flat", "tau_embedding"],
-                              ["score_flat"])
+        self.score_net = wrap(
+            mlp(L + T + HA + cfg.time_embed_dim, [M, M], HA), ["latent", "noisy_plan_flat", "tau_embedding"], ["score_flat"]
+        )
         self.qs = wrap(Ensemble(q_members), ["latent", "action"], ["q_logits"])
         # Polyak-averaged copy of the Q heads (buffers), kept beside them as in TD-MPC2 and TorchRL's
         # TdMpc2QEnsemble: ``q_logits(..., source="target")`` reads it, ``SoftUpdate`` on a loss updates it.
@@ -270,7 +272,8 @@ class MBDPOWorldModel(WorldModel):
         first = net[0][0]
         cfg = self.cfg
         w_z, w_x, w_tau, w_task = first.weight.split(
-            [cfg.latent_dim, cfg.horizon * cfg.action_dim, cfg.time_embed_dim, cfg.task_dim], dim=1)
+            [cfg.latent_dim, cfg.horizon * cfg.action_dim, cfg.time_embed_dim, cfg.task_dim], dim=1
+        )
         fixed = F.linear(z, w_z, first.bias)
         if cfg.multitask:
             fixed = fixed + F.linear(self.task_emb(self.task_args(task)[0].reshape(z.shape[:-1]).long()), w_task)

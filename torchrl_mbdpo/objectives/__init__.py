@@ -3,6 +3,7 @@
 The equations they use live in :mod:`torchrl_mbdpo.modules.functional`; the ones a loss is made of are
 re-exported here for convenience.
 """
+
 from ..modules.functional import (
     binary_contrastive_loss,
     consistency_loss,

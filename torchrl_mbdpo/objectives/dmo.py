@@ -23,6 +23,7 @@ only the actor; summing every ``loss_*`` entry and stepping one optimiser is the
 The equations are the DMO section of :mod:`torchrl_mbdpo.modules.functional` (time-first ``(H, B)``
 tensors); the loss reads TorchRL's batch-first ``[B, H]`` rollouts and owns the networks.
 """
+
 from __future__ import annotations
 
 import math
@@ -64,8 +65,9 @@ def _check_network(network, name: str, latent_dim: int, out_dim: int, out_key: s
     with torch.no_grad():
         out = network.module(torch.zeros(1, latent_dim, device=next(iter(network.parameters()), torch.zeros(())).device))
     if tuple(out.shape) != (1, out_dim):
-        raise ValueError(f"DMOLoss's {name} maps a latent ({latent_dim},) to ({out_dim},) ({out_key}), but this one gives "
-                         f"{tuple(out.shape[1:])}.")
+        raise ValueError(
+            f"DMOLoss's {name} maps a latent ({latent_dim},) to ({out_dim},) ({out_key}), but this one gives {tuple(out.shape[1:])}."
+        )
 
 
 def dmo_rollout(loss: "DMOLoss", global_model, horizon: int) -> TensorDictBase:
@@ -239,16 +241,24 @@ class DMOLoss(LossModule):
         self._in_keys = None  # no value estimator: soft_td_lambda_targets computes the targets
 
     def make_value_estimator(self, value_type=None, **hyperparams):
-        raise NotImplementedError(
-            "DMOLoss computes its soft TD(lambda) targets itself; set them with DMOLoss(discount=..., lmbda=...)."
-        )
+        raise NotImplementedError("DMOLoss computes its soft TD(lambda) targets itself; set them with DMOLoss(discount=..., lmbda=...).")
 
     @property
     def in_keys(self):
         if self._in_keys is None:
             k = self.tensor_keys
-            self._in_keys = [k.latent, k.next_latent, k.action, k.log_prob, k.reward, k.done, k.terminated,
-                             k.observation, k.next_observation, k.global_reward]
+            self._in_keys = [
+                k.latent,
+                k.next_latent,
+                k.action,
+                k.log_prob,
+                k.reward,
+                k.done,
+                k.terminated,
+                k.observation,
+                k.next_observation,
+                k.global_reward,
+            ]
         return self._in_keys
 
     @in_keys.setter
@@ -258,8 +268,16 @@ class DMOLoss(LossModule):
     @property
     def out_keys(self):
         if self._out_keys is None:
-            self._out_keys = ["loss_actor", "loss_critic", "loss_alpha", "loss_local_model", "alpha", "entropy",
-                              "local_consistency", "local_reward_ce"]
+            self._out_keys = [
+                "loss_actor",
+                "loss_critic",
+                "loss_alpha",
+                "loss_local_model",
+                "alpha",
+                "entropy",
+                "local_consistency",
+                "local_reward_ce",
+            ]
         return self._out_keys
 
     @out_keys.setter
@@ -376,8 +394,9 @@ class DMOLoss(LossModule):
         r = self._time_first(tensordict)
         with torch.no_grad():
             next_values = self.value(r.next_latent.detach(), target=True)
-            targets = soft_td_lambda_targets(r.reward, -r.log_prob, next_values, r.done, r.terminated,
-                                             self.discount, self.lmbda, self.alpha)
+            targets = soft_td_lambda_targets(
+                r.reward, -r.log_prob, next_values, r.done, r.terminated, self.discount, self.lmbda, self.alpha
+            )
         return value_regression_loss(self.value(r.latent.detach()), targets)
 
     def alpha_loss(self, tensordict: TensorDictBase) -> torch.Tensor:
@@ -395,13 +414,13 @@ class DMOLoss(LossModule):
         """
         wm = self.world_model
         leading = action.shape[:-1]
-        if obs.shape[:len(leading)] != leading or next_obs.shape != obs.shape:
+        if obs.shape[: len(leading)] != leading or next_obs.shape != obs.shape:
             raise ValueError(
                 f"local_model_loss: obs {tuple(obs.shape)}, next_obs {tuple(next_obs.shape)} and action "
                 f"{tuple(action.shape)} must share their leading dims."
             )
         # One flat batch of transitions, in consistency_loss's time-first (1, N, ...) layout.
-        obs = obs.reshape(1, -1, *obs.shape[len(leading):])
+        obs = obs.reshape(1, -1, *obs.shape[len(leading) :])
         next_obs = next_obs.reshape(obs.shape)
         action = action.detach().reshape(1, -1, action.shape[-1])
         reward = reward.detach().reshape(1, -1, 1)

@@ -15,6 +15,7 @@ TD-MPC2 components then carry the model (see :class:`~torchrl_mbdpo.modules.Torc
 The math lives in :mod:`torchrl_mbdpo.objectives.utils` as pure tensor functions; this module maps
 TorchRL's batch-first ``[B, H]`` slices onto them and owns the state (target Qs, running statistics).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -199,7 +200,9 @@ class MBDPOLoss(LossModule):
         if (policy_prior is None) != (q_ensemble is None):
             raise TypeError("Pass both policy_prior and q_ensemble (TorchRL's TD-MPC2 components), or neither (an MBDPOWorldModel).")
         if policy_prior is None:
-            extras = [name for name, v in (("energy", energy), ("score_network", score_network), ("termination", termination)) if v is not None]
+            extras = [
+                name for name, v in (("energy", energy), ("score_network", score_network), ("termination", termination)) if v is not None
+            ]
             if extras:
                 raise TypeError(f"{extras}: an MBDPOWorldModel holds its own; these options go with TorchRL's components.")
             if horizon is not None and horizon != world_model.cfg.horizon:
@@ -208,16 +211,25 @@ class MBDPOLoss(LossModule):
             latent_model = world_model
         else:
             if energy is None and self.trains_energy and energy_coef:
-                raise TypeError("MBDPOLoss on TorchRL's components needs energy= (an MBDPO energy network, "
-                                "torchrl_mbdpo.modules.make_energy_network(latent_dim, action_dim)), or energy_coef=0.")
+                raise TypeError(
+                    "MBDPOLoss on TorchRL's components needs energy= (an MBDPO energy network, "
+                    "torchrl_mbdpo.modules.make_energy_network(latent_dim, action_dim)), or energy_coef=0."
+                )
             if use_score_network and score_network is None:
                 raise TypeError("use_score_network=True needs score_network= (torchrl_mbdpo.modules.make_score_network(...)).")
             self.world_model, self.policy_prior, self.q_ensemble = world_model, policy_prior, q_ensemble
             self.energy, self.score_network = energy, score_network
             if termination is not None:
                 self.termination = termination
-            latent_model = TorchRLComponents(world_model, policy_prior, q_ensemble, horizon=horizon or 3, energy=energy,
-                                             score_network=score_network, termination=termination)
+            latent_model = TorchRLComponents(
+                world_model,
+                policy_prior,
+                q_ensemble,
+                horizon=horizon or 3,
+                energy=energy,
+                score_network=score_network,
+                termination=termination,
+            )
         # The tensor-level model the math runs on (the world model itself, or the view of TorchRL's
         # components); kept out of the module tree, whose entries are the components above.
         self.__dict__["latent_model"] = latent_model
@@ -253,8 +265,13 @@ class MBDPOLoss(LossModule):
         energy_norm = getattr(latent_model, "energy_norm", None)
         self.energy_norm = energy_norm if energy_norm is not None else EnergyNormalizer()
         self.scale = RunningScale(tau=scale_tau)
-        self.set_keys(observation=observation_key, action=action_key, reward=next_key(reward_key),
-                      terminated=next_key(terminated_key), next_observation=next_key(observation_key))
+        self.set_keys(
+            observation=observation_key,
+            action=action_key,
+            reward=next_key(reward_key),
+            terminated=next_key(terminated_key),
+            next_observation=next_key(observation_key),
+        )
         self._in_keys = None
         self._out_keys = None
 
@@ -313,17 +330,14 @@ class MBDPOLoss(LossModule):
         if tensordict.batch_dims == 1:
             tensordict = tensordict.reshape(-1, self.horizon)
         if tensordict.batch_dims != 2:
-            raise ValueError(
-                f"MBDPOLoss expects a [B, H] batch of slices (time last), got batch_size={tuple(tensordict.batch_size)}"
-            )
+            raise ValueError(f"MBDPOLoss expects a [B, H] batch of slices (time last), got batch_size={tuple(tensordict.batch_size)}")
         keys = self.tensor_keys
 
         def require(key):
             value = tensordict.get(key, None)
             if value is None:
                 raise KeyError(
-                    f"MBDPOLoss: the batch has no entry {key!r}. Rename it with loss.set_keys(...); "
-                    f"current keys: {self.tensor_keys}"
+                    f"MBDPOLoss: the batch has no entry {key!r}. Rename it with loss.set_keys(...); current keys: {self.tensor_keys}"
                 )
             return value
 
@@ -412,8 +426,10 @@ class MBDPOLoss(LossModule):
         loss = binary_contrastive_loss(pos_logits, neg_logits)
         with torch.no_grad():
             mean, std = ema_moments(
-                self.energy_norm.mean, self.energy_norm.std,
-                torch.cat([pos_logits, neg_logits]), self.contrastive_momentum,
+                self.energy_norm.mean,
+                self.energy_norm.std,
+                torch.cat([pos_logits, neg_logits]),
+                self.contrastive_momentum,
             )
             # A non-finite batch (skipped by update()) must not poison the statistics the planner reads.
             self.energy_norm.mean.copy_(torch.where(torch.isfinite(mean), mean, self.energy_norm.mean))
@@ -439,7 +455,13 @@ class MBDPOLoss(LossModule):
             # The planner's return (spec §3.2); its terminal Q uses the model's current mode, i.e. dropout
             # on during update(), as the official code.
             values = world_model_value(
-                wm, z0.detach(), candidates.unsqueeze(0), task, discount, self.contrastive_eta, self.normalized_energy,
+                wm,
+                z0.detach(),
+                candidates.unsqueeze(0),
+                task,
+                discount,
+                self.contrastive_eta,
+                self.normalized_energy,
             ).nan_to_num(0.0)
             target = mc_score_target(x_tau, candidates, values.reshape(-1), abar_tau, self.score_temperature)
         prediction = wm.score(z0, x_tau.unsqueeze(0), tau, task).squeeze(0)
@@ -472,8 +494,12 @@ class MBDPOLoss(LossModule):
         if self.trains_energy and wm.energy is not None:
             energy, pos_logits, neg_logits = self._energy_loss(z_pred, batch.action, batch.task)
             terms["loss_energy"] = (energy, self.energy_coef)
-            metrics.update(energy_pos_logit=pos_logits.mean(), energy_neg_logit=neg_logits.mean(),
-                           energy_mean=self.energy_norm.mean.detach().clone(), energy_std=self.energy_norm.std.detach().clone())
+            metrics.update(
+                energy_pos_logit=pos_logits.mean(),
+                energy_neg_logit=neg_logits.mean(),
+                energy_mean=self.energy_norm.mean.detach().clone(),
+                energy_std=self.energy_norm.std.detach().clone(),
+            )
         if self.use_score_network:
             # After the energy loss on purpose: the score target reads the statistics it just updated.
             discount0 = batch.discount if batch.discount.ndim == 0 else batch.discount[:1]
@@ -499,11 +525,18 @@ class MBDPOLoss(LossModule):
 
     def weighted_terms(self, metadata: TensorDictBase) -> TensorDictBase:
         """The ``loss_*`` terms of a :meth:`model_loss` metadata, multiplied by their coefficients."""
-        return TensorDict({key: getattr(self, self._COEFS[key]) * metadata[key] for key in self._COEFS if key in metadata.keys()},
-                          batch_size=[])
+        return TensorDict(
+            {key: getattr(self, self._COEFS[key]) * metadata[key] for key in self._COEFS if key in metadata.keys()}, batch_size=[]
+        )
 
-    _COEFS = {"loss_consistency": "consistency_coef", "loss_reward": "reward_coef", "loss_value": "value_coef",
-              "loss_termination": "termination_coef", "loss_energy": "energy_coef", "loss_score": "score_coef"}
+    _COEFS = {
+        "loss_consistency": "consistency_coef",
+        "loss_reward": "reward_coef",
+        "loss_value": "value_coef",
+        "loss_termination": "termination_coef",
+        "loss_energy": "energy_coef",
+        "loss_score": "score_coef",
+    }
 
     def actor_loss_from_latents(self, latents: torch.Tensor, task: torch.Tensor | None = None) -> tuple[torch.Tensor, TensorDictBase]:
         """Policy-prior objective of spec §2.4 on detached latents ``(B, H+1, L)`` (``actor_latents`` of
@@ -557,9 +590,22 @@ class TDMPC2Loss(MBDPOLoss):
     """
 
     trains_energy = False
-    _MBDPO_ONLY = ("energy_coef", "score_coef", "contrastive_pairing", "contrastive_neg_noise", "contrastive_momentum",
-                   "contrastive_eta", "use_score_network", "score_num_samples", "score_temperature", "diffusion_steps",
-                   "beta0", "betaT", "energy", "score_network")
+    _MBDPO_ONLY = (
+        "energy_coef",
+        "score_coef",
+        "contrastive_pairing",
+        "contrastive_neg_noise",
+        "contrastive_momentum",
+        "contrastive_eta",
+        "use_score_network",
+        "score_num_samples",
+        "score_temperature",
+        "diffusion_steps",
+        "beta0",
+        "betaT",
+        "energy",
+        "score_network",
+    )
 
     def __init__(self, world_model, policy_prior=None, q_ensemble=None, *, target_q_pair: str = "random", **kwargs):
         mbdpo_only = sorted(set(kwargs) & set(self._MBDPO_ONLY))
@@ -568,8 +614,14 @@ class TDMPC2Loss(MBDPOLoss):
         super().__init__(world_model, policy_prior, q_ensemble, target_q_pair=target_q_pair, energy_coef=0.0, **kwargs)
 
 
-def make_optimizers(loss: MBDPOLoss, lr: float = 3e-4, enc_lr_scale: float = 0.3, capturable: bool = False, actor_eps: float = 1e-5,
-                    weight_decay: float = 0.0) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+def make_optimizers(
+    loss: MBDPOLoss,
+    lr: float = 3e-4,
+    enc_lr_scale: float = 0.3,
+    capturable: bool = False,
+    actor_eps: float = 1e-5,
+    weight_decay: float = 0.0,
+) -> tuple[torch.optim.Adam, torch.optim.Adam]:
     """The official optimisers (TD-MPC2's, arXiv 2310.16828 §4; the official ``tdmpc2.py`` agent).
 
     ``model_optim``: Adam over every model parameter except the policy prior's: the encoder at
@@ -582,8 +634,9 @@ def make_optimizers(loss: MBDPOLoss, lr: float = 3e-4, enc_lr_scale: float = 0.3
     policy = list(model.policy.parameters())
     excluded = {id(p) for p in encoder + policy}
     rest = [p for p in model.parameters() if id(p) not in excluded]
-    model_optim = torch.optim.Adam([{"params": encoder, "lr": lr * enc_lr_scale}, {"params": rest}], lr=lr,
-                                   weight_decay=weight_decay, capturable=capturable)
+    model_optim = torch.optim.Adam(
+        [{"params": encoder, "lr": lr * enc_lr_scale}, {"params": rest}], lr=lr, weight_decay=weight_decay, capturable=capturable
+    )
     pi_optim = torch.optim.Adam(policy, lr=lr, eps=actor_eps, weight_decay=weight_decay, capturable=capturable)
     return model_optim, pi_optim
 
@@ -665,15 +718,25 @@ class UpdateStep:
     tensor that nothing here reads).
     """
 
-    def __init__(self, loss: MBDPOLoss, model_optim: torch.optim.Optimizer, pi_optim: torch.optim.Optimizer, target_updater=None,
-                 grad_clip_norm: float = 20.0, precision: str = "fp32", grad_sync=None, sync_free: bool | None = None):
+    def __init__(
+        self,
+        loss: MBDPOLoss,
+        model_optim: torch.optim.Optimizer,
+        pi_optim: torch.optim.Optimizer,
+        target_updater=None,
+        grad_clip_norm: float = 20.0,
+        precision: str = "fp32",
+        grad_sync=None,
+        sync_free: bool | None = None,
+    ):
         autocast_precision(precision, "cpu")  # validates
         self.loss, self.model_optim, self.pi_optim, self.target_updater = loss, model_optim, pi_optim, target_updater
         self.grad_clip_norm, self.precision, self.grad_sync, self.sync_free = float(grad_clip_norm), precision, grad_sync, sync_free
         self.model_params, self.pi_params = _optimizer_params(model_optim), _optimizer_params(pi_optim)
         # The four pieces run between the two backward passes (CompiledUpdate swaps in compiled ones).
-        self.pieces = self.eager_pieces = dict(model_forward=self.model_forward, model_step=self.model_step,
-                                               actor_forward=self.actor_forward, actor_step=self.actor_step)
+        self.pieces = self.eager_pieces = dict(
+            model_forward=self.model_forward, model_step=self.model_step, actor_forward=self.actor_forward, actor_step=self.actor_step
+        )
 
     # ------------------------------------------------------------------ the pieces
     def running_stats(self) -> list[torch.Tensor]:
@@ -733,8 +796,13 @@ class UpdateStep:
         model_metadata = TensorDict(model_metadata, batch_size=[])
         info = model_metadata.exclude("actor_latents", "task", *MBDPOLoss._COEFS).update(loss.weighted_terms(model_metadata))
         info.update(dict(actor_metadata.items()))
-        info.update(loss_model=model_loss, loss_actor=actor_loss, model_grad_norm=model_grad_norm, actor_grad_norm=actor_grad_norm,
-                    nonfinite_skipped=(~ok).float())
+        info.update(
+            loss_model=model_loss,
+            loss_actor=actor_loss,
+            model_grad_norm=model_grad_norm,
+            actor_grad_norm=actor_grad_norm,
+            nonfinite_skipped=(~ok).float(),
+        )
         return info.detach()
 
     # ------------------------------------------------------------------ the step
@@ -795,8 +863,19 @@ class CompiledUpdate(UpdateStep):
     Keyword Args: see :class:`~torchrl_mbdpo.modules.compile.CompileOptions` (or pass ``options=``).
     """
 
-    def __init__(self, loss: MBDPOLoss, model_optim, pi_optim, target_updater=None, grad_clip_norm: float = 20.0,
-                 precision: str = "fp32", grad_sync=None, *, options: CompileOptions | None = None, **compile_kwargs):
+    def __init__(
+        self,
+        loss: MBDPOLoss,
+        model_optim,
+        pi_optim,
+        target_updater=None,
+        grad_clip_norm: float = 20.0,
+        precision: str = "fp32",
+        grad_sync=None,
+        *,
+        options: CompileOptions | None = None,
+        **compile_kwargs,
+    ):
         super().__init__(loss, model_optim, pi_optim, target_updater, grad_clip_norm, precision, grad_sync, sync_free=True)
         self.options = options if options is not None else CompileOptions(**compile_kwargs)
         if self.options.cudagraphs and grad_sync is not None:

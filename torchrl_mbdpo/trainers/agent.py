@@ -1,5 +1,6 @@
 """The agent of a run config: world model, loss and planner (``algo=mbdpo|tdmpc2``), and the same
 rebuilt from a checkpoint. Used by every trainer and by ``mbdpo-eval``."""
+
 from __future__ import annotations
 
 import torch
@@ -30,8 +31,16 @@ def world_model_config(cfg: TrainConfig, obs_dim: int, action_dim: int, episodic
         overrides.setdefault("q_init", "trunc_normal")  # TD-MPC2 since e9f5932 initialises its Q heads (spec §1.1)
     if multitask:
         overrides.setdefault("task_dim", 96)
-    return WorldModelConfig.from_size(cfg.model_size, obs_dim, action_dim, horizon=cfg.active_planner().horizon,
-                                      episodic=episodic, obs_type=cfg.obs, **overrides, **multitask)
+    return WorldModelConfig.from_size(
+        cfg.model_size,
+        obs_dim,
+        action_dim,
+        horizon=cfg.active_planner().horizon,
+        episodic=episodic,
+        obs_type=cfg.obs,
+        **overrides,
+        **multitask,
+    )
 
 
 def build_agent(cfg: TrainConfig, obs_dim: int, action_dim: int, task_spec):
@@ -54,9 +63,16 @@ def build_loss_and_actor(cfg: TrainConfig, world_model: MBDPOWorldModel, discoun
         # The score-matching target re-uses the planner's schedule, temperature and energy weight (as the official
         # code, which reads them from one config): one setting each.
         planner = cfg.planner
-        loss = MBDPOLoss(world_model, discount=discount, contrastive_eta=planner.energy_eta, diffusion_steps=planner.steps,
-                         beta0=planner.beta0, betaT=planner.betaT, score_temperature=planner.temperature,
-                         **vars(cfg.loss)).to(cfg.device)
+        loss = MBDPOLoss(
+            world_model,
+            discount=discount,
+            contrastive_eta=planner.energy_eta,
+            diffusion_steps=planner.steps,
+            beta0=planner.beta0,
+            betaT=planner.betaT,
+            score_temperature=planner.temperature,
+            **vars(cfg.loss),
+        ).to(cfg.device)
     actor = make_actor(cfg, world_model, discount).to(cfg.device)
     return loss, actor
 
@@ -86,7 +102,9 @@ def checkpoint_env(state: dict, task: str, *, seed: int, obs: str = "state"):
         return make_env(task, seed=seed, obs=obs)
     trained = state.get("trained_tasks") or names
     if task not in trained:
-        raise ValueError(f"task={task} is not a task of this multi-task checkpoint; it was trained on {trained}. "
-                         "A new task needs fine-tuning first: mbdpo-finetune checkpoint=... task=<new> source_task=<known>.")
+        raise ValueError(
+            f"task={task} is not a task of this multi-task checkpoint; it was trained on {trained}. "
+            "A new task needs fine-tuning first: mbdpo-finetune checkpoint=... task=<new> source_task=<known>."
+        )
     wm_cfg = state["world_model_config"]
     return make_multitask_env(task, names.index(task), wm_cfg["obs_dim"], wm_cfg["action_dim"], seed=seed)

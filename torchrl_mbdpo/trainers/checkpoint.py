@@ -7,6 +7,7 @@ as TD-MPC2 and TorchRL's ``TdMpc2QEnsemble``) and names the optimisers as TorchR
 older files are migrated on load. ``latest.pt`` is replaced atomically; the file it replaces survives as
 ``previous.pt``, and :func:`load_latest` falls back to it with a warning.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,8 +21,15 @@ import torch
 
 FORMAT_VERSION = 3
 
-__all__ = ["FORMAT_VERSION", "CheckpointError", "save_checkpoint", "save_run_checkpoint", "load_checkpoint", "load_latest",
-           "check_compatible"]
+__all__ = [
+    "FORMAT_VERSION",
+    "CheckpointError",
+    "save_checkpoint",
+    "save_run_checkpoint",
+    "load_checkpoint",
+    "load_latest",
+    "check_compatible",
+]
 
 
 class CheckpointError(RuntimeError):
@@ -84,7 +92,7 @@ def _target_qs_into_world_model(state: dict) -> dict:
     (``target_q_params.*``); the stepper's optimisers took TorchRL's names."""
     loss = state.get("loss")
     if isinstance(loss, dict) and "world_model" in state:
-        targets = {k[len("target_qvalue_params."):]: v for k, v in loss.items() if k.startswith("target_qvalue_params.")}
+        targets = {k[len("target_qvalue_params.") :]: v for k, v in loss.items() if k.startswith("target_qvalue_params.")}
         if targets and not any(k.startswith("target_q_params.") for k in state["world_model"]):
             state["world_model"] = {**state["world_model"], **{f"target_q_params.{k}": v for k, v in targets.items()}}
             state["loss"] = {**loss, **{f"world_model.target_q_params.{k}": v for k, v in targets.items()}}
@@ -151,10 +159,14 @@ def load_latest(directory: str | Path, map_location="cpu") -> tuple[dict, Path]:
 
 def check_compatible(saved: dict, requested: dict, what: str, path) -> None:
     """Raise a readable error listing every field where a checkpoint's config differs from the requested one."""
-    diffs = [f"{k}: checkpoint has {saved.get(k)!r}, requested {requested.get(k)!r}"
-             for k in sorted(set(saved) | set(requested)) if saved.get(k) != requested.get(k)]
+    diffs = [
+        f"{k}: checkpoint has {saved.get(k)!r}, requested {requested.get(k)!r}"
+        for k in sorted(set(saved) | set(requested))
+        if saved.get(k) != requested.get(k)
+    ]
     if diffs:
         raise CheckpointError(
-            f"The checkpoint {path} was made with another {what}:\n  " + "\n  ".join(diffs)
+            f"The checkpoint {path} was made with another {what}:\n  "
+            + "\n  ".join(diffs)
             + "\nDrop the conflicting overrides (or pass the checkpoint's values), or use a checkpoint of this config."
         )

@@ -7,6 +7,7 @@ one is trained (``algos``: mbdpo, tdmpc2, dmo; with ``run=false`` any folder nam
 published curves of the official release overlaid when the task is there), ``summary.csv`` (each
 eval step) and ``final.csv`` (the last common step), and a Markdown table on stdout.
 """
+
 from __future__ import annotations
 
 import csv
@@ -20,8 +21,15 @@ from .config import default_work_dir, file_name_of
 __all__ = ["run_dir", "ensure_run", "collect", "summarize", "plot_task", "load_published", "compare", "markdown_table"]
 
 PUBLISHED_CURVES = Path(__file__).resolve().parent.parent / "data" / "official_curves.csv"
-METRICS = ("episode_reward", "prior_episode_reward", "episode_success", "td_error_replay", "td_error_planner",
-           "action_drift_logratio", "wall_time_s")
+METRICS = (
+    "episode_reward",
+    "prior_episode_reward",
+    "episode_success",
+    "td_error_replay",
+    "td_error_planner",
+    "action_drift_logratio",
+    "wall_time_s",
+)
 
 
 def run_dir(root, algo: str, task: str, seed: int) -> Path:
@@ -112,8 +120,16 @@ def plot_task(task: str, summaries: dict, published: dict, png_path, max_step: i
         ax.fill_between(step, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)], color=f"C{i}", alpha=0.2)
         curve = [p for p in published.get((algo, task), []) if max_step is None or p[0] <= max_step]
         if curve:
-            ax.errorbar([p[0] for p in curve], [p[1] for p in curve], yerr=[p[2] for p in curve], fmt="s--",
-                        color=f"C{i}", alpha=0.6, capsize=3, label=f"{algo} (published)")
+            ax.errorbar(
+                [p[0] for p in curve],
+                [p[1] for p in curve],
+                yerr=[p[2] for p in curve],
+                fmt="s--",
+                color=f"C{i}",
+                alpha=0.6,
+                capsize=3,
+                label=f"{algo} (published)",
+            )
     ax.set_xlabel("agent steps")
     ax.set_ylabel("success rate, % (evaluation policy)" if success else "episode return (evaluation policy)")
     ax.set_title(task)
@@ -124,8 +140,9 @@ def plot_task(task: str, summaries: dict, published: dict, png_path, max_step: i
     plt.close(fig)
 
 
-def compare(tasks, algos, seeds, steps: int, root="runs", out_dir="runs/compare", make_config=None,
-            published_path=PUBLISHED_CURVES) -> list[dict]:
+def compare(
+    tasks, algos, seeds, steps: int, root="runs", out_dir="runs/compare", make_config=None, published_path=PUBLISHED_CURVES
+) -> list[dict]:
     """Run (with ``make_config``) or only collect every (task, algo, seed), then write the PNGs and CSVs;
     returns the rows of ``final.csv``. ``make_config(task, algo, seed)`` builds each run's ``TrainConfig``
     (``steps`` and ``work_dir`` are set here)."""
@@ -163,12 +180,14 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def markdown_table(final_rows: list[dict]) -> str:
-    lines = ["| task | algo | step | seeds | return (mean ± sd) | policy prior | TD err replay / planner | drift log-ratio "
-             "| wall time (s) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| task | algo | step | seeds | return (mean ± sd) | policy prior | TD err replay / planner | drift log-ratio | wall time (s) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in final_rows:
         lines.append(
             f"| {r['task']} | {r['algo']} | {r['step']} | {r['n_seeds']} | {r['episode_reward_mean']:.1f} ± "
             f"{r['episode_reward_sd']:.1f} | {r['prior_episode_reward_mean']:.1f} | {r['td_error_replay_mean']:.2f} / "
-            f"{r['td_error_planner_mean']:.2f} | {r['action_drift_logratio_mean']:.2f} | {r['wall_time_s_mean']:.0f} |")
+            f"{r['td_error_planner_mean']:.2f} | {r['action_drift_logratio_mean']:.2f} | {r['wall_time_s_mean']:.0f} |"
+        )
     return "\n".join(lines)

@@ -1,5 +1,6 @@
 """Structured configuration of an online run. Every field has a working default (official values for
 the algorithm, spec §6.1); the command line overrides them Hydra-style: ``planner.num_samples=64``."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -81,7 +82,9 @@ class DMOConfig:
     learned_updates: int = 16  # forward_model=learned: model steps per iteration
     collect_steps: Optional[int] = None  # forward_model=learned: real steps per env and iteration (default: horizon)
     learned_lr: float = 1e-3
-    learned_reset: str = "replay"  # forward_model=learned: episodes start from any replay observation | start: from real initial observations
+    learned_reset: str = (
+        "replay"  # forward_model=learned: episodes start from any replay observation | start: from real initial observations
+    )
 
 
 @dataclass
@@ -120,7 +123,9 @@ class TrainConfig:
     # torch.compile the planner (actor.compile_planner) and the update (objectives.CompiledUpdate): same numbers
     # as eager for the same draws; compile time is reported once. On CPU it compiles for minutes and gains little.
     compile: bool = False
-    compile_mode: Optional[str] = None  # torch.compile mode: None (default) | reduce-overhead | max-autotune-no-cudagraphs (official code's)
+    compile_mode: Optional[str] = (
+        None  # torch.compile mode: None (default) | reduce-overhead | max-autotune-no-cudagraphs (official code's)
+    )
     cudagraphs: bool = False  # CUDA only: capture the compiled update and planner in CUDA graphs (tensordict's CudaGraphModule)
     logger: str = "csv"  # csv | tensorboard | wandb (all scalars; eval.csv is always written)
     progress: bool = True
@@ -197,8 +202,25 @@ def sweep_work_dir(cfg: "TrainConfig", job_overrides, swept_keys, root: str = "r
 
 
 # Fields a resumed run may change; every other field must equal the checkpoint's.
-RESUMABLE_FIELDS = ("steps", "data_dir", "cache_dir", "resume", "progress", "work_dir", "device", "threads", "logger", "eval_freq", "eval_episodes", "checkpoint_freq", "max_nonfinite",
-                    "save_video", "compile", "compile_mode", "cudagraphs")
+RESUMABLE_FIELDS = (
+    "steps",
+    "data_dir",
+    "cache_dir",
+    "resume",
+    "progress",
+    "work_dir",
+    "device",
+    "threads",
+    "logger",
+    "eval_freq",
+    "eval_episodes",
+    "checkpoint_freq",
+    "max_nonfinite",
+    "save_video",
+    "compile",
+    "compile_mode",
+    "cudagraphs",
+)
 
 
 def register_configs() -> None:

@@ -6,6 +6,7 @@ computed at every evaluation from the evaluation episodes the planner just playe
 so the executed action is the planner's choice) and one replay batch: a few hundred transitions,
 little next to the evaluation episodes themselves.
 """
+
 from __future__ import annotations
 
 import torch

@@ -8,6 +8,7 @@ Gradients of the mean loss of the global batch are thus identical to those of on
 batch, so are the parameters, optimiser moments and Polyak targets; the running statistics (energy
 normalisation, policy-loss scale) are taken from the main process after each update, as DDP's buffers.
 """
+
 from __future__ import annotations
 
 import os

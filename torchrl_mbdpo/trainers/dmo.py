@@ -33,6 +33,7 @@ the planner-only columns stay empty). Checkpoints (``checkpoints/latest.pt``) ev
 steps and at the end hold the models, optimisers, replay buffer and counters; ``resume=true`` continues from
 one (the envs restart fresh episodes, so a resumed run is not bit-identical to an uninterrupted one).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -56,11 +57,13 @@ from ..envs.learned_model_env import LearnedGlobalEnv, ObservationModel
 from ..modules import MBDPOWorldModel, WorldModelConfig
 from ..modules.decoupled import EnvGlobalModel
 from ..objectives.dmo import DMOLoss
+from .agent import world_model_config
 from .checkpoint import CheckpointError, load_checkpoint, save_run_checkpoint
 from .config import TrainConfig, default_work_dir, from_container, to_container
-from .agent import world_model_config
 from .evaluation import EvalLog, episode_success, evaluate, evaluation_seeds, truncate_csv_logs
-from .run_control import rng_state as _rng_state, run_to_resume, set_rng_state as _set_rng_state
+from .run_control import rng_state as _rng_state
+from .run_control import run_to_resume
+from .run_control import set_rng_state as _set_rng_state
 
 __all__ = ["FORWARD_MODELS", "DMOPolicy", "DMOTrainer", "make_dmo_trainer", "make_dmo_loss", "load_dmo_policy"]
 
@@ -91,10 +94,18 @@ def _policy_module(loss: DMOLoss, deterministic: bool = True) -> TensorDictModul
 
 def make_dmo_loss(cfg: TrainConfig, world_model: MBDPOWorldModel, discount: float) -> DMOLoss:
     d = cfg.dmo
-    return DMOLoss(world_model, discount=d.discount if d.discount is not None else discount, lmbda=d.lmbda,
-                   alpha_init=d.alpha_init, target_entropy=d.target_entropy, decoupled=d.decoupled,
-                   log_std_min=d.log_std_min, log_std_max=d.log_std_max,
-                   consistency_coef=cfg.loss.consistency_coef, reward_coef=cfg.loss.reward_coef).to(cfg.device)
+    return DMOLoss(
+        world_model,
+        discount=d.discount if d.discount is not None else discount,
+        lmbda=d.lmbda,
+        alpha_init=d.alpha_init,
+        target_entropy=d.target_entropy,
+        decoupled=d.decoupled,
+        log_std_min=d.log_std_min,
+        log_std_max=d.log_std_max,
+        consistency_coef=cfg.loss.consistency_coef,
+        reward_coef=cfg.loss.reward_coef,
+    ).to(cfg.device)
 
 
 def _check_config(cfg: TrainConfig) -> None:
@@ -114,8 +125,10 @@ def _check_config(cfg: TrainConfig) -> None:
             raise ValueError(f"dmo.{name} must be >= 1, got {getattr(d, name)}.")
     if d.collect_steps is not None:
         if d.forward_model != "learned":
-            raise ValueError("dmo.collect_steps applies to dmo.forward_model=learned: with the simulator as the global model, "
-                             "every rollout step is a real env step (set dmo.horizon instead).")
+            raise ValueError(
+                "dmo.collect_steps applies to dmo.forward_model=learned: with the simulator as the global model, "
+                "every rollout step is a real env step (set dmo.horizon instead)."
+            )
         if d.collect_steps < 1:
             raise ValueError(f"dmo.collect_steps must be >= 1, got {d.collect_steps}.")
     for name in ("critic_updates", "local_model_updates", "seed_steps", "pretrain_updates", "learned_updates"):
@@ -133,8 +146,18 @@ def _replay_buffer(capacity: int) -> TensorDictReplayBuffer:
 class DMOTrainer:
     """Runs the protocol of the module docstring; build it with :func:`make_dmo_trainer`."""
 
-    def __init__(self, cfg: TrainConfig, *, env, eval_env, world_model: MBDPOWorldModel, loss: DMOLoss, work_dir,
-                 learned_model: ObservationModel | None = None, capacity: int | None = None):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        env,
+        eval_env,
+        world_model: MBDPOWorldModel,
+        loss: DMOLoss,
+        work_dir,
+        learned_model: ObservationModel | None = None,
+        capacity: int | None = None,
+    ):
         self.cfg, d = cfg, cfg.dmo
         self.env, self.eval_env, self.world_model, self.loss_module = env, eval_env, world_model, loss
         self.task_spec = env.task_spec
@@ -154,8 +177,9 @@ class DMOTrainer:
         if learned_model is not None:
             self.optimizers["learned_model"] = torch.optim.Adam(learned_model.parameters(), lr=d.learned_lr)
         self.eval_policy = _policy_module(loss, deterministic=True)
-        self.eval_log = EvalLog(self.work_dir, title=f"dmo ({d.forward_model}{'' if d.decoupled else ', no decoupling'}) "
-                                                     f"{cfg.task} (seed {cfg.seed})")
+        self.eval_log = EvalLog(
+            self.work_dir, title=f"dmo ({d.forward_model}{'' if d.decoupled else ', no decoupling'}) {cfg.task} (seed {cfg.seed})"
+        )
         self.logger = get_logger(cfg.logger, logger_name=str(self.work_dir / "logs"), experiment_name="dmo")
         self.env_steps = 0
         self.iterations = 0
@@ -181,9 +205,13 @@ class DMOTrainer:
         self.learned_env = self.learned = None
         if self.learned_model is not None:
             self.learned_env = LearnedGlobalEnv(
-                self.learned_model, self._sample_start_observations, batch_size=self.cfg.dmo.num_envs,
-                action_dim=self.world_model.cfg.action_dim, max_episode_steps=self.task_spec.episode_length,
-                device=self.device)
+                self.learned_model,
+                self._sample_start_observations,
+                batch_size=self.cfg.dmo.num_envs,
+                action_dim=self.world_model.cfg.action_dim,
+                max_episode_steps=self.task_spec.episode_length,
+                device=self.device,
+            )
             self.learned = None  # created once the buffer holds data (its reset samples from it)
 
     @property
@@ -245,7 +273,8 @@ class DMOTrainer:
     def local_model_step(self) -> dict:
         batch = self._sample()
         loss, consistency, reward_ce = self.loss_module.local_model_loss(
-            batch["observation"], batch["action"], batch["next", "observation"], batch["next", "reward"])
+            batch["observation"], batch["action"], batch["next", "observation"], batch["next", "reward"]
+        )
         self._optim_step("local_model", loss, self.cfg.grad_clip_norm)
         return {"loss_local_model": loss.item(), "local_consistency": consistency.item(), "local_reward_ce": reward_ce.item()}
 
@@ -283,9 +312,14 @@ class DMOTrainer:
         else:
             self.skipped_in_a_row += 1
             self.skipped_total += 1
-        return {"loss_actor": actor_loss.item(), "loss_critic": critic_loss.item(), "loss_alpha": alpha_loss.item(),
-                "alpha": loss.alpha.item(), "entropy": (-rollout["action_log_prob"]).mean().item(),
-                "rollout_reward": rollout["next", "reward"].mean().item()}
+        return {
+            "loss_actor": actor_loss.item(),
+            "loss_critic": critic_loss.item(),
+            "loss_alpha": alpha_loss.item(),
+            "alpha": loss.alpha.item(),
+            "entropy": (-rollout["action_log_prob"]).mean().item(),
+            "rollout_reward": rollout["next", "reward"].mean().item(),
+        }
 
     # ----------------------------------------------------------------- phases
     def seed_phase(self) -> None:
@@ -376,7 +410,8 @@ class DMOTrainer:
             self.stop_message = (
                 f"Stopped at step {self.env_steps}: {self.skipped_in_a_row} actor updates in a row had a non-finite loss or "
                 "gradient (they were skipped; the checkpoint holds the last finite parameters). Lower dmo.actor_lr or "
-                "dmo.horizon, or check the rewards/observations for NaN or huge values.")
+                "dmo.horizon, or check the rewards/observations for NaN or huge values."
+            )
             return True
         return False
 
@@ -467,9 +502,15 @@ class DMOTrainer:
             "replay_buffer": self.replay_buffer.state_dict(),
             "buffer_capacity": self.capacity,
             "start_buffer": self.start_buffer.state_dict(),
-            "trainer": {"next_eval": self._next_eval, "next_ckpt": self._next_ckpt, "pretrained": self.pretrained,
-                        "iterations": self.iterations, "normalizer_size": self._normalizer_size,
-                        "skipped_total": self.skipped_total, "wall_time_s": time.time() - self._t0},
+            "trainer": {
+                "next_eval": self._next_eval,
+                "next_ckpt": self._next_ckpt,
+                "pretrained": self.pretrained,
+                "iterations": self.iterations,
+                "normalizer_size": self._normalizer_size,
+                "skipped_total": self.skipped_total,
+                "wall_time_s": time.time() - self._t0,
+            },
             "rng": _rng_state(),
         }
 
@@ -522,8 +563,16 @@ def make_dmo_trainer(cfg: TrainConfig) -> DMOTrainer:
     learned_model = ObservationModel(obs_dim, action_dim, hidden=d.learned_hidden).to(cfg.device) if d.forward_model == "learned" else None
     # The replay capacity is fixed by the run's first config: a resumed run keeps the buffer it had.
     capacity = state["buffer_capacity"] if state is not None else min(d.buffer_size, max(cfg.steps, 1))
-    trainer = DMOTrainer(cfg, env=env, eval_env=eval_env, world_model=world_model, loss=loss, work_dir=work_dir,
-                         learned_model=learned_model, capacity=capacity)
+    trainer = DMOTrainer(
+        cfg,
+        env=env,
+        eval_env=eval_env,
+        world_model=world_model,
+        loss=loss,
+        work_dir=work_dir,
+        learned_model=learned_model,
+        capacity=capacity,
+    )
     if state is not None:
         trainer.load_state(state)
     return trainer

@@ -1,4 +1,5 @@
 """Evaluation episodes, their seeds, their videos (``videos/*.mp4``) and the learning-curve files (``eval.csv``, ``eval.png``)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -19,8 +20,23 @@ from torchrl.record.loggers import Logger
 
 from .run_control import named_seed
 
-__all__ = ["evaluate", "episode_success", "EvalSeeds", "evaluation_seeds", "CsvLog", "EvalLog", "plot_eval_curve",
-           "truncate_csv_logs", "video_enabled", "find_renderer", "RenderedPixels", "MP4FileLogger", "video_recording", "record_video"]
+__all__ = [
+    "evaluate",
+    "episode_success",
+    "EvalSeeds",
+    "evaluation_seeds",
+    "CsvLog",
+    "EvalLog",
+    "plot_eval_curve",
+    "truncate_csv_logs",
+    "video_enabled",
+    "find_renderer",
+    "RenderedPixels",
+    "MP4FileLogger",
+    "video_recording",
+    "record_video",
+]
+
 
 class EvalSeeds(NamedTuple):
     torch: int  # torch's global RNG, inside ``torch.random.fork_rng`` (planner noise)
@@ -147,8 +163,19 @@ class EvalLog:
     """``eval.csv`` (``step`` in agent steps; a :class:`CsvLog` of :attr:`FIELDS`) and its PNG learning
     curve, redrawn after each row."""
 
-    FIELDS = ["step", "episode_reward", "episode_reward_std", "prior_episode_reward", "episode_success", "td_error_replay",
-              "td_error_planner", "action_drift_l2", "action_drift_logratio", "env_steps", "wall_time_s"]
+    FIELDS = [
+        "step",
+        "episode_reward",
+        "episode_reward_std",
+        "prior_episode_reward",
+        "episode_success",
+        "td_error_replay",
+        "td_error_planner",
+        "action_drift_l2",
+        "action_drift_logratio",
+        "env_steps",
+        "wall_time_s",
+    ]
 
     def __init__(self, work_dir: str | Path, title: str = ""):
         self.csv_path = Path(work_dir) / "eval.csv"
@@ -250,8 +277,10 @@ def find_renderer(env, size: int | tuple[int, int] = 256, camera: int | None = N
         return lambda: physics.render(height=height, width=width, camera_id=camera)
     if inner is not None and getattr(inner, "render_mode", None) == "rgb_array":
         return inner.render
-    raise ValueError(f"save_video: {type(base).__name__} ({type(inner).__name__}) offers no renderer this library knows "
-                     "(DMControl tasks, or Gymnasium envs made with render_mode='rgb_array'); run with save_video=false.")
+    raise ValueError(
+        f"save_video: {type(base).__name__} ({type(inner).__name__}) offers no renderer this library knows "
+        "(DMControl tasks, or Gymnasium envs made with render_mode='rgb_array'); run with save_video=false."
+    )
 
 
 class RenderedPixels(Transform):
@@ -296,8 +325,15 @@ class MP4FileLogger(Logger):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
         try:
-            imageio.mimwrite(tmp, frames.to(torch.uint8).cpu().numpy(), format="FFMPEG", fps=kwargs.get("fps", 30),
-                             codec="libx264", macro_block_size=1, ffmpeg_log_level="error")
+            imageio.mimwrite(
+                tmp,
+                frames.to(torch.uint8).cpu().numpy(),
+                format="FFMPEG",
+                fps=kwargs.get("fps", 30),
+                codec="libx264",
+                macro_block_size=1,
+                ffmpeg_log_level="error",
+            )
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -317,8 +353,9 @@ class MP4FileLogger(Logger):
 
 
 @contextlib.contextmanager
-def video_recording(env, path, *, fps: int = 30, size: int | tuple[int, int] = 256, camera: int | None = None, logger=None,
-                    tag: str | None = None):
+def video_recording(
+    env, path, *, fps: int = 30, size: int | tuple[int, int] = 256, camera: int | None = None, logger=None, tag: str | None = None
+):
     """``env`` wrapped so that every frame of the episodes played in the block is recorded (TorchRL's
     ``VideoRecorder`` over :class:`RenderedPixels`) and written, when the block ends without error, as one MP4
     at ``path`` (or logged to a TorchRL ``logger`` under ``tag``, e.g. the run's wandb/tensorboard logger).
@@ -332,9 +369,20 @@ def video_recording(env, path, *, fps: int = 30, size: int | tuple[int, int] = 2
     recorder.dump()
 
 
-def record_video(env, policy, path, *, episodes: int = 1, max_steps: int | None = None, fps: int = 30,
-                 size: int | tuple[int, int] = 256, camera: int | None = None, seed: int | None = None, logger=None,
-                 check=None) -> Path:
+def record_video(
+    env,
+    policy,
+    path,
+    *,
+    episodes: int = 1,
+    max_steps: int | None = None,
+    fps: int = 30,
+    size: int | tuple[int, int] = 256,
+    camera: int | None = None,
+    seed: int | None = None,
+    logger=None,
+    check=None,
+) -> Path:
     """Play ``episodes`` deterministic episodes of ``policy`` and write them as one MP4 at ``path``
     (``episodes * (max_steps + 1)`` frames: each episode's reset frame and one per step, fewer for episodes
     that end early).

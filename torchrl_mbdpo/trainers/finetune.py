@@ -7,6 +7,7 @@ optimisers (all groups, the score network's included) and trains online as the o
 seed phase, one update per step from the first stored episode. Evaluations run every ``eval_freq``
 steps (default 5,000; the official config silently kept only the step-0 one).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -18,18 +19,24 @@ import torch
 from ..data.tdmpc2_dataset import tdmpc2_discount
 from ..envs import make_env, make_multitask_env, observation_size
 from ..modules import MBDPOWorldModel, WorldModelConfig
+from .agent import build_loss_and_actor
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import TrainConfig, from_container
-from .agent import build_loss_and_actor
 from .trainer import MBDPOTrainer, make_trainer
 
 __all__ = ["O2O_SOURCES", "FinetuneConfig", "add_task", "make_finetune_trainer"]
 
 # The paper's offline-to-online targets and the pretraining task each starts from (offline_to_online.py:58-69).
 O2O_SOURCES = {
-    "walker-run": "walker-walk", "cheetah-run": "cheetah-run-backwards", "hopper-hop": "hopper-stand",
-    "pendulum-swingup": "pendulum-spin", "reacher-hard": "reacher-easy", "mw-bin-picking": "mw-pick-place",
-    "mw-box-close": "mw-assembly", "mw-door-lock": "mw-door-open", "mw-door-unlock": "mw-door-open",
+    "walker-run": "walker-walk",
+    "cheetah-run": "cheetah-run-backwards",
+    "hopper-hop": "hopper-stand",
+    "pendulum-swingup": "pendulum-spin",
+    "reacher-hard": "reacher-easy",
+    "mw-bin-picking": "mw-pick-place",
+    "mw-box-close": "mw-assembly",
+    "mw-door-lock": "mw-door-open",
+    "mw-door-unlock": "mw-door-open",
     "mw-hand-insert": "mw-sweep-into",
 }
 
@@ -48,8 +55,19 @@ class FinetuneConfig(TrainConfig):
     def train_config(self, source: TrainConfig) -> TrainConfig:
         """The online run's config: this one, with the architecture and algorithm of the pretrained model."""
         own = {f.name: getattr(self, f.name) for f in fields(TrainConfig)}
-        return TrainConfig(**{**own, "algo": source.algo, "model_size": source.model_size, "model": source.model, "obs": source.obs,
-                              "mode": "online", "data_dir": None, "cache_dir": None, "exclude_tasks": []})
+        return TrainConfig(
+            **{
+                **own,
+                "algo": source.algo,
+                "model_size": source.model_size,
+                "model": source.model,
+                "obs": source.obs,
+                "mode": "online",
+                "data_dir": None,
+                "cache_dir": None,
+                "exclude_tasks": [],
+            }
+        )
 
 
 def add_task(state_dict: dict, new_state_dict: dict, source_index: int, target_index: int) -> dict:
@@ -63,7 +81,7 @@ def add_task(state_dict: dict, new_state_dict: dict, source_index: int, target_i
         if key.endswith("task_emb.weight"):
             table = out[key]
             if table.shape != value.shape:
-                table = torch.cat([table, table[source_index: source_index + 1]])
+                table = torch.cat([table, table[source_index : source_index + 1]])
             table = table.clone()
             table[target_index] = table[source_index]
             out[key] = table
@@ -74,17 +92,21 @@ def add_task(state_dict: dict, new_state_dict: dict, source_index: int, target_i
 
 def make_finetune_trainer(cfg: FinetuneConfig) -> MBDPOTrainer:
     if not cfg.checkpoint:
-        raise ValueError("mbdpo-finetune needs checkpoint=<multi-task checkpoint>, e.g. "
-                         "runs/offline/mbdpo/mt80/size5/seed1/checkpoints/latest.pt")
+        raise ValueError(
+            "mbdpo-finetune needs checkpoint=<multi-task checkpoint>, e.g. runs/offline/mbdpo/mt80/size5/seed1/checkpoints/latest.pt"
+        )
     state = load_checkpoint(cfg.checkpoint)
     names = state.get("task_names")
     if not names or "discounts" not in state:
-        raise CheckpointError(f"{cfg.checkpoint} is a single-task checkpoint; fine-tuning starts from a multi-task one "
-                              "(mbdpo-train mode=offline ...).")
+        raise CheckpointError(
+            f"{cfg.checkpoint} is a single-task checkpoint; fine-tuning starts from a multi-task one (mbdpo-train mode=offline ...)."
+        )
     trained = state.get("trained_tasks") or names
     if cfg.task in trained:
-        raise ValueError(f"{cfg.task} was pretrained in {cfg.checkpoint}; evaluate it with "
-                         f"mbdpo-eval checkpoint={cfg.checkpoint} task={cfg.task}, or fine-tune on a task it has not seen.")
+        raise ValueError(
+            f"{cfg.task} was pretrained in {cfg.checkpoint}; evaluate it with "
+            f"mbdpo-eval checkpoint={cfg.checkpoint} task={cfg.task}, or fine-tune on a task it has not seen."
+        )
     source = cfg.source_task or O2O_SOURCES.get(cfg.task)
     if source not in trained:
         raise ValueError(f"source_task={source!r} is not a task {cfg.checkpoint} was pretrained on; pass source_task=<one of {trained}>.")
@@ -111,6 +133,9 @@ def make_finetune_trainer(cfg: FinetuneConfig) -> MBDPOTrainer:
     env_maker = partial(make_multitask_env, cfg.task, new_index, wm_cfg.obs_dim, wm_cfg.action_dim)
     if cfg.work_dir is None:
         train_cfg.work_dir = f"runs/finetune/{train_cfg.algo}/{cfg.task}/seed{cfg.seed}"
-    print(f"fine-tuning {cfg.checkpoint} (step {state['step']}, {len(names)} tasks) on {cfg.task} (obs {obs_dim}, action {action_dim}) "
-          f"from {source}'s embedding", flush=True)
+    print(
+        f"fine-tuning {cfg.checkpoint} (step {state['step']}, {len(names)} tasks) on {cfg.task} (obs {obs_dim}, action {action_dim}) "
+        f"from {source}'s embedding",
+        flush=True,
+    )
     return make_trainer(train_cfg, env_maker=env_maker, agent=(world_model, loss, actor), task_names=new_names)

@@ -3,6 +3,7 @@ generate``, used by the tests and the offline demo, where TD-MPC2's mt30/mt80 fi
 or from the replay buffers of online runs (``mbdpo-dataset export``: the episodes a learning agent
 collected, of mixed quality, like TD-MPC2's own datasets).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,9 +33,11 @@ def episode_rows(rollout, rows_per_episode: int, obs_size: int, action_size: int
     if len(rollout) % step:
         raise DatasetError(f"An episode of {len(rollout)} steps does not split into {rows_per_episode}-row segments.")
     starts = range(0, len(rollout), step)
-    segments = {"obs": torch.stack([obs[s: s + rows_per_episode] for s in starts]),
-                "action": torch.stack([action[s: s + rows_per_episode] for s in starts]),
-                "reward": torch.stack([reward[s: s + rows_per_episode] for s in starts])}
+    segments = {
+        "obs": torch.stack([obs[s : s + rows_per_episode] for s in starts]),
+        "action": torch.stack([action[s : s + rows_per_episode] for s in starts]),
+        "reward": torch.stack([reward[s : s + rows_per_episode] for s in starts]),
+    }
     segments["action"][:, 0] = float("nan")
     segments["reward"][:, 0] = float("nan")
     return segments
@@ -75,15 +78,23 @@ class _ChunkWriter:
         # tasks mixed across chunks, as TD-MPC2's
         order = torch.randperm(len(stacked["obs"]), generator=torch.Generator().manual_seed(seed))
         for c, start in enumerate(range(0, len(order), episodes_per_chunk)):
-            idx = order[start: start + episodes_per_chunk]
+            idx = order[start : start + episodes_per_chunk]
             write_chunk(self.out / f"chunk_{c}.pt", *(stacked[k][idx] for k in ("obs", "action", "reward", "task")))
             self.info.chunks.append(f"chunk_{c}.pt")
         write_metadata(self.out, self.info)
         return self.info
 
 
-def generate_dataset(out_dir, tasks: list[str], episodes_per_task: int, *, task_set: str = "mt30", seed: int = 0,
-                     episodes_per_chunk: int = 1000, progress: bool = True) -> DatasetInfo:
+def generate_dataset(
+    out_dir,
+    tasks: list[str],
+    episodes_per_task: int,
+    *,
+    task_set: str = "mt30",
+    seed: int = 0,
+    episodes_per_chunk: int = 1000,
+    progress: bool = True,
+) -> DatasetInfo:
     """Roll out ``episodes_per_task`` random-action episodes of each task and save them as ``chunk_<i>.pt``
     files of ``task_set``'s layout (padding, rows per episode, task indices), with ``metadata.json``."""
     out, info = _new_dataset(out_dir, tasks, task_set)

@@ -19,6 +19,7 @@ tensor shapes. TD-MPC2 checkpoints have no energy network ``F`` and no score net
 import's notes say so). Official checkpoints do not hold the energy normalisation statistics (spec §2.2): they
 start at mean 0, std 1, as in the official code after a reload.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,8 +41,14 @@ from ..modules.world_model import MODEL_SIZES
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import ModelOverrides, TrainConfig, to_container
 
-__all__ = ["OFFICIAL_FORMATS", "import_checkpoint", "export_checkpoint", "official_state_dict", "read_official_state_dict",
-           "infer_world_model_config"]
+__all__ = [
+    "OFFICIAL_FORMATS",
+    "import_checkpoint",
+    "export_checkpoint",
+    "official_state_dict",
+    "read_official_state_dict",
+    "infer_world_model_config",
+]
 
 OFFICIAL_FORMATS = ("mbdpo", "tdmpc2")
 _TASK_SET_OF_SIZE = {len(tasks): name for name, tasks in TASK_SETS.items()}
@@ -58,8 +65,7 @@ def _module_specs(cfg: WorldModelConfig, fmt: str = "mbdpo") -> list[tuple]:
     specs = []
     if cfg.obs_type == "state":
         specs.append(("_encoder.state", "encoder", [("obs", cfg.obs_dim), e], ["obs", "e"]))
-    specs += [("_dynamics", "dynamics", [z, a, e], ["z", "e", "a"]),
-              ("_reward", "reward_head", [z, a, e], ["z", "e", "a"])]
+    specs += [("_dynamics", "dynamics", [z, a, e], ["z", "e", "a"]), ("_reward", "reward_head", [z, a, e], ["z", "e", "a"])]
     if cfg.episodic:
         specs.append(("_termination", "done_head", [z, e], ["z", "e"]))
     specs.append(("_pi", "policy", [z, e], ["z", "e"]))
@@ -84,7 +90,12 @@ def _mlp_tensors(net: nn.Sequential) -> list[tuple[str, torch.Tensor]]:
         if isinstance(layer, NormedLinear):
             linear = layer[0]
             norm = next(m for m in layer if isinstance(m, nn.LayerNorm))
-            out += [(f"{i}.weight", linear.weight), (f"{i}.bias", linear.bias), (f"{i}.ln.weight", norm.weight), (f"{i}.ln.bias", norm.bias)]
+            out += [
+                (f"{i}.weight", linear.weight),
+                (f"{i}.bias", linear.bias),
+                (f"{i}.ln.weight", norm.weight),
+                (f"{i}.ln.bias", norm.bias),
+            ]
         elif isinstance(layer, nn.Linear):
             out += [(f"{i}.weight", layer.weight), (f"{i}.bias", layer.bias)]
         else:
@@ -98,8 +109,12 @@ def _q_keys(wm: MBDPOWorldModel) -> list[tuple[str, tuple]]:
     for i, layer in enumerate(wm.qs.module.net._skeleton):
         if isinstance(layer, NormedLinear):
             norm = str(next(j for j, m in enumerate(layer) if isinstance(m, nn.LayerNorm)))
-            out += [(f"{i}.weight", (str(i), "0", "weight")), (f"{i}.bias", (str(i), "0", "bias")),
-                    (f"{i}.ln.weight", (str(i), norm, "weight")), (f"{i}.ln.bias", (str(i), norm, "bias"))]
+            out += [
+                (f"{i}.weight", (str(i), "0", "weight")),
+                (f"{i}.bias", (str(i), "0", "bias")),
+                (f"{i}.ln.weight", (str(i), norm, "weight")),
+                (f"{i}.ln.bias", (str(i), norm, "bias")),
+            ]
         else:
             out += [(f"{i}.weight", (str(i), "weight")), (f"{i}.bias", (str(i), "bias"))]
     return out
@@ -128,23 +143,33 @@ def read_official_state_dict(path) -> tuple[dict, str]:
     ``tdmpc2``); one clear :class:`CheckpointError` for a missing, truncated or foreign file."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"No file at {path}. Pass checkpoint=<the official code's .pt file> (agent.save writes <work_dir>/models/*.pt).")
+        raise CheckpointError(
+            f"No file at {path}. Pass checkpoint=<the official code's .pt file> (agent.save writes <work_dir>/models/*.pt)."
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         truncated = isinstance(err, (EOFError, zipfile.BadZipFile)) or any(
-            s in str(err) for s in ("central directory", "failed reading", "unexpected EOF", "Ran out of input"))
-        what = "it is truncated (an interrupted download or copy?): copy it again" if truncated else \
-            "it is not a PyTorch checkpoint of plain tensors (torch.load(weights_only=True) refused it)"
+            s in str(err) for s in ("central directory", "failed reading", "unexpected EOF", "Ran out of input")
+        )
+        what = (
+            "it is truncated (an interrupted download or copy?): copy it again"
+            if truncated
+            else "it is not a PyTorch checkpoint of plain tensors (torch.load(weights_only=True) refused it)"
+        )
         raise CheckpointError(f"{path} could not be read ({type(err).__name__}: {str(err)[:200]}); {what}.") from err
     if isinstance(obj, Mapping) and "format_version" in obj and "payload" in obj:
-        raise CheckpointError(f"{path} is already a torchrl_mbdpo checkpoint: use it directly (mbdpo-eval checkpoint={path}), "
-                              "or turn it into the official layout with mbdpo-export.")
+        raise CheckpointError(
+            f"{path} is already a torchrl_mbdpo checkpoint: use it directly (mbdpo-eval checkpoint={path}), "
+            "or turn it into the official layout with mbdpo-export."
+        )
     state = obj.get("model") if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping) else obj
     if not isinstance(state, Mapping) or not any(str(k).startswith(("_encoder.", "_dynamics.")) for k in state):
         keys = sorted(map(str, obj))[:8] if isinstance(obj, Mapping) else type(obj).__name__
-        raise CheckpointError(f"{path} is not an official MBDPO or TD-MPC2 checkpoint: expected {{'model': <world-model state dict>}} "
-                              f"with _encoder.*, _dynamics.*, _Qs.* entries (what agent.save writes), found {keys}.")
+        raise CheckpointError(
+            f"{path} is not an official MBDPO or TD-MPC2 checkpoint: expected {{'model': <world-model state dict>}} "
+            f"with _encoder.*, _dynamics.*, _Qs.* entries (what agent.save writes), found {keys}."
+        )
     state = {k: v for k, v in state.items() if not k.endswith(("__batch_size", "__device"))}
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
@@ -155,17 +180,20 @@ def read_official_state_dict(path) -> tuple[dict, str]:
 
 def _stacked_q(state: dict, path) -> tuple[dict, dict | None, str]:
     """The Q ensemble as ``(online, target)`` dicts of stacked tensors keyed ``<layer>.<name>``, and the layout."""
+
     def collect(prefix):
-        return {k[len(prefix):]: state.pop(k) for k in [k for k in state if k.startswith(prefix)]}
+        return {k[len(prefix) :]: state.pop(k) for k in [k for k in state if k.startswith(prefix)]}
 
     online = collect("_Qs.params.")
     if online and all(k.isdigit() for k in online):  # functorch ParameterList (TD-MPC2 before Jan 2025)
+
         def rename(flat):
             out = {}
             for n in sorted(flat, key=int):
                 layer, kind = divmod(int(n), 4)
                 out[f"{layer}.{_PARAM_LIST_NAMES[kind]}"] = flat[n]
             return out
+
         target = collect("_target_Qs.params.")
         return rename(online), rename(target) if target else None, "parameter_list"
     if online:
@@ -174,6 +202,7 @@ def _stacked_q(state: dict, path) -> tuple[dict, dict | None, str]:
         return online, target or None, "stacked"
     heads = collect("_Qs.")
     if heads and all(k.split(".", 1)[0].isdigit() for k in heads):  # one module per head
+
         def stack(per_head):
             n = 1 + max(int(k.split(".", 1)[0]) for k in per_head)
             names = {k.split(".", 1)[1] for k in per_head}
@@ -181,6 +210,7 @@ def _stacked_q(state: dict, path) -> tuple[dict, dict | None, str]:
             if missing:
                 raise CheckpointError(f"{path}: the per-head Q layout lacks {missing[:4]}; the shapes fit no architecture.")
             return {name: torch.stack([per_head[f"{h}.{name}"] for h in range(n)]) for name in names}
+
         target = collect("_target_Qs.")
         return stack(heads), stack(target) if target else None, "per_head"
     raise CheckpointError(f"{path} has no Q ensemble (_Qs.params.* or _Qs.<head>.*): not a complete MBDPO or TD-MPC2 world model.")
@@ -196,9 +226,11 @@ def _layers(state: dict, prefix: str) -> list[torch.Tensor]:
 
 
 def _no_architecture(path, why: str) -> CheckpointError:
-    return CheckpointError(f"{path}: the tensor shapes fit no architecture this library builds ({why}). The file may come from a "
-                           "modified MBDPO/TD-MPC2; only the official world models (any model_size, single- or multi-task, "
-                           "state or rgb) can be imported.")
+    return CheckpointError(
+        f"{path}: the tensor shapes fit no architecture this library builds ({why}). The file may come from a "
+        "modified MBDPO/TD-MPC2; only the official world models (any model_size, single- or multi-task, "
+        "state or rgb) can be imported."
+    )
 
 
 def infer_world_model_config(state: dict, q_online: dict, path="checkpoint") -> WorldModelConfig:
@@ -214,9 +246,12 @@ def infer_world_model_config(state: dict, q_online: dict, path="checkpoint") -> 
     A, rem = divmod(pi[-1].shape[0], 2)
     M = dyn[0].shape[0]
     if L <= 0 or rem or A <= 0 or dyn[0].shape[1] != L + A + T:
-        raise _no_architecture(path, f"_pi.0.weight {tuple(pi[0].shape)}, _pi.2.weight {tuple(pi[-1].shape)} and _dynamics.0.weight "
-                               f"{tuple(dyn[0].shape)} are not (mlp, latent+task_dim), (2*action, mlp), (mlp, latent+action+task_dim) "
-                               f"for task_dim {T}")
+        raise _no_architecture(
+            path,
+            f"_pi.0.weight {tuple(pi[0].shape)}, _pi.2.weight {tuple(pi[-1].shape)} and _dynamics.0.weight "
+            f"{tuple(dyn[0].shape)} are not (mlp, latent+task_dim), (2*action, mlp), (mlp, latent+action+task_dim) "
+            f"for task_dim {T}",
+        )
     if "0.weight" not in q_online or q_online["0.weight"].ndim != 3:
         raise _no_architecture(path, "the Q heads' first weight is not stacked (num_q, mlp, in)")
     arch = dict(latent_dim=L, mlp_dim=M, num_q=q_online["0.weight"].shape[0], num_bins=rew[-1].shape[0], num_tasks=num_tasks, task_dim=T)
@@ -259,9 +294,12 @@ def _fill_world_model(wm: MBDPOWorldModel, state: dict, q_online: dict, q_target
 
     def put(key, ours: torch.Tensor, value: torch.Tensor):
         if value.shape != ours.shape:
-            raise _no_architecture(path, f"{key} has shape {tuple(value.shape)}, the architecture read from the other tensors "
-                                   f"(obs {cfg.obs_dim}, action {cfg.action_dim}, latent {cfg.latent_dim}, mlp {cfg.mlp_dim}, "
-                                   f"task_dim {cfg.task_dim}) needs {tuple(ours.shape)}")
+            raise _no_architecture(
+                path,
+                f"{key} has shape {tuple(value.shape)}, the architecture read from the other tensors "
+                f"(obs {cfg.obs_dim}, action {cfg.action_dim}, latent {cfg.latent_dim}, mlp {cfg.mlp_dim}, "
+                f"task_dim {cfg.task_dim}) needs {tuple(ours.shape)}",
+            )
         with torch.no_grad():
             ours.copy_(value)
 
@@ -275,8 +313,10 @@ def _fill_world_model(wm: MBDPOWorldModel, state: dict, q_online: dict, q_target
     for prefix, attr, segments, official in specs:
         if not any(k.startswith(prefix + ".") for k in state) and attr in ("energy", "score_net"):
             what = "energy network F" if attr == "energy" else "score network"
-            notes.append(f"the {what} starts fresh: {'TD-MPC2 has none' if fmt == 'tdmpc2' else 'the file has none'}"
-                         f"{' (F = 0 until trained: the planner adds no energy term)' if attr == 'energy' else ''}")
+            notes.append(
+                f"the {what} starts fresh: {'TD-MPC2 has none' if fmt == 'tdmpc2' else 'the file has none'}"
+                f"{' (F = 0 until trained: the planner adds no energy term)' if attr == 'energy' else ''}"
+            )
             continue
         for suffix, ours in _mlp_tensors(getattr(wm, attr).module.net):
             value = get(f"{prefix}.{suffix}")
@@ -313,8 +353,10 @@ def _fill_world_model(wm: MBDPOWorldModel, state: dict, q_online: dict, q_target
     if unused:
         raise _no_architecture(path, f"tensors no module of this architecture holds: {unused[:6]}")
     if "log_std_min" not in state:
-        notes.append(f"the file has no log_std_min/log_std_dif buffers: the policy's log-std range is the default "
-                     f"[{cfg.log_std_min:g}, {cfg.log_std_max:g}]")
+        notes.append(
+            f"the file has no log_std_min/log_std_dif buffers: the policy's log-std range is the default "
+            f"[{cfg.log_std_min:g}, {cfg.log_std_max:g}]"
+        )
     if fmt == "mbdpo":
         notes.append("energy normalisation statistics are not saved by the official code: they start at mean 0, std 1")
     return notes
@@ -348,8 +390,10 @@ def _single_task(task, cfg: WorldModelConfig, path, notes: list[str]):
             notes.append(f"task {task} taken from the file name (pass task=<name> to choose another)")
         else:
             shown = ", ".join(candidates[:12]) or "none of the DMControl/MetaWorld tasks"
-            raise CheckpointError(f"{path} does not record its task (observation {cfg.obs_dim}, action {cfg.action_dim}): pass task=<name>; "
-                                  f"tasks of these sizes: {shown}.")
+            raise CheckpointError(
+                f"{path} does not record its task (observation {cfg.obs_dim}, action {cfg.action_dim}): pass task=<name>; "
+                f"tasks of these sizes: {shown}."
+            )
     spec = task_spec(task)
     if spec.name in TASK_DIMS:
         ok = fits(spec.name)
@@ -360,8 +404,10 @@ def _single_task(task, cfg: WorldModelConfig, path, notes: list[str]):
         env.close()
         ok = sizes == (cfg.obs_dim, cfg.action_dim) or (cfg.obs_type == "rgb" and sizes[1] == cfg.action_dim)
     if not ok:
-        raise CheckpointError(f"task={spec.name} has observation {sizes[0]} and action {sizes[1]}, but {path} was trained with observation "
-                              f"{cfg.obs_dim} and action {cfg.action_dim}: pass the task it was trained on.")
+        raise CheckpointError(
+            f"task={spec.name} has observation {sizes[0]} and action {sizes[1]}, but {path} was trained with observation "
+            f"{cfg.obs_dim} and action {cfg.action_dim}: pass the task it was trained on."
+        )
     return spec
 
 
@@ -372,13 +418,17 @@ def _multitask(tasks, exclude_tasks, cfg: WorldModelConfig, path, notes: list[st
     if tasks is None:
         set_name = _TASK_SET_OF_SIZE.get(cfg.num_tasks)
         if set_name is None or PADDED_DIMS[set_name] != (cfg.obs_dim, cfg.action_dim):
-            raise CheckpointError(f"{path} is a multi-task model of {cfg.num_tasks} tasks (observation {cfg.obs_dim}, action {cfg.action_dim}), "
-                                  f"not TD-MPC2's mt30 or mt80: pass tasks=[<the {cfg.num_tasks} task names, in the order of its training config>].")
+            raise CheckpointError(
+                f"{path} is a multi-task model of {cfg.num_tasks} tasks (observation {cfg.obs_dim}, action {cfg.action_dim}), "
+                f"not TD-MPC2's mt30 or mt80: pass tasks=[<the {cfg.num_tasks} task names, in the order of its training config>]."
+            )
         names = list(TASK_SETS[set_name])
     else:
         names = list(tasks)
         if len(names) != cfg.num_tasks:
-            raise CheckpointError(f"{path} has {cfg.num_tasks} task embeddings, tasks= lists {len(names)}: pass all of them, in training order.")
+            raise CheckpointError(
+                f"{path} has {cfg.num_tasks} task embeddings, tasks= lists {len(names)}: pass all of them, in training order."
+            )
     for name in names:
         task_spec(name)  # unknown names: a ValueError with close matches
     excluded = list(exclude_tasks or [])
@@ -390,8 +440,10 @@ def _multitask(tasks, exclude_tasks, cfg: WorldModelConfig, path, notes: list[st
         known = {n: TASK_DIMS[n][1] for n in names if n in TASK_DIMS}
         differ = [n for i, n in enumerate(names) if n in known and known[n] != cfg.action_dims[i]]
         if differ:
-            notes.append(f"the action masks of {len(differ)} task(s) ({', '.join(differ[:4])}{', ...' if len(differ) > 4 else ''}) differ from "
-                         "those tasks' action sizes: the checkpoint's masks are kept (pass tasks=[...] if its task order is another)")
+            notes.append(
+                f"the action masks of {len(differ)} task(s) ({', '.join(differ[:4])}{', ...' if len(differ) > 4 else ''}) differ from "
+                "those tasks' action sizes: the checkpoint's masks are kept (pass tasks=[...] if its task order is another)"
+            )
     else:
         cfg.action_dims = [TASK_DIMS[n][1] if n in TASK_DIMS else cfg.action_dim for n in names]
         notes.append("the file has no action masks: taken from the tasks' action sizes")
@@ -399,12 +451,25 @@ def _multitask(tasks, exclude_tasks, cfg: WorldModelConfig, path, notes: list[st
 
 
 def _train_config(cfg: WorldModelConfig, algo: str, task) -> TrainConfig:
-    train = TrainConfig(task=task, algo=algo, model_size=_model_size_key(cfg), obs=cfg.obs_type, episodic=cfg.episodic,
-                        mode="offline" if cfg.multitask else "online",
-                        model=ModelOverrides(latent_dim=cfg.latent_dim, mlp_dim=cfg.mlp_dim, enc_dim=cfg.enc_dim,
-                                             num_enc_layers=cfg.num_enc_layers, num_q=cfg.num_q, dropout=cfg.dropout,
-                                             simnorm_dim=cfg.simnorm_dim, q_init=cfg.q_init,
-                                             task_dim=cfg.task_dim if cfg.multitask else None))
+    train = TrainConfig(
+        task=task,
+        algo=algo,
+        model_size=_model_size_key(cfg),
+        obs=cfg.obs_type,
+        episodic=cfg.episodic,
+        mode="offline" if cfg.multitask else "online",
+        model=ModelOverrides(
+            latent_dim=cfg.latent_dim,
+            mlp_dim=cfg.mlp_dim,
+            enc_dim=cfg.enc_dim,
+            num_enc_layers=cfg.num_enc_layers,
+            num_q=cfg.num_q,
+            dropout=cfg.dropout,
+            simnorm_dim=cfg.simnorm_dim,
+            q_init=cfg.q_init,
+            task_dim=cfg.task_dim if cfg.multitask else None,
+        ),
+    )
     train.planner.horizon = train.mppi.horizon = cfg.horizon
     return train
 
@@ -414,8 +479,16 @@ def _refuse_overwrite(out: Path, overwrite: bool) -> None:
         raise CheckpointError(f"{out} exists; nothing was written. Pass another out=<path>, or overwrite=true to replace it.")
 
 
-def import_checkpoint(path, out=None, *, task: str | None = None, tasks: list[str] | None = None,
-                      exclude_tasks: list[str] | None = None, algo: str | None = None, overwrite: bool = False) -> dict:
+def import_checkpoint(
+    path,
+    out=None,
+    *,
+    task: str | None = None,
+    tasks: list[str] | None = None,
+    exclude_tasks: list[str] | None = None,
+    algo: str | None = None,
+    overwrite: bool = False,
+) -> dict:
     """An official MBDPO or TD-MPC2 checkpoint as this library's run checkpoint (written to ``out`` if given).
 
     ``task``: the task of a single-task model (the files do not record it; default: the only task of its sizes,
@@ -473,8 +546,10 @@ def official_state_dict(world_model: MBDPOWorldModel, fmt: str = "mbdpo") -> "Or
         raise ValueError(f"format must be one of {OFFICIAL_FORMATS}, got {fmt!r}")
     cfg = world_model.cfg
     if cfg.obs_type == "rgb" and cfg.latent_dim != 512:
-        raise CheckpointError(f"A pixel model with latent_dim {cfg.latent_dim} has a projection layer the official code lacks "
-                              "(its conv encoder needs latent_dim 512): it cannot be exported.")
+        raise CheckpointError(
+            f"A pixel model with latent_dim {cfg.latent_dim} has a projection layer the official code lacks "
+            "(its conv encoder needs latent_dim 512): it cannot be exported."
+        )
     sd: OrderedDict[str, torch.Tensor] = OrderedDict()
     if cfg.multitask:
         sd["_action_masks"] = world_model.action_masks.detach().clone()
@@ -528,8 +603,10 @@ def export_checkpoint(source, out, *, fmt: str = "mbdpo", overwrite: bool = Fals
     else:
         state = load_checkpoint(source) if isinstance(source, (str, os.PathLike)) else source
         if not isinstance(state, Mapping) or "world_model_config" not in state or "world_model" not in state:
-            raise CheckpointError(f"{source if isinstance(source, (str, os.PathLike)) else 'the state'} holds no world model "
-                                  "(world_model, world_model_config): pass a checkpoint of mbdpo-train, mbdpo-finetune or mbdpo-import.")
+            raise CheckpointError(
+                f"{source if isinstance(source, (str, os.PathLike)) else 'the state'} holds no world model "
+                "(world_model, world_model_config): pass a checkpoint of mbdpo-train, mbdpo-finetune or mbdpo-import."
+            )
         if state.get("algo") == "dmo":
             raise CheckpointError("A DMO checkpoint (algo=dmo) has no MBDPO/TD-MPC2 world model to export.")
         world_model = MBDPOWorldModel(WorldModelConfig.from_dict(state["world_model_config"]))

@@ -6,6 +6,7 @@ datasets, evaluated on every task (per-task return / success and the normalized 
 (:mod:`.distributed`). Checkpoints hold the model, optimisers, running statistics, step and RNG state, and
 the task list; ``resume=true`` continues a run, ``mbdpo-finetune`` starts online fine-tuning from one.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,9 +26,9 @@ from ..data.tdmpc2_dataset import DatasetError, DatasetInfo, describe_dataset, l
 from ..envs import make_multitask_env
 from ..modules import MBDPOWorldModel
 from ..objectives.mbdpo import make_optimizers
+from .agent import build_loss_and_actor, world_model_config
 from .config import TrainConfig, to_container
 from .distributed import DistContext, broadcast_state, init_distributed, make_gradient_averager, sync_running_stats
-from .agent import build_loss_and_actor, world_model_config
 from .evaluation import CsvLog, episode_success, evaluate, evaluation_seeds
 from .run_control import RunControl, RunInterrupted, named_seed, rng_state, run_to_resume, set_rng_state
 from .trainer import MBDPOOptimizationStepper
@@ -64,8 +65,17 @@ def normalized_score(rows: list[dict]) -> float:
 
 
 @torch.no_grad()
-def evaluate_tasks(actor, task_names: list[str], tasks: list[str], obs_size: int, action_size: int, episodes: int,
-                   seed: int = 0, progress: bool = False, check=None) -> list[dict]:
+def evaluate_tasks(
+    actor,
+    task_names: list[str],
+    tasks: list[str],
+    obs_size: int,
+    action_size: int,
+    episodes: int,
+    seed: int = 0,
+    progress: bool = False,
+    check=None,
+) -> list[dict]:
     """Planner returns of ``episodes`` episodes on each task, with success and the task's score (``check``: as
     :func:`~torchrl_mbdpo.trainers.evaluation.evaluate`'s)."""
     rows = []
@@ -79,8 +89,14 @@ def evaluate_tasks(actor, task_names: list[str], tasks: list[str], obs_size: int
             env.close()
         success = episode_success(torch.cat([td.reshape(-1) for td in played]))
         reward = sum(returns) / len(returns)
-        rows.append({"task": task, "episode_reward": reward, "episode_success": success,
-                     "score": task_score(reward, success, env.task_spec.reports_success)})
+        rows.append(
+            {
+                "task": task,
+                "episode_reward": reward,
+                "episode_success": success,
+                "score": task_score(reward, success, env.task_spec.reports_success),
+            }
+        )
     return rows
 
 
@@ -116,13 +132,15 @@ class TaskEvalLog:
         steps = sorted({int(r["step"]) for r in rows})
         tasks = list(dict.fromkeys(r["task"] for r in rows))
         score = {(int(r["step"]), r["task"]): float(r["score"]) for r in rows}
-        fig, (bars, curve) = plt.subplots(1, 2, figsize=(max(8, 0.45 * len(tasks) + 5), 4.5), dpi=100,
-                                          gridspec_kw={"width_ratios": [max(2, len(tasks) // 4), 1]})
+        fig, (bars, curve) = plt.subplots(
+            1, 2, figsize=(max(8, 0.45 * len(tasks) + 5), 4.5), dpi=100, gridspec_kw={"width_ratios": [max(2, len(tasks) // 4), 1]}
+        )
         shown = [steps[0], steps[-1]] if len(steps) > 1 else steps
         width = 0.8 / len(shown)
         for i, step in enumerate(shown):
-            bars.bar([t + i * width for t in range(len(tasks))], [score.get((step, t), math.nan) for t in tasks], width,
-                     label=f"update {step}")
+            bars.bar(
+                [t + i * width for t in range(len(tasks))], [score.get((step, t), math.nan) for t in tasks], width, label=f"update {step}"
+            )
         bars.set_xticks([t + width * (len(shown) - 1) / 2 for t in range(len(tasks))], tasks, rotation=60, ha="right", fontsize=8)
         bars.set_ylabel("task score (return / 10, or success %)")
         bars.legend()
@@ -185,12 +203,29 @@ class OfflineTrainer(Trainer):
         compile_options = cfg.compile_options()
         if compile_options is not None:
             actor.compile_planner(options=compile_options)
-        stepper = MBDPOOptimizationStepper(loss, model_optim, pi_optim, target_tau=cfg.tau, precision=cfg.precision,
-                                           grad_sync=make_gradient_averager(dist), compile_options=compile_options)
+        stepper = MBDPOOptimizationStepper(
+            loss,
+            model_optim,
+            pi_optim,
+            target_tau=cfg.tau,
+            precision=cfg.precision,
+            grad_sync=make_gradient_averager(dist),
+            compile_options=compile_options,
+        )
         logger = get_logger(cfg.logger, logger_name=str(self.work_dir / "logs"), experiment_name="mbdpo") if dist.is_main else None
-        super().__init__(collector=UpdateClock(cfg.steps), total_frames=cfg.steps, frame_skip=1, optim_steps_per_batch=1, loss_module=loss,
-                         optimization_stepper=stepper, logger=logger, progress_bar=cfg.progress and dist.is_main,
-                         save_trainer_interval=math.inf, log_interval=max(1, min(1000, cfg.eval_freq)), clip_norm=cfg.grad_clip_norm)
+        super().__init__(
+            collector=UpdateClock(cfg.steps),
+            total_frames=cfg.steps,
+            frame_skip=1,
+            optim_steps_per_batch=1,
+            loss_module=loss,
+            optimization_stepper=stepper,
+            logger=logger,
+            progress_bar=cfg.progress and dist.is_main,
+            save_trainer_interval=math.inf,
+            log_interval=max(1, min(1000, cfg.eval_freq)),
+            clip_norm=cfg.grad_clip_norm,
+        )
         self.stepper = stepper
         self.eval_log = TaskEvalLog(self.work_dir)
         self.control = RunControl(self.work_dir, cfg.checkpoint_freq, self.checkpoint_state, unit="updates", writer=dist.is_main)
@@ -219,8 +254,10 @@ class OfflineTrainer(Trainer):
 
     def _after_update(self, _batch=None):
         if self.stepper.skipped_in_a_row >= self.cfg.max_nonfinite:
-            self.stop_message = (f"Stopped at update {self.step}: {self.stepper.skipped_in_a_row} updates in a row had a non-finite "
-                                 "loss or gradient. Lower lr, or check the dataset with `mbdpo-dataset check`.")
+            self.stop_message = (
+                f"Stopped at update {self.step}: {self.stepper.skipped_in_a_row} updates in a row had a non-finite "
+                "loss or gradient. Lower lr, or check the dataset with `mbdpo-dataset check`."
+            )
             self.request_stop(self.stop_message)
             return
         self._evaluate_if_due()
@@ -258,8 +295,17 @@ class OfflineTrainer(Trainer):
             seeds = evaluation_seeds(self.cfg.seed, self.step)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seeds.torch)
-                rows = evaluate_tasks(self.actor, self.info.tasks, self.tasks, self.world_model.cfg.obs_dim, self.world_model.cfg.action_dim,
-                                      self.cfg.eval_episodes, seed=seeds.env, progress=self.cfg.progress, check=self.control.check)
+                rows = evaluate_tasks(
+                    self.actor,
+                    self.info.tasks,
+                    self.tasks,
+                    self.world_model.cfg.obs_dim,
+                    self.world_model.cfg.action_dim,
+                    self.cfg.eval_episodes,
+                    seed=seeds.env,
+                    progress=self.cfg.progress,
+                    check=self.control.check,
+                )
             score = self.eval_log.append(self.step, rows, round(time.time() - self._t0, 1))
             self.last_eval = {"step": self.step, "normalized_score": score, "tasks": rows}
             if self.logger is not None:
@@ -312,13 +358,17 @@ def make_offline_trainer(cfg: TrainConfig) -> OfflineTrainer:
     """Dataset, multi-task world model, loss, planner and (under torchrun) the process group of a run."""
     cfg = cfg.resolved()
     if not cfg.data_dir:
-        raise ValueError("mode=offline needs data_dir=<folder of chunk_<i>.pt files>. Write a small one with "
-                         "`mbdpo-dataset generate out=<dir>`, or see README.md (Offline multi-task) for TD-MPC2's mt30/mt80.")
+        raise ValueError(
+            "mode=offline needs data_dir=<folder of chunk_<i>.pt files>. Write a small one with "
+            "`mbdpo-dataset generate out=<dir>`, or see README.md (Offline multi-task) for TD-MPC2's mt30/mt80."
+        )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     dist = init_distributed(cfg.device)
     if cfg.batch_size % dist.world_size:
-        raise ValueError(f"batch_size={cfg.batch_size} does not split over {dist.world_size} processes; pass a multiple of {dist.world_size}.")
+        raise ValueError(
+            f"batch_size={cfg.batch_size} does not split over {dist.world_size} processes; pass a multiple of {dist.world_size}."
+        )
     name = cfg.task if isinstance(cfg.task, str) else f"{len(cfg.task)}tasks"
     work_dir = Path(cfg.work_dir or f"runs/offline/{cfg.algo}/{name}/size{cfg.model_size}/seed{cfg.seed}")
     state = run_to_resume(cfg, work_dir)
@@ -327,26 +377,32 @@ def make_offline_trainer(cfg: TrainConfig) -> OfflineTrainer:
     tasks = offline_tasks(cfg.task, describe_dataset(cfg.data_dir), cfg.exclude_tasks)
     # The main process validates the data and builds the memory-mapped copy (once: later runs reuse it);
     # the others open it when it is complete.
-    load = partial(load_dataset, cfg.data_dir, horizon, cfg.batch_size // dist.world_size, tasks=tasks, task_set=set_name,
-                   cache_dir=cfg.cache_dir)
+    load = partial(
+        load_dataset, cfg.data_dir, horizon, cfg.batch_size // dist.world_size, tasks=tasks, task_set=set_name, cache_dir=cfg.cache_dir
+    )
     if dist.is_main:
         dataset, info = load(progress=cfg.progress)
     dist.barrier()
     if not dist.is_main:
         dataset, info = load(progress=False)
     torch.manual_seed(cfg.seed)
-    wm_cfg = world_model_config(cfg, info.padded_obs_dim, info.padded_action_dim, episodic=False, num_tasks=len(info.tasks),
-                                action_dims=info.action_dims)
+    wm_cfg = world_model_config(
+        cfg, info.padded_obs_dim, info.padded_action_dim, episodic=False, num_tasks=len(info.tasks), action_dims=info.action_dims
+    )
     world_model = MBDPOWorldModel(wm_cfg)
     loss, actor = build_loss_and_actor(cfg, world_model, info.discounts())
     broadcast_state(dist, world_model)
     torch.manual_seed(named_seed("data_parallel", cfg.seed, dist.rank))  # each process samples its own slices
     if dist.is_main:
-        print(f"offline {cfg.algo}: {len(tasks)} task(s), {transitions_in(info, tasks):,} transitions, model_size={cfg.model_size} "
-              f"({sum(p.numel() for p in world_model.parameters()):,} parameters), batch {cfg.batch_size} over {dist.world_size} "
-              f"process(es), {cfg.steps:,} updates, work_dir={work_dir}", flush=True)
-    trainer = OfflineTrainer(cfg, dataset=dataset, info=info, tasks=tasks, world_model=world_model, loss=loss, actor=actor,
-                             work_dir=work_dir, dist=dist)
+        print(
+            f"offline {cfg.algo}: {len(tasks)} task(s), {transitions_in(info, tasks):,} transitions, model_size={cfg.model_size} "
+            f"({sum(p.numel() for p in world_model.parameters()):,} parameters), batch {cfg.batch_size} over {dist.world_size} "
+            f"process(es), {cfg.steps:,} updates, work_dir={work_dir}",
+            flush=True,
+        )
+    trainer = OfflineTrainer(
+        cfg, dataset=dataset, info=info, tasks=tasks, world_model=world_model, loss=loss, actor=actor, work_dir=work_dir, dist=dist
+    )
     if state is not None:
         trainer.load_state(state)
     return trainer

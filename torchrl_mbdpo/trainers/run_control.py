@@ -17,6 +17,7 @@ snapshot of its state (the replay buffer only changes at points, so it is not co
 Either way the resumed run ends bitwise equal to an uninterrupted one on CPU, and ``eval.csv`` and the
 logger's CSV scalars keep no row written after the checkpoint.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -62,8 +63,12 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
 
 
 def set_rng_state(state: dict) -> None:
@@ -186,8 +191,11 @@ class RunControl:
         """What a stop writes: the current state if resumable, else the last snapshot."""
         if self.resumable or self._snapshot is None:
             if not self.resumable:
-                warnings.warn("Stopping between resumable points with no snapshot: the checkpoint holds the current state, "
-                              "and a resumed run continues from fresh episodes.", stacklevel=2)
+                warnings.warn(
+                    "Stopping between resumable points with no snapshot: the checkpoint holds the current state, "
+                    "and a resumed run continues from fresh episodes.",
+                    stacklevel=2,
+                )
             return self.save()
         snapshot, self._snapshot = self._snapshot, None
         return save_run_checkpoint(snapshot, self.work_dir, snapshot["step"])

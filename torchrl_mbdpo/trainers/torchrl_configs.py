@@ -10,6 +10,7 @@ samples, elites, policy trajectories, temperature, keys) and builds MBDPO's loss
 MBDPO's extra networks (the energy network F, the score network) are made from its own entries, sized
 from the live TorchRL components when not given. ``sota-implementations/mbdpo_trainer/`` is the recipe.
 """
+
 from __future__ import annotations
 
 import functools
@@ -36,8 +37,15 @@ from ..objectives import MBDPOLoss  # noqa: E402
 from ..objectives.mbdpo import make_optimizers  # noqa: E402
 from .trainer import MBDPOOptimizationStepper, MBDPOTrainer  # noqa: E402
 
-__all__ = ["MBDPOEnergyConfig", "MBDPOScoreNetworkConfig", "MBDPOPlannerConfig", "MBDPOLossConfig", "MBDPOOptimizationStepperConfig",
-           "MBDPOTrainerConfig", "register_configs"]
+__all__ = [
+    "MBDPOEnergyConfig",
+    "MBDPOScoreNetworkConfig",
+    "MBDPOPlannerConfig",
+    "MBDPOLossConfig",
+    "MBDPOOptimizationStepperConfig",
+    "MBDPOTrainerConfig",
+    "register_configs",
+]
 
 _KEYS = ("observation_key", "action_key", "reward_key", "terminated_key")
 
@@ -178,8 +186,10 @@ def _make_mbdpo_trainer(**kwargs) -> MBDPOTrainer:
     collector, total_frames = kwargs.pop("collector"), kwargs.pop("total_frames")
     components = {k: _live(kwargs.pop(k)) for k in ("world_model", "policy_prior", "q_ensemble")}
     loss_module, planner = kwargs.pop("loss_module"), kwargs.pop("planner", None)
-    mbdpo = {k: kwargs.pop(k) for k in ("diffusion_steps", "beta0", "betaT", "energy_eta", "score_source", "use_score_network",
-                                        "action_noise", "precision")}
+    mbdpo = {
+        k: kwargs.pop(k)
+        for k in ("diffusion_steps", "beta0", "betaT", "energy_eta", "score_source", "use_score_network", "action_noise", "precision")
+    }
     energy, score_network = _live(kwargs.pop("energy", None)), _live(kwargs.pop("score_network", None))
 
     if not isinstance(loss_module, MBDPOLoss):
@@ -197,8 +207,7 @@ def _make_mbdpo_trainer(**kwargs) -> MBDPOTrainer:
         settings.setdefault("contrastive_eta", mbdpo["energy_eta"])
         for ours, theirs in (("diffusion_steps", "diffusion_steps"), ("beta0", "beta0"), ("betaT", "betaT")):
             settings.setdefault(theirs, mbdpo[ours])
-        loss_module = _make_mbdpo_loss(**components, **settings, energy=energy, score_network=score_network,
-                                       use_score_network=use_score)
+        loss_module = _make_mbdpo_loss(**components, **settings, energy=energy, score_network=score_network, use_score_network=use_score)
 
     if not isinstance(planner, MBDPOPlanner):
         settings = _keywords(planner, _make_mbdpo_planner, _make_tdmpc2_planner) if planner is not None else {}
@@ -207,14 +216,25 @@ def _make_mbdpo_trainer(**kwargs) -> MBDPOTrainer:
         settings = {k: v for k, v in settings.items() if k not in components and v is not None}
         for key in ("iterations", "min_std", "max_std"):  # MPPI's: the diffusion sampler has no use for them
             settings.pop(key, None)
-        for key, value in (("steps", mbdpo["diffusion_steps"]), ("beta0", mbdpo["beta0"]), ("betaT", mbdpo["betaT"]),
-                           ("energy_eta", mbdpo["energy_eta"]), ("score_source", mbdpo["score_source"]),
-                           ("action_noise", mbdpo["action_noise"]), ("precision", mbdpo["precision"])):
+        for key, value in (
+            ("steps", mbdpo["diffusion_steps"]),
+            ("beta0", mbdpo["beta0"]),
+            ("betaT", mbdpo["betaT"]),
+            ("energy_eta", mbdpo["energy_eta"]),
+            ("score_source", mbdpo["score_source"]),
+            ("action_noise", mbdpo["action_noise"]),
+            ("precision", mbdpo["precision"]),
+        ):
             settings.setdefault(key, value)
-        settings.update(horizon=loss_module.horizon, discount=loss_module.discount.item(), energy=loss_module.latent_model.energy,
-                        score_network=loss_module.latent_model.score_net)
-        planner = _make_mbdpo_planner(world_model=loss_module.world_model, policy_prior=loss_module.policy_prior,
-                                      q_ensemble=loss_module.q_ensemble, **settings)
+        settings.update(
+            horizon=loss_module.horizon,
+            discount=loss_module.discount.item(),
+            energy=loss_module.latent_model.energy,
+            score_network=loss_module.latent_model.score_net,
+        )
+        planner = _make_mbdpo_planner(
+            world_model=loss_module.world_model, policy_prior=loss_module.policy_prior, q_ensemble=loss_module.q_ensemble, **settings
+        )
 
     if not isinstance(collector, BaseCollector) and callable(collector):
         collector = collector(policy=planner, auto_register_policy_transforms=True)
@@ -228,18 +248,27 @@ def _make_mbdpo_trainer(**kwargs) -> MBDPOTrainer:
     hooks = kwargs.pop("hooks", None)
     if stepper is None:
         if optimizer_model is None or optimizer_actor is None:
-            default_model, default_actor = make_optimizers(loss_module, lr=lr, enc_lr_scale=enc_scale, capturable=bool(capturable),
-                                                           actor_eps=actor_eps, weight_decay=weight_decay)
+            default_model, default_actor = make_optimizers(
+                loss_module, lr=lr, enc_lr_scale=enc_scale, capturable=bool(capturable), actor_eps=actor_eps, weight_decay=weight_decay
+            )
             params = [p for group in default_model.param_groups for p in group["params"]]
             optimizer_model = default_model if optimizer_model is None else optimizer_model(params=params)
-            optimizer_actor = default_actor if optimizer_actor is None else optimizer_actor(
-                params=list(loss_module.latent_model.policy.parameters()))
-        stepper = MBDPOOptimizationStepper(loss_module, optimizer_model, optimizer_actor, target_tau=target_tau,
-                                           zero_grad_set_to_none=zero_grad, precision=mbdpo["precision"])
+            optimizer_actor = (
+                default_actor if optimizer_actor is None else optimizer_actor(params=list(loss_module.latent_model.policy.parameters()))
+            )
+        stepper = MBDPOOptimizationStepper(
+            loss_module,
+            optimizer_model,
+            optimizer_actor,
+            target_tau=target_tau,
+            zero_grad_set_to_none=zero_grad,
+            precision=mbdpo["precision"],
+        )
     elif not isinstance(stepper, MBDPOOptimizationStepper):
         stepper = stepper(loss_module=loss_module)
-    trainer = MBDPOTrainer(collector=collector, total_frames=total_frames, loss_module=loss_module, planner=planner,
-                           optimization_stepper=stepper, **kwargs)
+    trainer = MBDPOTrainer(
+        collector=collector, total_frames=total_frames, loss_module=loss_module, planner=planner, optimization_stepper=stepper, **kwargs
+    )
     _register_trainer_hooks(trainer, hooks)
     return trainer
 

@@ -13,6 +13,7 @@ updates at once (as soon as the buffer holds data), then ``optim_steps_per_batch
 diagnostics), resumable points, checkpoint files, signals and resume (see
 :mod:`~torchrl_mbdpo.trainers.run_control`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -54,8 +55,18 @@ class MBDPOOptimizationStepper(OptimizationStepper):
     gradient; its metrics are TorchRL's (``loss_model``, ``loss_actor``, ``model_grad_norm``,
     ``actor_grad_norm``, ...) plus MBDPO's terms (``loss_energy``, ``loss_score``, ...)."""
 
-    def __init__(self, loss_module: MBDPOLoss, optimizer_model, optimizer_actor, *, target_tau: float = 0.01,
-                 zero_grad_set_to_none: bool = True, precision: str = "fp32", grad_sync=None, compile_options=None):
+    def __init__(
+        self,
+        loss_module: MBDPOLoss,
+        optimizer_model,
+        optimizer_actor,
+        *,
+        target_tau: float = 0.01,
+        zero_grad_set_to_none: bool = True,
+        precision: str = "fp32",
+        grad_sync=None,
+        compile_options=None,
+    ):
         if not 0 <= target_tau <= 1:
             raise ValueError(f"target_tau must be in [0, 1], got {target_tau!r}.")
         model_ids = {id(p) for group in optimizer_model.param_groups for p in group["params"]}
@@ -84,12 +95,28 @@ class MBDPOOptimizationStepper(OptimizationStepper):
         clip_norm = 20.0 if clip_norm is None else clip_norm
         if self.compile_options is not None:
             if self._compiled is None:
-                self._compiled = CompiledUpdate(self.loss_module, self.optimizer_model, self.optimizer_actor, self.target_updater, clip_norm,
-                                                self.precision, self.grad_sync, options=self.compile_options)
+                self._compiled = CompiledUpdate(
+                    self.loss_module,
+                    self.optimizer_model,
+                    self.optimizer_actor,
+                    self.target_updater,
+                    clip_norm,
+                    self.precision,
+                    self.grad_sync,
+                    options=self.compile_options,
+                )
             metrics = self._compiled(sub_batch)
         else:
-            metrics = update(self.loss_module, sub_batch, self.optimizer_model, self.optimizer_actor, self.target_updater, clip_norm,
-                             self.precision, self.grad_sync)
+            metrics = update(
+                self.loss_module,
+                sub_batch,
+                self.optimizer_model,
+                self.optimizer_actor,
+                self.target_updater,
+                clip_norm,
+                self.precision,
+                self.grad_sync,
+            )
         self.update_count += 1
         skipped = metrics["nonfinite_skipped"].detach().clone()
         if self._in_a_row is None:
@@ -106,9 +133,14 @@ class MBDPOOptimizationStepper(OptimizationStepper):
         # policy loss reaches but the actor optimiser does not hold) join the next model step, as in the
         # official code; a checkpoint keeps them so a resumed run makes that step too.
         leftover = {i: p.grad.clone() for i, p in enumerate(self._model_params()) if p.grad is not None}
-        return {"update_count": self.update_count, "optimizer_model": self.optimizer_model.state_dict(),
-                "optimizer_actor": self.optimizer_actor.state_dict(), "skipped_total": self.skipped_total,
-                "skipped_in_a_row": self.skipped_in_a_row, "leftover_grads": leftover}
+        return {
+            "update_count": self.update_count,
+            "optimizer_model": self.optimizer_model.state_dict(),
+            "optimizer_actor": self.optimizer_actor.state_dict(),
+            "skipped_total": self.skipped_total,
+            "skipped_in_a_row": self.skipped_in_a_row,
+            "leftover_grads": leftover,
+        }
 
     def load_state_dict(self, state_dict):
         self.optimizer_model.load_state_dict(state_dict["optimizer_model"])
@@ -156,16 +188,44 @@ class MBDPOTrainer(Trainer):
         max_nonfinite: stop after this many updates in a row skipped for a non-finite loss or gradient.
     """
 
-    def __init__(self, *, collector, total_frames=None, loss_module: MBDPOLoss, planner=None, optimizer_model=None,
-                 optimizer_actor=None, optimization_stepper: MBDPOOptimizationStepper | None = None, replay_buffer=None,
-                 batch_size: int | None = None, frame_skip: int = 1, optim_steps_per_batch: int = 1, seed_pretrain_steps: int = 0,
-                 logger=None, clip_grad_norm: bool = True, clip_norm: float | None = 20.0, progress_bar: bool = True,
-                 seed: int | None = None, save_trainer_interval: int = 10000, log_interval: int = 10000, save_trainer_file=None,
-                 checkpoint=None, checkpoint_rotation=None, checkpoint_metadata=None, num_epochs: int = 1,
-                 async_collection: bool = False, log_timings: bool = False, auto_log_optim_steps: bool = True,
-                 learner_backend: str = "local", learner_backend_options: dict | None = None, learner_poll_interval: float = 0.05,
-                 replay_writer=None, updates_per_frame: float | None = None, precision: str = "fp32",
-                 max_nonfinite: int | None = None):
+    def __init__(
+        self,
+        *,
+        collector,
+        total_frames=None,
+        loss_module: MBDPOLoss,
+        planner=None,
+        optimizer_model=None,
+        optimizer_actor=None,
+        optimization_stepper: MBDPOOptimizationStepper | None = None,
+        replay_buffer=None,
+        batch_size: int | None = None,
+        frame_skip: int = 1,
+        optim_steps_per_batch: int = 1,
+        seed_pretrain_steps: int = 0,
+        logger=None,
+        clip_grad_norm: bool = True,
+        clip_norm: float | None = 20.0,
+        progress_bar: bool = True,
+        seed: int | None = None,
+        save_trainer_interval: int = 10000,
+        log_interval: int = 10000,
+        save_trainer_file=None,
+        checkpoint=None,
+        checkpoint_rotation=None,
+        checkpoint_metadata=None,
+        num_epochs: int = 1,
+        async_collection: bool = False,
+        log_timings: bool = False,
+        auto_log_optim_steps: bool = True,
+        learner_backend: str = "local",
+        learner_backend_options: dict | None = None,
+        learner_poll_interval: float = 0.05,
+        replay_writer=None,
+        updates_per_frame: float | None = None,
+        precision: str = "fp32",
+        max_nonfinite: int | None = None,
+    ):
         if learner_backend != "local":
             raise NotImplementedError("MBDPOTrainer optimises locally (learner_backend='local').")
         if async_collection:
@@ -207,12 +267,29 @@ class MBDPOTrainer(Trainer):
             raise ValueError("optimization_stepper must reference the trainer's loss_module.")
         self.planner = planner
         super().__init__(
-            collector=collector, total_frames=total_frames, frame_skip=frame_skip, optim_steps_per_batch=optim_steps_per_batch,
-            loss_module=loss_module, optimizer=None, optimization_stepper=optimization_stepper, replay_buffer=replay_buffer,
-            target_net_updater=None, batch_size=batch_size, logger=logger, clip_grad_norm=clip_grad_norm, clip_norm=clip_norm,
-            progress_bar=progress_bar, seed=seed, save_trainer_interval=save_trainer_interval, log_interval=log_interval,
-            save_trainer_file=save_trainer_file, checkpoint=checkpoint, checkpoint_rotation=checkpoint_rotation,
-            checkpoint_metadata=checkpoint_metadata, num_epochs=num_epochs, log_timings=log_timings,
+            collector=collector,
+            total_frames=total_frames,
+            frame_skip=frame_skip,
+            optim_steps_per_batch=optim_steps_per_batch,
+            loss_module=loss_module,
+            optimizer=None,
+            optimization_stepper=optimization_stepper,
+            replay_buffer=replay_buffer,
+            target_net_updater=None,
+            batch_size=batch_size,
+            logger=logger,
+            clip_grad_norm=clip_grad_norm,
+            clip_norm=clip_norm,
+            progress_bar=progress_bar,
+            seed=seed,
+            save_trainer_interval=save_trainer_interval,
+            log_interval=log_interval,
+            save_trainer_file=save_trainer_file,
+            checkpoint=checkpoint,
+            checkpoint_rotation=checkpoint_rotation,
+            checkpoint_metadata=checkpoint_metadata,
+            num_epochs=num_epochs,
+            log_timings=log_timings,
             auto_log_optim_steps=auto_log_optim_steps,
         )
         self.seed_pretrain_steps = int(seed_pretrain_steps)
@@ -222,8 +299,13 @@ class MBDPOTrainer(Trainer):
         self.pending_updates = 0  # updates of the current batch still to run (a checkpoint taken among them resumes them)
         self._update_credit = 0.0
         self._device = next(loss_module.parameters()).device
-        replay = ReplayBufferTrainer(replay_buffer, batch_size=None if batch_size is None else batch_size * loss_module.horizon,
-                                     flatten_tensordicts=False, memmap=False, device=self._device)
+        replay = ReplayBufferTrainer(
+            replay_buffer,
+            batch_size=None if batch_size is None else batch_size * loss_module.horizon,
+            flatten_tensordicts=False,
+            memmap=False,
+            device=self._device,
+        )
         self.replay_hook = replay
         self.register_module("replay_buffer", replay)
         self.register_op("batch_process", replay_writer or partial(_flat_extend, replay))
@@ -284,8 +366,9 @@ class MBDPOTrainer(Trainer):
             bursting = self.optimization_stepper.update_count < self.seed_pretrain_steps
             self.optim_steps_per_batch, per_batch = self.pending_updates, self.optim_steps_per_batch
             try:
-                with tqdm(total=self.pending_updates, desc="updates on the seed data", leave=False,
-                          disable=not (self.progress_bar and bursting)) as self._burst_bar:
+                with tqdm(
+                    total=self.pending_updates, desc="updates on the seed data", leave=False, disable=not (self.progress_bar and bursting)
+                ) as self._burst_bar:
                     super().optim_steps(batch)
             finally:
                 self.optim_steps_per_batch = per_batch
@@ -301,7 +384,9 @@ class MBDPOTrainer(Trainer):
         # A stop request (signal, non-finite updates) ends the updates of this batch; the ones still owed
         # stay in ``pending_updates``, so a checkpoint taken now resumes them.
         # Per update on CPU (free); off the CPU once per batch (below), not to synchronise every update.
-        too_many_nonfinite = self.max_nonfinite and self._device.type == "cpu" and self.optimization_stepper.skipped_in_a_row >= self.max_nonfinite
+        too_many_nonfinite = (
+            self.max_nonfinite and self._device.type == "cpu" and self.optimization_stepper.skipped_in_a_row >= self.max_nonfinite
+        )
         if self._stop_training or too_many_nonfinite or not self.pending_updates:
             raise StopIteration
         self.pending_updates -= 1
@@ -331,8 +416,18 @@ class OnlineRun:
     (planner and policy-prior returns, diagnostics; ``eval.csv``, ``eval.png``), resumable points,
     checkpoint files, signals and resume (:mod:`~torchrl_mbdpo.trainers.run_control`)."""
 
-    def __init__(self, trainer: MBDPOTrainer, cfg: TrainConfig, *, task_spec, eval_env, episode_writer: EpisodeWriter, work_dir,
-                 task_names=None, env_maker=None):
+    def __init__(
+        self,
+        trainer: MBDPOTrainer,
+        cfg: TrainConfig,
+        *,
+        task_spec,
+        eval_env,
+        episode_writer: EpisodeWriter,
+        work_dir,
+        task_names=None,
+        env_maker=None,
+    ):
         self.trainer, self.cfg, self.task_spec, self.eval_env = trainer, cfg, task_spec, eval_env
         self.env_maker = env_maker  # ``env_maker(seed, num_envs)``: the env of the evaluation videos
         self.episode_writer, self.task_names = episode_writer, task_names
@@ -439,8 +534,14 @@ class OnlineRun:
             played = torch.cat([td.reshape(-1) for td in played])
             diagnostics = self._diagnostics(played)
             if self.env_maker is not None and video_enabled(cfg.save_video):  # one more episode, on its own env
-                record_video(partial(self.env_maker, seed=seeds.env, num_envs=1), self.trainer.planner,
-                             self.work_dir / "videos" / f"eval_{step}.mp4", max_steps=L, seed=seeds.torch, check=self.control.check)
+                record_video(
+                    partial(self.env_maker, seed=seeds.env, num_envs=1),
+                    self.trainer.planner,
+                    self.work_dir / "videos" / f"eval_{step}.mp4",
+                    max_steps=L,
+                    seed=seeds.torch,
+                    check=self.control.check,
+                )
         row = {
             "step": step,
             "episode_reward": planner.mean().item(),
@@ -455,8 +556,15 @@ class OnlineRun:
         self.last_eval = row
         logger = self.trainer.logger
         if logger is not None:
-            for k in ("episode_reward", "prior_episode_reward", "episode_success", "td_error_replay", "td_error_planner", "action_drift_l2",
-                      "action_drift_logratio"):
+            for k in (
+                "episode_reward",
+                "prior_episode_reward",
+                "episode_success",
+                "td_error_replay",
+                "td_error_planner",
+                "action_drift_l2",
+                "action_drift_logratio",
+            ):
                 logger.log_scalar(f"eval/{k}", row[k], step=step)
         if self.trainer.progress_bar and hasattr(self.trainer, "_pbar"):
             self.trainer._pbar_str["eval_return"] = row["episode_reward"]
@@ -501,9 +609,15 @@ class OnlineRun:
             "optimizers": trainer.optimization_stepper.state_dict(),
             "replay_buffer": trainer.replay_buffer.state_dict(),
             "episode_writer": self.episode_writer.state_dict(),
-            "trainer": {"next_eval": self.next_eval, "pending_updates": trainer.pending_updates, "update_credit": trainer._update_credit,
-                        "optim_count": trainer._optim_count, "collector_iter": trainer.collector._iter,
-                        "steps_since_point": self.steps_since_point, "run_control": self.control.state_dict()},
+            "trainer": {
+                "next_eval": self.next_eval,
+                "pending_updates": trainer.pending_updates,
+                "update_credit": trainer._update_credit,
+                "optim_count": trainer._optim_count,
+                "collector_iter": trainer.collector._iter,
+                "steps_since_point": self.steps_since_point,
+                "run_control": self.control.state_dict(),
+            },
             "rng": rng_state(),
         }
 
@@ -553,7 +667,9 @@ def make_trainer(cfg: TrainConfig, *, env_maker=None, agent=None, task_names=Non
     if cfg.mode != "online":
         raise ValueError(f"make_trainer runs mode=online; mode={cfg.mode!r} runs through torchrl_mbdpo.trainers.offline.")
     if not isinstance(cfg.task, str):
-        raise ValueError(f"mode=online trains one task; got task={list(cfg.task)}. Several tasks train offline: mode=offline data_dir=<dir>.")
+        raise ValueError(
+            f"mode=online trains one task; got task={list(cfg.task)}. Several tasks train offline: mode=offline data_dir=<dir>."
+        )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     work_dir = Path(cfg.work_dir or default_work_dir(cfg.algo, cfg.task, cfg.seed))
@@ -568,29 +684,59 @@ def make_trainer(cfg: TrainConfig, *, env_maker=None, agent=None, task_names=Non
     eval_env.append_transform(actor.make_tensordict_primer())
     frames_per_batch = max(1, cfg.num_envs)
     random_frames, pretrain_updates = _seed_phase(cfg, spec, frames_per_batch)
-    collector = Collector(env, actor, frames_per_batch=frames_per_batch, total_frames=cfg.steps, init_random_frames=random_frames,
-                          policy_device=cfg.device, env_device="cpu", storing_device="cpu")
+    collector = Collector(
+        env,
+        actor,
+        frames_per_batch=frames_per_batch,
+        total_frames=cfg.steps,
+        init_random_frames=random_frames,
+        policy_device=cfg.device,
+        env_device="cpu",
+        storing_device="cpu",
+    )
     # Capacity as the official code, min(buffer_size, steps), fixed by the run's first config: a resumed
     # run that asks for more steps keeps the buffer it had.
     first_steps = state["config"]["steps"] if state is not None else cfg.steps
     replay_buffer = make_replay_buffer(cfg.active_planner().horizon, cfg.batch_size, min(cfg.buffer_size, max(first_steps, 1)))
     writer = EpisodeWriter(replay_buffer, TRANSITION_KEYS + (["task"] if world_model.cfg.multitask else []), deferred=True)
-    model_optim, pi_optim = make_optimizers(loss, lr=cfg.lr, enc_lr_scale=cfg.enc_lr_scale,
-                                            capturable=cfg.compile and not cfg.device.startswith("cpu"))
+    model_optim, pi_optim = make_optimizers(
+        loss, lr=cfg.lr, enc_lr_scale=cfg.enc_lr_scale, capturable=cfg.compile and not cfg.device.startswith("cpu")
+    )
     compile_options = cfg.compile_options()
     if compile_options is not None:
         actor.compile_planner(options=compile_options)
-    stepper = MBDPOOptimizationStepper(loss, model_optim, pi_optim, target_tau=cfg.tau, precision=cfg.precision,
-                                       compile_options=compile_options)
+    stepper = MBDPOOptimizationStepper(
+        loss, model_optim, pi_optim, target_tau=cfg.tau, precision=cfg.precision, compile_options=compile_options
+    )
     logger = get_logger(cfg.logger, logger_name=str(work_dir / "logs"), experiment_name="mbdpo")
     trainer = MBDPOTrainer(
-        collector=collector, total_frames=cfg.steps, loss_module=loss, planner=actor, optimization_stepper=stepper,
-        replay_buffer=replay_buffer, seed_pretrain_steps=pretrain_updates, logger=logger, clip_norm=cfg.grad_clip_norm,
-        progress_bar=cfg.progress, seed=cfg.seed, save_trainer_interval=math.inf, log_interval=min(1000, max(cfg.eval_freq, 1)),
-        replay_writer=writer, updates_per_frame=cfg.utd, max_nonfinite=cfg.max_nonfinite,
+        collector=collector,
+        total_frames=cfg.steps,
+        loss_module=loss,
+        planner=actor,
+        optimization_stepper=stepper,
+        replay_buffer=replay_buffer,
+        seed_pretrain_steps=pretrain_updates,
+        logger=logger,
+        clip_norm=cfg.grad_clip_norm,
+        progress_bar=cfg.progress,
+        seed=cfg.seed,
+        save_trainer_interval=math.inf,
+        log_interval=min(1000, max(cfg.eval_freq, 1)),
+        replay_writer=writer,
+        updates_per_frame=cfg.utd,
+        max_nonfinite=cfg.max_nonfinite,
     )
-    run = OnlineRun(trainer, cfg, task_spec=spec, eval_env=eval_env, episode_writer=writer, work_dir=work_dir, task_names=task_names,
-                    env_maker=env_maker)
+    run = OnlineRun(
+        trainer,
+        cfg,
+        task_spec=spec,
+        eval_env=eval_env,
+        episode_writer=writer,
+        work_dir=work_dir,
+        task_names=task_names,
+        env_maker=env_maker,
+    )
     if state is not None:
         run.load_state(state)
     return trainer

@@ -6,6 +6,7 @@ Like TD-MPC2, each module adds its tasks to the stock domain's ``SUITE`` under t
 ``dm_control.suite.load(domain, task)`` finds them without editing site-packages; the suite's task lists
 are extended so that listing helpers see them too.
 """
+
 from dm_control import suite
 
 from . import ball_in_cup, cheetah, hopper, pendulum, reacher, walker  # noqa: F401  (import registers the tasks)

@@ -12,6 +12,7 @@
 # DAMAGES OR OTHER LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM, OUT
 # OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE SOFTWARE.
 """Ball-in-cup task from TD-MPC2: swing the ball around the cup fast and far (stock model)."""
+
 import numpy as np
 from dm_control.rl import control
 from dm_control.suite import ball_in_cup, base
@@ -26,8 +27,9 @@ def spin(time_limit=ball_in_cup._DEFAULT_TIME_LIMIT, random=None, environment_kw
     """Spin the ball around the cup; reward in [0, 1]."""
     physics = ball_in_cup.Physics.from_xml_string(*ball_in_cup.get_model_and_assets())
     task = CupSpin(random=random)
-    return control.Environment(physics, task, time_limit=time_limit,
-                               control_timestep=ball_in_cup._CONTROL_TIMESTEP, **(environment_kwargs or {}))
+    return control.Environment(
+        physics, task, time_limit=time_limit, control_timestep=ball_in_cup._CONTROL_TIMESTEP, **(environment_kwargs or {})
+    )
 
 
 class CupSpin(ball_in_cup.BallInCup):
@@ -47,8 +49,10 @@ class CupSpin(ball_in_cup.BallInCup):
     def get_reward(self, physics):
         dist = np.linalg.norm(physics.ball_to_target())
         ball_vel = np.linalg.norm(physics.named.data.qvel[["ball_x", "ball_z"]])
-        dist_reward = rewards.tolerance(dist, bounds=(_DIST_TARGET, float("inf")), margin=_DIST_TARGET / 2,
-                                        value_at_margin=0.5, sigmoid="linear")
-        vel_reward = rewards.tolerance(ball_vel, bounds=(_TARGET_SPEED, float("inf")), margin=_TARGET_SPEED / 2,
-                                       value_at_margin=0.5, sigmoid="linear")
+        dist_reward = rewards.tolerance(
+            dist, bounds=(_DIST_TARGET, float("inf")), margin=_DIST_TARGET / 2, value_at_margin=0.5, sigmoid="linear"
+        )
+        vel_reward = rewards.tolerance(
+            ball_vel, bounds=(_TARGET_SPEED, float("inf")), margin=_TARGET_SPEED / 2, value_at_margin=0.5, sigmoid="linear"
+        )
         return (1 - physics.in_target()) * (dist_reward + 2 * vel_reward) / 3

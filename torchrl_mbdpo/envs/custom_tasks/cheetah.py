@@ -15,6 +15,7 @@
 
 They use TD-MPC2's cheetah.xml (stock model with a longer rendered floor, see the XML header).
 """
+
 import os
 
 from dm_control.rl import control
@@ -68,29 +69,29 @@ class CustomCheetah(cheetah.Cheetah):
         return getattr(self, f"_{self._goal}_reward")(physics)
 
     def _run_backwards_reward(self, physics):
-        return rewards.tolerance(physics.speed(), bounds=(-float("inf"), -self._move_speed),
-                                 margin=self._move_speed, value_at_margin=0, sigmoid="linear")
+        return rewards.tolerance(
+            physics.speed(), bounds=(-float("inf"), -self._move_speed), margin=self._move_speed, value_at_margin=0, sigmoid="linear"
+        )
 
     def _stand_one_foot_reward(self, physics, raised_foot):
         torso_height = physics.named.data.xpos["torso", "z"]
         foot_height = physics.named.data.xpos[raised_foot, "z"]
-        height = rewards.tolerance((torso_height + foot_height) / 2, bounds=(_JUMP_HEIGHT, float("inf")),
-                                   margin=_JUMP_HEIGHT / 2)
-        still = rewards.tolerance(physics.speed(), bounds=(-self._move_speed, self._move_speed),
-                                  margin=self._move_speed, value_at_margin=0, sigmoid="linear")
+        height = rewards.tolerance((torso_height + foot_height) / 2, bounds=(_JUMP_HEIGHT, float("inf")), margin=_JUMP_HEIGHT / 2)
+        still = rewards.tolerance(
+            physics.speed(), bounds=(-self._move_speed, self._move_speed), margin=self._move_speed, value_at_margin=0, sigmoid="linear"
+        )
         return (5 * height + still) / 6
 
     def _jump_reward(self, physics):
         return (self._stand_one_foot_reward(physics, "bfoot") + self._stand_one_foot_reward(physics, "ffoot")) / 2
 
     def _run_one_foot_reward(self, physics, raised_foot):
-        torso_up = rewards.tolerance(physics.named.data.xpos["torso", "z"], bounds=(_JUMP_HEIGHT, float("inf")),
-                                     margin=_JUMP_HEIGHT / 2)
-        foot_up = rewards.tolerance(physics.named.data.xpos[raised_foot, "z"], bounds=(_JUMP_HEIGHT, float("inf")),
-                                    margin=_JUMP_HEIGHT / 2)
+        torso_up = rewards.tolerance(physics.named.data.xpos["torso", "z"], bounds=(_JUMP_HEIGHT, float("inf")), margin=_JUMP_HEIGHT / 2)
+        foot_up = rewards.tolerance(physics.named.data.xpos[raised_foot, "z"], bounds=(_JUMP_HEIGHT, float("inf")), margin=_JUMP_HEIGHT / 2)
         up = (3 * foot_up + 2 * torso_up) / 5
-        speed = rewards.tolerance(physics.speed(), bounds=(self._move_speed, float("inf")),
-                                  margin=self._move_speed, value_at_margin=0, sigmoid="linear")
+        speed = rewards.tolerance(
+            physics.speed(), bounds=(self._move_speed, float("inf")), margin=self._move_speed, value_at_margin=0, sigmoid="linear"
+        )
         return up * (5 * speed + 1) / 6
 
     def _run_front_reward(self, physics):

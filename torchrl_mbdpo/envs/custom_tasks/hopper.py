@@ -12,6 +12,7 @@
 # DAMAGES OR OTHER LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM, OUT
 # OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE SOFTWARE.
 """Hopper task from TD-MPC2: hop backwards (stock hopper model)."""
+
 from dm_control.rl import control
 from dm_control.suite import hopper
 from dm_control.utils import rewards
@@ -24,8 +25,9 @@ def hop_backwards(time_limit=hopper._DEFAULT_TIME_LIMIT, random=None, environmen
     """Hop backwards at 1 m/s or faster while standing."""
     physics = hopper.Physics.from_xml_string(*hopper.get_model_and_assets())
     task = HopBackwards(random=random)
-    return control.Environment(physics, task, time_limit=time_limit, control_timestep=hopper._CONTROL_TIMESTEP,
-                               **(environment_kwargs or {}))
+    return control.Environment(
+        physics, task, time_limit=time_limit, control_timestep=hopper._CONTROL_TIMESTEP, **(environment_kwargs or {})
+    )
 
 
 class HopBackwards(hopper.Hopper):
@@ -36,6 +38,7 @@ class HopBackwards(hopper.Hopper):
 
     def get_reward(self, physics):
         standing = rewards.tolerance(physics.height(), (hopper._STAND_HEIGHT, 2))
-        hopping = rewards.tolerance(physics.speed(), bounds=(-float("inf"), -_HOP_SPEED / 2),
-                                    margin=_HOP_SPEED / 4, value_at_margin=0.5, sigmoid="linear")
+        hopping = rewards.tolerance(
+            physics.speed(), bounds=(-float("inf"), -_HOP_SPEED / 2), margin=_HOP_SPEED / 4, value_at_margin=0.5, sigmoid="linear"
+        )
         return standing * hopping

@@ -12,6 +12,7 @@
 # DAMAGES OR OTHER LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM, OUT
 # OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE SOFTWARE.
 """Pendulum task from TD-MPC2: spin the pendulum as fast as possible (stock model)."""
+
 import numpy as np
 from dm_control.rl import control
 from dm_control.suite import pendulum
@@ -31,5 +32,10 @@ class Spin(pendulum.SwingUp):
     """Swing-up's random initial angle and observations, with an angular-speed reward."""
 
     def get_reward(self, physics):
-        return rewards.tolerance(np.linalg.norm(physics.angular_velocity()), bounds=(_TARGET_SPEED, float("inf")),
-                                 margin=_TARGET_SPEED / 2, value_at_margin=0.5, sigmoid="linear")
+        return rewards.tolerance(
+            np.linalg.norm(physics.angular_velocity()),
+            bounds=(_TARGET_SPEED, float("inf")),
+            margin=_TARGET_SPEED / 2,
+            value_at_margin=0.5,
+            sigmoid="linear",
+        )

@@ -15,6 +15,7 @@
 
 TD-MPC2's task and physics classes are identical to dm_control's, so those are reused as-is.
 """
+
 import os
 
 from dm_control.rl import control

@@ -15,6 +15,7 @@
 
 They use TD-MPC2's walker.xml (stock model with a longer rendered floor, see the XML header).
 """
+
 import os
 
 from dm_control.rl import control
@@ -27,8 +28,9 @@ def _environment(move_speed, time_limit, random, environment_kwargs):
     xml = resources.GetResource(os.path.join(os.path.dirname(__file__), "walker.xml"))
     physics = walker.Physics.from_xml_string(xml, common.ASSETS)
     task = BackwardsPlanarWalker(move_speed=move_speed, random=random)
-    return control.Environment(physics, task, time_limit=time_limit, control_timestep=walker._CONTROL_TIMESTEP,
-                               **(environment_kwargs or {}))
+    return control.Environment(
+        physics, task, time_limit=time_limit, control_timestep=walker._CONTROL_TIMESTEP, **(environment_kwargs or {})
+    )
 
 
 @walker.SUITE.add("custom")
@@ -47,10 +49,14 @@ class BackwardsPlanarWalker(walker.PlanarWalker):
     """Stock walker reward with the velocity target mirrored to negative x."""
 
     def get_reward(self, physics):
-        standing = rewards.tolerance(physics.torso_height(), bounds=(walker._STAND_HEIGHT, float("inf")),
-                                     margin=walker._STAND_HEIGHT / 2)
+        standing = rewards.tolerance(physics.torso_height(), bounds=(walker._STAND_HEIGHT, float("inf")), margin=walker._STAND_HEIGHT / 2)
         upright = (1 + physics.torso_upright()) / 2
         stand_reward = (3 * standing + upright) / 4
-        move_reward = rewards.tolerance(physics.horizontal_velocity(), bounds=(-float("inf"), -self._move_speed),
-                                        margin=self._move_speed / 2, value_at_margin=0.5, sigmoid="linear")
+        move_reward = rewards.tolerance(
+            physics.horizontal_velocity(),
+            bounds=(-float("inf"), -self._move_speed),
+            margin=self._move_speed / 2,
+            value_at_margin=0.5,
+            sigmoid="linear",
+        )
         return stand_reward * (5 * move_reward + 1) / 6
