@@ -13,6 +13,8 @@ The pipeline's parts live together in this package, in the order they run:
 - :mod:`.reward`: the model env's reward, a Bradley-Terry contrastive energy ``f(o_t | o_start, o_goal)``
   learned from the frames alone, or (ablation) the real env's reward regressed from frames (``mbdpo-dmo reward``);
 - :mod:`.offline_run`: what those two offline trainings share (checkpoints, resume, signals, loss curve);
+- :mod:`.policy_run`: what the two policy trainings below share (their inputs, evaluation on the real env,
+  checkpoints, resume, signals, the loop of iterations);
 - :mod:`.policy_training`: DMO-SAPO inside the world model (``mbdpo-dmo policy``): forward through the diffusion
   env, gradients from the local pixel latent model (``forward=local``: the "No Diffusion" ablation), evaluated
   on the real Push-T env;
@@ -28,4 +30,15 @@ stays where it is. Submodules are imported on use: importing this package does n
 gym-pusht.
 """
 
-__all__ = ["play_data", "diffusion", "diffusion_env", "world_model_training", "reward", "offline_run", "policy_training", "ppo", "compare"]
+__all__ = [
+    "play_data",
+    "diffusion",
+    "diffusion_env",
+    "world_model_training",
+    "reward",
+    "offline_run",
+    "policy_run",
+    "policy_training",
+    "ppo",
+    "compare",
+]

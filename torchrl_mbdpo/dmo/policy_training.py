@@ -28,10 +28,7 @@ iteration with a checkpoint.
 from __future__ import annotations
 
 import math
-import signal
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -40,14 +37,11 @@ from tensordict.nn import TensorDictModule
 from torchrl.objectives import SoftUpdate
 from tqdm.auto import tqdm
 
-from .play_data import load_play_dataset
+from .policy_run import OBSERVATION_FRAMES, PolicyRun, evaluate_on_pusht
 
 __all__ = ["FORWARDS", "PixelDMOConfig", "PixelDMOTrainer", "train_pixel_dmo", "evaluate_on_pusht"]
 
 FORWARDS = ("diffusion", "local")
-CHECKPOINT_KIND = "dmo_pixel_policy"
-OBSERVATION_FRAMES = 3  # the local model's input: the last 3 frames stacked (as TD-MPC2's pixel tasks)
-EVAL_FIELDS = ["iteration", "world_model_samples", "model_steps", "seconds", "success_rate", "mean_return", "rollout_reward"]
 
 
 @dataclass
@@ -91,75 +85,46 @@ class PixelDMOConfig:
     progress: bool = True
 
 
-@torch.no_grad()
-def evaluate_on_pusht(policy, *, image_size: int, seed: int, step: int, episodes: int, steps: int, device="cpu") -> dict:
-    """``episodes`` episodes of ``policy`` (a TorchRL policy reading ``"observation"``, the last 3 frames stacked) on the
-    real Push-T env: the success rate (gym-pusht's test at any step) and the mean return. Seeds: the library's
-    ``evaluation_seeds(seed, step)``, so DMO, its ablations and PPO meet the same start states."""
-    from torchrl.envs.utils import ExplorationType, set_exploration_type
+class PixelDMOTrainer(PolicyRun):
+    """Runs the protocol of the module docstring (the shared run: :class:`~torchrl_mbdpo.dmo.policy_run.PolicyRun`);
+    :meth:`train` returns the last ``eval.csv`` row."""
 
-    from ..envs.pusht import make_pusht_env
-    from ..trainers.evaluation import evaluation_seeds
+    kind, command = "dmo_pixel_policy", "policy"
+    counts = PolicyRun.counts + ("horizon", "batch_size")
+    resume_fields = ("forward", "num_envs", "horizon")
 
-    seeds = evaluation_seeds(seed, step)
-    env = make_pusht_env(
-        image_size=image_size, seed=seeds.env, max_episode_steps=steps, observation_frames=OBSERVATION_FRAMES, device=device
-    )
-    successes, returns = [], []
-    with torch.random.fork_rng(devices=[]), set_exploration_type(ExplorationType.DETERMINISTIC):
-        torch.manual_seed(seeds.torch)
-        for _ in range(episodes):
-            episode = env.rollout(steps, policy, break_when_any_done=True)
-            successes.append(bool(episode["next", "success"].any()))
-            returns.append(float(episode["next", "reward"].sum()))
-    env.close()
-    return {"success_rate": sum(successes) / len(successes), "mean_return": sum(returns) / len(returns)}
+    def run_name(self) -> str:
+        return self.cfg.forward
 
+    def check(self, cfg: PixelDMOConfig) -> None:
+        if cfg.forward not in FORWARDS:
+            raise ValueError(f"forward must be one of {FORWARDS} (local: the 'No Diffusion' ablation), got {cfg.forward!r}.")
 
-class PixelDMOTrainer:
-    """Runs the protocol of the module docstring; :meth:`train` returns the last ``eval.csv`` row."""
-
-    def __init__(self, cfg: PixelDMOConfig):
+    def build(self) -> None:
         from ..modules import MBDPOWorldModel, WorldModelConfig
         from ..modules.decoupled import EnvGlobalModel
         from ..objectives.dmo import DMOLoss
-        from ..trainers.checkpoint import CheckpointError, load_latest
-        from ..trainers.evaluation import CsvLog
-        from .diffusion_env import DiffusionWorldModelEnv, play_data_start_sampler
-        from .reward import load_frame_reward
-        from .world_model_training import load_world_model
+        from .diffusion_env import DiffusionWorldModelEnv
 
-        self.cfg = cfg
-        self._check(cfg)
-        if cfg.threads:
-            torch.set_num_threads(int(cfg.threads))
-        torch.manual_seed(cfg.seed)
-        self.global_world_model, _ = load_world_model(cfg.world_model)
-        size = self.global_world_model.cfg.image_size
-        self.dataset = load_play_dataset(cfg.data, image_size=size)
-        self.raw_reward_fn, reward_state = load_frame_reward(cfg.reward, image_size=size)
-        self.reward_kind = reward_state["model_config"]["kind"]
-        self.reward_fn = self.raw_reward_fn
-        self.work_dir = Path(cfg.work_dir or Path("runs") / "dmo_pixel" / cfg.forward / f"seed{cfg.seed}")
-        self.checkpoint_path = self.work_dir / "checkpoints" / "latest.pt"
-        k, A = self.global_world_model.cfg.context, self.global_world_model.cfg.action_dim
-        if k < OBSERVATION_FRAMES:
-            raise ValueError(
-                f"The local model reads the last {OBSERVATION_FRAMES} frames: the world model's context must be >= "
-                f"{OBSERVATION_FRAMES}, {cfg.world_model} has {k}."
-            )
-        self.sampler = play_data_start_sampler(self.dataset, k, generator=torch.Generator().manual_seed(cfg.seed + 3))
+        cfg = self.cfg
         self.model_env = DiffusionWorldModelEnv(
             self.global_world_model,
             self.sampler,
             batch_size=cfg.num_envs,
             max_episode_steps=cfg.episode_steps,
+            reward_fn=self.reward_fn,
             observation_frames=OBSERVATION_FRAMES,
             device=cfg.device,
         )
         self.global_model = EnvGlobalModel(self.model_env) if cfg.forward == "diffusion" else None
         wm_cfg = WorldModelConfig.from_size(
-            1, 3 * OBSERVATION_FRAMES, A, obs_type="rgb", latent_dim=cfg.latent_dim, mlp_dim=cfg.mlp_dim, enc_dim=cfg.enc_dim
+            1,
+            3 * OBSERVATION_FRAMES,
+            self.global_world_model.cfg.action_dim,
+            obs_type="rgb",
+            latent_dim=cfg.latent_dim,
+            mlp_dim=cfg.mlp_dim,
+            enc_dim=cfg.enc_dim,
         )
         self.local_model = MBDPOWorldModel(wm_cfg).to(cfg.device)
         self.loss = DMOLoss(
@@ -175,56 +140,8 @@ class PixelDMOTrainer:
         lrs = {"actor": cfg.actor_lr, "critic": cfg.critic_lr, "alpha": cfg.alpha_lr, "local_model": cfg.local_model_lr}
         self.optimizers = {name: torch.optim.Adam(groups[name], lr=lr) for name, lr in lrs.items()}
         self.target_updater = SoftUpdate(self.loss, tau=cfg.tau)
-        self.generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.train_rows = self.dataset.transition_rows(self.dataset.split(0)[0])
-        if cfg.reward_normalization:  # an energy is defined up to an affine map: give it unit scale
-            with torch.no_grad():
-                r = self._play_batch(1024)["reward"]
-            self.reward_fn.shift, self.reward_fn.scale = float(r.mean()), float(r.std().clamp_min(1e-6))
-        self.model_env.reward_fn = self.reward_fn
-        self.iteration = 0
-        self.world_model_samples = 0
-        self.model_steps = 0
         self.pretrained = False
-        self.seconds = 0.0
-        self.log = CsvLog(self.work_dir / "eval.csv", EVAL_FIELDS)
-        self.last_eval: dict = {}
-        self.stop_message = None
-        self._signal = None
-        self.last_metrics: dict = {}
-        if self.checkpoint_path.exists():
-            if not cfg.resume:
-                raise CheckpointError(f"{self.work_dir} already holds a policy run: pass resume=true to continue it, or another work_dir.")
-            state, path = load_latest(self.checkpoint_path.parent)
-            self._restore(state, path)
-        elif cfg.resume:
-            raise CheckpointError(f"resume=true, but there is no checkpoint at {self.checkpoint_path} to continue.")
-
-    @staticmethod
-    def _check(cfg: PixelDMOConfig) -> None:
-        from .play_data import PlayDatasetError
-
-        missing = [name for name in ("world_model", "reward", "data") if not getattr(cfg, name)]
-        if missing:
-            raise PlayDatasetError(
-                f"mbdpo-dmo policy needs {', '.join(f'{m}=<...>' for m in missing)}: the world model checkpoint "
-                "(mbdpo-dmo world_model), the reward checkpoint (mbdpo-dmo reward) and the play dataset."
-            )
-        if cfg.forward not in FORWARDS:
-            raise ValueError(f"forward must be one of {FORWARDS} (local: the 'No Diffusion' ablation), got {cfg.forward!r}.")
-        for name in (
-            "iterations",
-            "num_envs",
-            "horizon",
-            "episode_steps",
-            "batch_size",
-            "eval_freq",
-            "eval_episodes",
-            "eval_steps",
-            "checkpoint_freq",
-        ):
-            if getattr(cfg, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}.")
 
     # ------------------------------------------------------------------ data
     def _play_batch(self, n: int) -> TensorDict:
@@ -335,112 +252,35 @@ class PixelDMOTrainer:
             "loss_local_model": sum(local) / max(len(local), 1),
         }
 
-    # ------------------------------------------------------------------ evaluation on the real env
-    def evaluate_real(self) -> dict:
+    # ------------------------------------------------------------------ the shared run's hooks
+    def policy(self):
         from ..trainers.dmo import DMOPolicy
 
-        policy = TensorDictModule(DMOPolicy(self.loss, deterministic=True), in_keys=["observation"], out_keys=["action"])
-        return evaluate_on_pusht(
-            policy,
-            image_size=self.global_world_model.cfg.image_size,
-            seed=self.cfg.seed,
-            step=self.iteration,
-            episodes=self.cfg.eval_episodes,
-            steps=self.cfg.eval_steps,
-            device=self.cfg.device,
-        )
+        return TensorDictModule(DMOPolicy(self.loss, deterministic=True), in_keys=["observation"], out_keys=["action"])
 
-    def _eval_row(self, seconds: float) -> dict:
-        result = self.evaluate_real()
-        row = {
-            "iteration": self.iteration,
-            "world_model_samples": self.world_model_samples,
-            "model_steps": self.model_steps,
-            "seconds": f"{seconds:.1f}",
-            "success_rate": f"{result['success_rate']:.3f}",
-            "mean_return": f"{result['mean_return']:.3f}",
-            "rollout_reward": f"{self.last_metrics.get('rollout_reward', float('nan')):.4f}",
-        }
-        self.log.append(row)
-        self.last_eval = row
-        return row
-
-    # ------------------------------------------------------------------ checkpoints
-    def state_dict(self, seconds: float) -> dict:
+    def model_state(self) -> dict:
         return {
-            "kind": CHECKPOINT_KIND,
             "loss": self.loss.state_dict(),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-            "iteration": self.iteration,
-            "world_model_samples": self.world_model_samples,
-            "model_steps": self.model_steps,
             "pretrained": self.pretrained,
-            "seconds": seconds,
-            "generator": self.generator.get_state(),
-            "config": asdict(self.cfg),
             "local_model_config": self.local_model.cfg.to_dict(),
-            "reward_kind": self.reward_kind,
         }
 
-    def save(self, seconds: float) -> Path:
-        from ..trainers.checkpoint import save_checkpoint
+    def load_model_state(self, state: dict, path) -> None:
+        from ..trainers.checkpoint import check_compatible
 
-        return save_checkpoint(self.state_dict(seconds), self.checkpoint_path)
-
-    def _restore(self, state: dict, path) -> None:
-        from ..trainers.checkpoint import CheckpointError, check_compatible
-
-        if state.get("kind") != CHECKPOINT_KIND:
-            raise CheckpointError(f"{path} is not a pixel DMO policy checkpoint (kind={state.get('kind')!r}).")
         check_compatible(state["local_model_config"], self.local_model.cfg.to_dict(), "local model", path)
-        saved = {k: state["config"][k] for k in ("forward", "num_envs", "horizon")}
-        check_compatible(saved, {k: getattr(self.cfg, k) for k in saved}, "run setting", path)
         self.loss.load_state_dict(state["loss"])
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
-        self.iteration, self.world_model_samples, self.model_steps = state["iteration"], state["world_model_samples"], state["model_steps"]
-        self.pretrained, self.seconds = state["pretrained"], float(state["seconds"])
-        self.generator.set_state(state["generator"])
-        self.log.truncate(self.iteration)
-        rows = self.log.rows()
-        self.last_eval = rows[-1] if rows else {}
+        self.pretrained = state["pretrained"]
 
-    # ------------------------------------------------------------------ the run
-    def _handle(self, signum, frame):
-        self._signal = signum
+    def before_training(self) -> None:
+        if not self.pretrained:
+            self.pretrain()
 
-    def train(self) -> dict:
-        cfg = self.cfg
-        handlers = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
-        start = time.perf_counter()
-        clock = lambda: self.seconds + time.perf_counter() - start  # noqa: E731
-        try:
-            if not self.pretrained:
-                self.pretrain()
-            if self.iteration == 0 and not self.log.rows():
-                self._eval_row(clock())
-            with tqdm(
-                total=cfg.iterations,
-                initial=min(self.iteration, cfg.iterations),
-                desc=f"dmo ({cfg.forward} forward)",
-                disable=not cfg.progress,
-            ) as bar:
-                while self.iteration < cfg.iterations:
-                    if self._signal is not None:
-                        self.stop_message = f"stopped by signal {self._signal} at iteration {self.iteration}; resume with resume=true"
-                        break
-                    self.last_metrics = self.train_iteration()
-                    bar.update()
-                    bar.set_postfix(actor=f"{self.last_metrics['loss_actor']:.3g}", success=self.last_eval.get("success_rate", ""))
-                    if self.iteration % cfg.eval_freq == 0 or self.iteration == cfg.iterations:
-                        self._eval_row(clock())
-                    if self.iteration % cfg.checkpoint_freq == 0 and self.iteration < cfg.iterations:
-                        self.save(clock())
-        finally:
-            for s, h in handlers.items():
-                signal.signal(s, h)
-        self.save(clock())
-        return self.last_eval
+    def postfix(self, metrics: dict) -> dict:
+        return {"actor": f"{metrics['loss_actor']:.3g}"}
 
 
 def train_pixel_dmo(cfg: PixelDMOConfig) -> PixelDMOTrainer:

@@ -1,0 +1,266 @@
+"""What the policy trainings inside the learned pixel world model share (``mbdpo-dmo policy``: DMO and its
+"No Diffusion" ablation, ``mbdpo-dmo ppo``): the world model, play data and learned reward they train in,
+the evaluation on the real Push-T env into ``eval.csv``, checkpoints, resume and signals, and the loop of
+iterations.
+
+- The inputs: the diffusion world model checkpoint (``mbdpo-dmo world_model``), the reward checkpoint
+  (``mbdpo-dmo reward``; standardised on play-data transitions with ``reward_normalization``) and the play
+  dataset (the imagined episodes' start contexts), each checked against the others (image size, context).
+- ``eval.csv`` (:data:`EVAL_FIELDS`): the real env's success rate and return of the deterministic policy at
+  iteration 0, every ``eval_freq`` iterations and at the end, against the world-model samples and wall time.
+- ``<work_dir>/checkpoints/latest.pt`` every ``checkpoint_freq`` iterations and at the end; ``resume=true``
+  continues from it (the settings in :attr:`PolicyRun.resume_fields` must match; ``eval.csv`` is cut back to
+  it; the imagined episodes restart, so not bit-identical); a new run never overwrites one;
+  SIGTERM/SIGINT stop after the current iteration with a checkpoint (``stop_message``).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from tensordict import TensorDict
+from tqdm.auto import tqdm
+
+from .play_data import PlayDatasetError, load_play_dataset
+
+__all__ = ["OBSERVATION_FRAMES", "EVAL_FIELDS", "PolicyRun", "evaluate_on_pusht", "play_reward_stats"]
+
+OBSERVATION_FRAMES = 3  # the policies' input: the last 3 frames stacked (as TD-MPC2's pixel tasks)
+EVAL_FIELDS = ["iteration", "world_model_samples", "model_steps", "seconds", "success_rate", "mean_return", "rollout_reward"]
+
+
+@torch.no_grad()
+def evaluate_on_pusht(policy, *, image_size: int, seed: int, step: int, episodes: int, steps: int, device="cpu") -> dict:
+    """``episodes`` episodes of ``policy`` (a TorchRL policy reading ``"observation"``, the last 3 frames stacked) on the
+    real Push-T env: the success rate (gym-pusht's test at any step) and the mean return. Seeds: the library's
+    ``evaluation_seeds(seed, step)``, so DMO, its ablations and PPO meet the same start states."""
+    from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+    from ..envs.pusht import make_pusht_env
+    from ..trainers.evaluation import evaluation_seeds
+
+    seeds = evaluation_seeds(seed, step)
+    env = make_pusht_env(
+        image_size=image_size, seed=seeds.env, max_episode_steps=steps, observation_frames=OBSERVATION_FRAMES, device=device
+    )
+    successes, returns = [], []
+    with torch.random.fork_rng(devices=[]), set_exploration_type(ExplorationType.DETERMINISTIC):
+        torch.manual_seed(seeds.torch)
+        for _ in range(episodes):
+            episode = env.rollout(steps, policy, break_when_any_done=True)
+            successes.append(bool(episode["next", "success"].any()))
+            returns.append(float(episode["next", "reward"].sum()))
+    env.close()
+    return {"success_rate": sum(successes) / len(successes), "mean_return": sum(returns) / len(returns)}
+
+
+def play_reward_stats(reward_fn, dataset, n: int, generator: torch.Generator) -> tuple[float, float]:
+    """Mean and std of ``reward_fn`` over ``n`` play-data transitions (start frame: the episode's first)."""
+    rows = dataset.transition_rows()
+    rows = rows[torch.randint(len(rows), (n,), generator=generator)]
+    start = dataset.rows["pixels"][dataset.episode_start[dataset.rows["episode"][rows]]]
+    with torch.no_grad():
+        r = reward_fn(TensorDict({"pixels": dataset.rows["pixels"][rows + 1], "start_pixels": start}, batch_size=[n]))
+    return float(r.mean()), float(r.std().clamp_min(1e-6))
+
+
+class PolicyRun:
+    """The shared run; :meth:`train` returns the last ``eval.csv`` row.
+
+    Subclasses set ``kind`` (the checkpoint's), ``command`` (``mbdpo-dmo <command>``), ``counts`` (settings that
+    must be >= 1) and ``resume_fields`` (settings a resume must keep), and implement :meth:`build` (networks,
+    optimisers, envs: called once the shared inputs below are loaded), :meth:`train_iteration` (returns its
+    metrics, ``rollout_reward`` among them), :meth:`policy` (the deterministic TensorDict policy evaluated on the
+    real env), :meth:`model_state` / :meth:`load_model_state`; optionally :meth:`check`, :meth:`before_training`,
+    :meth:`postfix`, :meth:`close` and :meth:`run_name` (``runs/dmo_pixel/<run_name>/seed<seed>``).
+
+    ``cfg`` needs ``world_model``, ``reward``, ``data``, ``work_dir``, ``iterations``, ``num_envs``,
+    ``episode_steps``, ``eval_freq``, ``eval_episodes``, ``eval_steps``, ``checkpoint_freq``,
+    ``reward_normalization``, ``seed``, ``device``, ``threads``, ``resume``, ``progress``.
+    """
+
+    kind = ""
+    command = ""
+    counts = ("iterations", "num_envs", "episode_steps", "eval_freq", "eval_episodes", "eval_steps", "checkpoint_freq")
+    resume_fields = ("num_envs",)
+
+    def __init__(self, cfg):
+        from ..trainers.checkpoint import CheckpointError, load_latest
+        from ..trainers.evaluation import CsvLog
+        from .diffusion_env import play_data_start_sampler
+        from .reward import load_frame_reward
+        from .world_model_training import load_world_model
+
+        self.cfg = cfg
+        self._check(cfg)
+        if cfg.threads:
+            torch.set_num_threads(int(cfg.threads))
+        torch.manual_seed(cfg.seed)
+        self.global_world_model, _ = load_world_model(cfg.world_model)
+        size, self.context = self.global_world_model.cfg.image_size, self.global_world_model.cfg.context
+        if self.context < OBSERVATION_FRAMES:
+            raise ValueError(
+                f"mbdpo-dmo {self.command} reads the last {OBSERVATION_FRAMES} frames: the world model's context must be >= "
+                f"{OBSERVATION_FRAMES}, {cfg.world_model} has {self.context}."
+            )
+        self.dataset = load_play_dataset(cfg.data, image_size=size)
+        self.reward_fn, reward_state = load_frame_reward(cfg.reward, image_size=size)
+        self.reward_kind = reward_state["model_config"]["kind"]
+        self.generator = torch.Generator().manual_seed(cfg.seed + 1)  # every draw of training; saved in the checkpoint
+        if cfg.reward_normalization:  # an energy is defined up to an affine map: give it unit scale
+            self.reward_fn.shift, self.reward_fn.scale = play_reward_stats(self.reward_fn, self.dataset, 1024, self.generator)
+        self.sampler = play_data_start_sampler(self.dataset, self.context, generator=torch.Generator().manual_seed(cfg.seed + 3))
+        self.work_dir = Path(cfg.work_dir or Path("runs") / "dmo_pixel" / self.run_name() / f"seed{cfg.seed}")
+        self.checkpoint_path = self.work_dir / "checkpoints" / "latest.pt"
+        self.iteration = self.world_model_samples = self.model_steps = 0
+        self.seconds = 0.0
+        self.log = CsvLog(self.work_dir / "eval.csv", EVAL_FIELDS)
+        self.last_eval, self.last_metrics = {}, {}
+        self.stop_message, self._signal = None, None
+        self.build()
+        if self.checkpoint_path.exists():
+            if not cfg.resume:
+                raise CheckpointError(
+                    f"{self.work_dir} already holds a {self.command} run: pass resume=true to continue it, or another work_dir."
+                )
+            state, path = load_latest(self.checkpoint_path.parent)
+            self._restore(state, path)
+        elif cfg.resume:
+            raise CheckpointError(f"resume=true, but there is no checkpoint at {self.checkpoint_path} to continue.")
+
+    # ------------------------------------------------------------------ subclass hooks
+    def run_name(self) -> str:
+        return self.command
+
+    def check(self, cfg) -> None:
+        pass
+
+    def build(self) -> None:
+        raise NotImplementedError
+
+    def train_iteration(self) -> dict:
+        raise NotImplementedError
+
+    def policy(self):
+        raise NotImplementedError
+
+    def model_state(self) -> dict:
+        raise NotImplementedError
+
+    def load_model_state(self, state: dict, path) -> None:
+        raise NotImplementedError
+
+    def before_training(self) -> None:
+        pass
+
+    def postfix(self, metrics: dict) -> dict:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+    # ------------------------------------------------------------------ the run
+    def _check(self, cfg) -> None:
+        missing = [name for name in ("world_model", "reward", "data") if not getattr(cfg, name)]
+        if missing:
+            raise PlayDatasetError(
+                f"mbdpo-dmo {self.command} needs {', '.join(f'{m}=<...>' for m in missing)}: the world model checkpoint "
+                "(mbdpo-dmo world_model), the reward checkpoint (mbdpo-dmo reward) and the play dataset."
+            )
+        self.check(cfg)
+        for name in self.counts:
+            if getattr(cfg, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}.")
+
+    def _eval_row(self, seconds: float) -> dict:
+        result = evaluate_on_pusht(
+            self.policy(),
+            image_size=self.global_world_model.cfg.image_size,
+            seed=self.cfg.seed,
+            step=self.iteration,
+            episodes=self.cfg.eval_episodes,
+            steps=self.cfg.eval_steps,
+            device=self.cfg.device,
+        )
+        row = {
+            "iteration": self.iteration,
+            "world_model_samples": self.world_model_samples,
+            "model_steps": self.model_steps,
+            "seconds": f"{seconds:.1f}",
+            "success_rate": f"{result['success_rate']:.3f}",
+            "mean_return": f"{result['mean_return']:.3f}",
+            "rollout_reward": f"{self.last_metrics.get('rollout_reward', float('nan')):.4f}",
+        }
+        self.log.append(row)
+        self.last_eval = row
+        return row
+
+    def state_dict(self, seconds: float) -> dict:
+        return {
+            "kind": self.kind,
+            **self.model_state(),
+            "iteration": self.iteration,
+            "world_model_samples": self.world_model_samples,
+            "model_steps": self.model_steps,
+            "seconds": seconds,
+            "generator": self.generator.get_state(),
+            "config": asdict(self.cfg),
+            "reward_kind": self.reward_kind,
+        }
+
+    def save(self, seconds: float) -> Path:
+        from ..trainers.checkpoint import save_checkpoint
+
+        return save_checkpoint(self.state_dict(seconds), self.checkpoint_path)
+
+    def _restore(self, state: dict, path) -> None:
+        from ..trainers.checkpoint import CheckpointError, check_compatible
+
+        if state.get("kind") != self.kind:
+            raise CheckpointError(f"{path} is not a checkpoint of mbdpo-dmo {self.command} (kind={state.get('kind')!r}).")
+        saved = {k: state["config"][k] for k in self.resume_fields}
+        check_compatible(saved, {k: getattr(self.cfg, k) for k in saved}, "run setting", path)
+        self.load_model_state(state, path)
+        self.iteration, self.world_model_samples = state["iteration"], state["world_model_samples"]
+        self.model_steps = state["model_steps"]
+        self.seconds = float(state["seconds"])
+        self.generator.set_state(state["generator"])
+        self.log.truncate(self.iteration)
+        rows = self.log.rows()
+        self.last_eval = rows[-1] if rows else {}
+
+    def _handle(self, signum, frame):
+        self._signal = signum
+
+    def train(self) -> dict:
+        cfg = self.cfg
+        handlers = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        start = time.perf_counter()
+        clock = lambda: self.seconds + time.perf_counter() - start  # noqa: E731
+        try:
+            self.before_training()
+            if self.iteration == 0 and not self.log.rows():
+                self._eval_row(clock())
+            desc = self.run_name() if self.run_name() == self.command else f"{self.command} ({self.run_name()})"
+            with tqdm(total=cfg.iterations, initial=min(self.iteration, cfg.iterations), desc=desc, disable=not cfg.progress) as bar:
+                while self.iteration < cfg.iterations:
+                    if self._signal is not None:
+                        self.stop_message = f"stopped by signal {self._signal} at iteration {self.iteration}; resume with resume=true"
+                        break
+                    self.last_metrics = self.train_iteration()
+                    bar.update()
+                    bar.set_postfix(**self.postfix(self.last_metrics), success=self.last_eval.get("success_rate", ""))
+                    if self.iteration % cfg.eval_freq == 0 or self.iteration == cfg.iterations:
+                        self._eval_row(clock())
+                    if self.iteration % cfg.checkpoint_freq == 0 and self.iteration < cfg.iterations:
+                        self.save(clock())
+        finally:
+            for s, h in handlers.items():
+                signal.signal(s, h)
+        self.save(clock())
+        self.close()
+        return self.last_eval
