@@ -27,13 +27,11 @@ iteration with a checkpoint.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 from tensordict import TensorDict
-from tensordict.nn import TensorDictModule
 from torchrl.objectives import SoftUpdate
 from tqdm.auto import tqdm
 
@@ -163,18 +161,9 @@ class PixelDMOTrainer(PolicyRun):
         ).to(self.cfg.device)
 
     def _step(self, name: str, loss: torch.Tensor, clip: float | None) -> bool:
-        optim = self.optimizers[name]
-        optim.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
-            return False
-        loss.backward()
-        params = [p for group in optim.param_groups for p in group["params"]]
-        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip is not None else math.inf)
-        if not torch.isfinite(norm):
-            optim.zero_grad(set_to_none=True)
-            return False
-        optim.step()
-        return True
+        from ..trainers.dmo import guarded_optimizer_step
+
+        return guarded_optimizer_step(self.optimizers[name], loss, clip)
 
     def local_model_step(self, batch: TensorDict) -> float:
         loss, _, _ = self.loss.local_model_loss(batch["observation"], batch["action"], batch["next_observation"], batch["reward"])
@@ -254,9 +243,9 @@ class PixelDMOTrainer(PolicyRun):
 
     # ------------------------------------------------------------------ the shared run's hooks
     def policy(self):
-        from ..trainers.dmo import DMOPolicy
+        from ..trainers.dmo import dmo_policy_module
 
-        return TensorDictModule(DMOPolicy(self.loss, deterministic=True), in_keys=["observation"], out_keys=["action"])
+        return dmo_policy_module(self.loss, deterministic=True)
 
     def model_state(self) -> dict:
         return {

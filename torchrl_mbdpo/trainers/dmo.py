@@ -73,6 +73,22 @@ LEARNED_RESETS = ("replay", "start")
 REPLAY_KEYS = ["observation", "action", ("next", "observation"), ("next", "reward"), ("next", "done"), ("next", "terminated")]
 
 
+def guarded_optimizer_step(optimizer, loss: torch.Tensor, clip: float | None) -> bool:
+    """One step of ``optimizer`` on ``loss``, gradients clipped to ``clip`` (``None``: not clipped); a non-finite loss
+    or gradient norm skips the step, leaving no gradient behind (returns False)."""
+    optimizer.zero_grad(set_to_none=True)
+    if not torch.isfinite(loss):
+        return False
+    loss.backward()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    norm = torch.nn.utils.clip_grad_norm_(params, clip if clip is not None else math.inf)
+    if not torch.isfinite(norm):
+        optimizer.zero_grad(set_to_none=True)
+        return False
+    optimizer.step()
+    return True
+
+
 class DMOPolicy(nn.Module):
     """``observation -> action`` of a :class:`DMOLoss`'s actor (encode, then the policy); ``deterministic``:
     ``tanh`` of the mean. Wrapped as ``TensorDictModule(DMOPolicy(loss), ["observation"], ["action"])`` it is
@@ -88,7 +104,8 @@ class DMOPolicy(nn.Module):
         return self.loss.policy(z, deterministic=self.deterministic)[0]
 
 
-def _policy_module(loss: DMOLoss, deterministic: bool = True) -> TensorDictModule:
+def dmo_policy_module(loss: DMOLoss, deterministic: bool = True) -> TensorDictModule:
+    """The DMO actor as a TorchRL policy: ``"observation"`` -> ``"action"``."""
     return TensorDictModule(DMOPolicy(loss, deterministic), in_keys=["observation"], out_keys=["action"])
 
 
@@ -176,7 +193,7 @@ class DMOTrainer:
         self.learned_model = learned_model
         if learned_model is not None:
             self.optimizers["learned_model"] = torch.optim.Adam(learned_model.parameters(), lr=d.learned_lr)
-        self.eval_policy = _policy_module(loss, deterministic=True)
+        self.eval_policy = dmo_policy_module(loss, deterministic=True)
         self.eval_log = EvalLog(
             self.work_dir, title=f"dmo ({d.forward_model}{'' if d.decoupled else ', no decoupling'}) {cfg.task} (seed {cfg.seed})"
         )
@@ -256,19 +273,7 @@ class DMOTrainer:
 
     # ----------------------------------------------------------------- optimisation
     def _optim_step(self, name: str, loss: torch.Tensor, clip: float | None) -> bool:
-        """One step of optimiser ``name``; a non-finite loss or gradient is skipped (returns False)."""
-        optim = self.optimizers[name]
-        optim.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
-            return False
-        loss.backward()
-        params = [p for group in optim.param_groups for p in group["params"]]
-        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip is not None else math.inf)
-        if not torch.isfinite(norm):
-            optim.zero_grad(set_to_none=True)
-            return False
-        optim.step()
-        return True
+        return guarded_optimizer_step(self.optimizers[name], loss, clip)
 
     def local_model_step(self) -> dict:
         batch = self._sample()
@@ -588,4 +593,4 @@ def load_dmo_policy(checkpoint_path, deterministic: bool = True, *, state: dict 
     world_model = MBDPOWorldModel(WorldModelConfig.from_dict(state["world_model_config"]))
     loss = make_dmo_loss(cfg, world_model, state["task"]["discount"])
     loss.load_state_dict(state["loss"])
-    return state, cfg, loss, _policy_module(loss, deterministic)
+    return state, cfg, loss, dmo_policy_module(loss, deterministic)
