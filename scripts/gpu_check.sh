@@ -13,7 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PY=${PYTHON:-python3}
+# The project venv where there is one (the CPU dry run here), else the machine's python3 (the GPU machine).
+if [[ -x .venv/bin/python ]]; then PY=${PYTHON:-.venv/bin/python}; else PY=${PYTHON:-python3}; fi
 WHEELS=(tensordict==0.14.3 torchrl==0.14.1 pyvers==0.2.3 hoptorch orjson importlib_metadata hydra-core==1.3.2 omegaconf==2.3.0
         gymnasium==1.2.0 farama-notifications)
 SDISTS=(antlr4-python3-runtime==4.9.3)  # hydra's parser: published as a source archive only, built into a wheel here

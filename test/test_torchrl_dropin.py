@@ -141,6 +141,32 @@ def test_mbdpo_planner_on_torchrl_components_plans_as_the_library_planner(num_en
 
 
 @needs_next
+@pytest.mark.parametrize("num_envs", [1, 3])
+def test_mbdpo_planner_on_torchrl_components_is_capture_safe(num_envs):
+    """The drop-in planner keeps the library planner's capture safety (issue 18): built on the meta device and
+    run under CaptureAudit, it makes no host synchronisation and no tensor off the inputs' device."""
+    from unittest import mock
+
+    from torchrl_mbdpo import MBDPOPlanner
+    from torchrl_mbdpo.modules.capture import CaptureAudit
+
+    with torch.device("meta"), mock.patch.object(torch.Tensor, "is_set_to", lambda self, other: self is other):
+        wm, prior, q, energy = torchrl_components()
+        planner = MBDPOPlanner(wm, prior, q, horizon=H, discount=0.97, steps=3, energy=energy, num_samples=16, num_elites=4, num_pi_trajs=2)
+    td = TensorDict(
+        {
+            "observation": torch.randn(num_envs, OBS),
+            "is_init": torch.arange(num_envs).remainder(2).eq(0).unsqueeze(-1),
+            planner.plan_key: torch.rand(num_envs, H, ACT) - 0.5,
+        },
+        batch_size=[num_envs],
+    ).to("meta")
+    with CaptureAudit("meta") as audit:
+        out = planner(td)
+    assert audit.ops > 50 and out["action"].device.type == "meta" and out["action"].shape == (num_envs, ACT)
+
+
+@needs_next
 def test_mbdpo_loss_on_torchrl_components_matches_the_library_loss_term_by_term():
     from torchrl_mbdpo import MBDPOLoss
 
