@@ -8,6 +8,7 @@ import pytest
 from torchrl_mbdpo.cli import _swept_keys
 from torchrl_mbdpo.trainers.config import TrainConfig, sweep_work_dir
 
+from helpers import TINY_ARGS
 from helpers import run_cli as _cli
 
 TINY = [
@@ -19,15 +20,7 @@ TINY = [
     "eval_episodes=1",
     "checkpoint_freq=40",
     "progress=false",
-    "model_size=1",
-    "model.latent_dim=16",
-    "model.mlp_dim=32",
-    "model.enc_dim=32",
-    "batch_size=16",
-    "planner.steps=2",
-    "planner.num_samples=8",
-    "planner.num_elites=2",
-    "planner.num_pi_trajs=2",
+    *TINY_ARGS,
 ]
 
 

@@ -73,7 +73,7 @@ class PolicyRun:
 
     Subclasses set ``kind`` (the checkpoint's), ``command`` (``mbdpo-dmo <command>``), ``counts`` (settings that
     must be >= 1) and ``resume_fields`` (settings a resume must keep), and implement :meth:`build` (networks,
-    optimisers, envs: called once the shared inputs below are loaded), :meth:`train_iteration` (returns its
+    optimisers: called once the shared inputs and ``model_env``, the diffusion env, exist), :meth:`train_iteration` (returns its
     metrics, ``rollout_reward`` among them), :meth:`policy` (the deterministic TensorDict policy evaluated on the
     real env), :meth:`model_state` / :meth:`load_model_state`; optionally :meth:`check`, :meth:`before_training`,
     :meth:`postfix`, :meth:`close` and :meth:`run_name` (``runs/dmo_pixel/<run_name>/seed<seed>``).
@@ -91,7 +91,7 @@ class PolicyRun:
     def __init__(self, cfg):
         from ..trainers.checkpoint import CheckpointError, load_latest
         from ..trainers.evaluation import CsvLog
-        from .diffusion_env import play_data_start_sampler
+        from .diffusion_env import DiffusionWorldModelEnv, play_data_start_sampler
         from .reward import load_frame_reward
         from .world_model_training import load_world_model
 
@@ -114,6 +114,15 @@ class PolicyRun:
         if cfg.reward_normalization:  # an energy is defined up to an affine map: give it unit scale
             self.reward_fn.shift, self.reward_fn.scale = play_reward_stats(self.reward_fn, self.dataset, 1024, self.generator)
         self.sampler = play_data_start_sampler(self.dataset, self.context, generator=torch.Generator().manual_seed(cfg.seed + 3))
+        self.model_env = DiffusionWorldModelEnv(  # the imagined episodes, restarted from play-data contexts
+            self.global_world_model,
+            self.sampler,
+            batch_size=cfg.num_envs,
+            max_episode_steps=cfg.episode_steps,
+            reward_fn=self.reward_fn,
+            observation_frames=OBSERVATION_FRAMES,
+            device=cfg.device,
+        )
         self.work_dir = Path(cfg.work_dir or Path("runs") / "dmo_pixel" / self.run_name() / f"seed{cfg.seed}")
         self.checkpoint_path = self.work_dir / "checkpoints" / "latest.pt"
         self.iteration = self.world_model_samples = self.model_steps = 0

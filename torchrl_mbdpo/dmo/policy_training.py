@@ -102,18 +102,8 @@ class PixelDMOTrainer(PolicyRun):
         from ..modules import MBDPOWorldModel, WorldModelConfig
         from ..modules.decoupled import EnvGlobalModel
         from ..objectives.dmo import DMOLoss
-        from .diffusion_env import DiffusionWorldModelEnv
 
         cfg = self.cfg
-        self.model_env = DiffusionWorldModelEnv(
-            self.global_world_model,
-            self.sampler,
-            batch_size=cfg.num_envs,
-            max_episode_steps=cfg.episode_steps,
-            reward_fn=self.reward_fn,
-            observation_frames=OBSERVATION_FRAMES,
-            device=cfg.device,
-        )
         self.global_model = EnvGlobalModel(self.model_env) if cfg.forward == "diffusion" else None
         wm_cfg = WorldModelConfig.from_size(
             1,

@@ -101,26 +101,15 @@ class PPOTrainer(PolicyRun):
         from torchrl.objectives import ClipPPOLoss
         from torchrl.objectives.value import GAE
 
-        from .diffusion_env import DiffusionWorldModelEnv
-
         cfg = self.cfg
         size = self.global_world_model.cfg.image_size
-        self.env = DiffusionWorldModelEnv(
-            self.global_world_model,
-            self.sampler,
-            batch_size=cfg.num_envs,
-            max_episode_steps=cfg.episode_steps,
-            reward_fn=self.reward_fn,
-            observation_frames=OBSERVATION_FRAMES,
-            device=cfg.device,
-        )
         A = self.global_world_model.cfg.action_dim
         trunk = _conv_trunk(3 * OBSERVATION_FRAMES, size, cfg.hidden)
         actor_net = nn.Sequential(trunk, nn.Linear(cfg.hidden, 2 * A), NormalParamExtractor())
         self.actor = ProbabilisticActor(
             TensorDictModule(actor_net, in_keys=["observation"], out_keys=["loc", "scale"]),
             in_keys=["loc", "scale"],
-            spec=self.env.action_spec,
+            spec=self.model_env.action_spec,
             distribution_class=TanhNormal,
             distribution_kwargs={"low": -1.0, "high": 1.0},
             return_log_prob=True,
@@ -139,7 +128,7 @@ class PPOTrainer(PolicyRun):
         self.optimizer = torch.optim.Adam(self.loss.parameters(), lr=cfg.lr)
         self.frames_per_batch = cfg.num_envs * cfg.rollout_steps
         self.collector = Collector(
-            self.env,
+            self.model_env,
             self.actor,
             frames_per_batch=self.frames_per_batch,
             total_frames=-1,
