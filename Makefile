@@ -59,8 +59,9 @@ demo-offline: setup
 	$(VENV)/bin/mbdpo-dataset generate out=$(OFFLINE_DIR)/data "tasks=$(OFFLINE_TASKS)" episodes_per_task=20
 	$(VENV)/bin/mbdpo-train $(OFFLINE_ARGS) data_dir=$(OFFLINE_DIR)/data "task=$(OFFLINE_TASKS)" work_dir=$(OFFLINE_DIR)/run
 
+# The suite in parallel, one pytest worker per core (tests pin torch to one thread each), a test file per worker.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 # The drop-in tests under TorchRL's TD-MPC2 stack (the default `make test` checks their import error there).
 test-next: setup-next

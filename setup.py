@@ -20,7 +20,8 @@ setup(
     python_requires=">=3.10",
     install_requires=["torch==2.13.0", "torchrl==0.14.1", "tensordict==0.14.3", *_requirements("common.txt")],
     extras_require={
-        "dev": ["pytest", "ruff==0.17.6"],  # ruff pinned: a newer release may format differently and fail `make lint`
+        # ruff pinned: a newer release may format differently and fail `make lint`; pytest-xdist: `make test` in parallel
+        "dev": ["pytest", "pytest-xdist>=3.5", "ruff==0.17.6"],
         # TorchRL's own TD-MPC2 stack (torchrl >= 0.15), which MBDPO plugs into (trainer=mbdpo): not a pip
         # extra while 0.15 is only a nightly (its distribution name differs from torchrl's, so it cannot
         # replace the pinned 0.14.1 through an extra). `make setup-next` builds that environment

@@ -44,7 +44,7 @@ from torchrl_mbdpo.modules import DiffusionActor, MBDPOWorldModel, MPPIActor, Pl
 from torchrl_mbdpo.modules.compile import CompileOptions, compile_report  # noqa: E402
 from torchrl_mbdpo.modules.mppi import MPPIConfig  # noqa: E402
 from torchrl_mbdpo.objectives import MBDPOLoss  # noqa: E402
-from torchrl_mbdpo.objectives.mbdpo import CompiledUpdate, make_optimizers, update  # noqa: E402
+from torchrl_mbdpo.trainers.optimization import CompiledUpdate, make_optimizers, update  # noqa: E402
 
 OBS_DIM, ACTION_DIM = 17, 6  # cheetah-run
 

@@ -25,7 +25,7 @@ from torchrl.objectives import SoftUpdate
 
 from torchrl_mbdpo.modules import MBDPOWorldModel, WorldModelConfig
 from torchrl_mbdpo.objectives import MBDPOLoss
-from torchrl_mbdpo.objectives.mbdpo import make_optimizers, update
+from torchrl_mbdpo.trainers.optimization import make_optimizers, update
 
 OBS_DIM, ACTION_DIM, B, H = 17, 6, 256, 3
 

@@ -84,7 +84,7 @@ def bench_update(repeats: int, model_sizes, precisions, reference: bool, batch_s
     from tensordict import TensorDict
     from torchrl.objectives import SoftUpdate
 
-    from torchrl_mbdpo.objectives.mbdpo import make_optimizers, update
+    from torchrl_mbdpo.trainers.optimization import make_optimizers, update
 
     B, H = batch_size, horizon
     batch = TensorDict(
@@ -121,7 +121,7 @@ def bench_compiled(repeats: int, backend: str, mode: str | None, only: str | Non
     from torchrl.objectives import SoftUpdate
 
     from torchrl_mbdpo.modules.compile import CompileOptions
-    from torchrl_mbdpo.objectives.mbdpo import CompiledUpdate, make_optimizers, update
+    from torchrl_mbdpo.trainers.optimization import CompiledUpdate, make_optimizers, update
 
     options = CompileOptions(mode=mode, backend=backend)
     rows = []

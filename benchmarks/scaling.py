@@ -31,7 +31,7 @@ from torchrl.objectives import SoftUpdate
 from torchrl_mbdpo.modules import MBDPOWorldModel, WorldModelConfig
 from torchrl_mbdpo.modules.world_model import PAPER_SIZE_LABELS
 from torchrl_mbdpo.objectives import MBDPOLoss
-from torchrl_mbdpo.objectives.mbdpo import make_optimizers, update
+from torchrl_mbdpo.trainers.optimization import make_optimizers, update
 
 OBS_DIM, ACTION_DIM, TASK_DIM, NUM_TASKS = 39, 6, 96, 80
 ACTION_DIMS = [6] * 30 + [4] * 50  # per task: the padded action dims are masked

@@ -1,6 +1,7 @@
 """Shared fixtures. Helpers used by several test modules live in ``helpers.py`` (this folder is put on
 ``sys.path`` here); the ones bound to a test's ``tmp_path`` are wrapped as fixtures below."""
 
+import gc
 import os
 import sys
 
@@ -15,7 +16,13 @@ import helpers
 
 
 @pytest.fixture(autouse=True)
-def _seed():
+def _same_start():
+    """Every test starts from the same process state, whatever ran before it: the objects earlier tests left are
+    collected now (a batched env TorchRL closes on collection raises torch's thread count, which would otherwise
+    happen at any moment inside this test and change its numbers), torch runs on one CPU thread, and its global
+    generator is seeded."""
+    gc.collect()
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     yield
 

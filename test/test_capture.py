@@ -15,7 +15,7 @@ from torchrl_mbdpo.modules.capture import CaptureAudit, CaptureError
 from torchrl_mbdpo.modules.compile import CompileOptions, compile_report
 from torchrl_mbdpo.modules.mppi import MPPIConfig
 from torchrl_mbdpo.objectives import MBDPOLoss, TDMPC2Loss
-from torchrl_mbdpo.objectives.mbdpo import CompiledUpdate, make_optimizers, update
+from torchrl_mbdpo.trainers.optimization import CompiledUpdate, make_optimizers, update
 
 import helpers
 

@@ -10,8 +10,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from torchrl_mbdpo.objectives import make_optimizers, update
 from torchrl_mbdpo.trainers.distributed import DistContext, make_gradient_averager
+from torchrl_mbdpo.trainers.optimization import make_optimizers, update
 
 from helpers import make_batch, make_loss
 

@@ -11,8 +11,6 @@ from torchrl_mbdpo.modules.decoupled import EnvGlobalModel, GlobalStep, decouple
 from torchrl_mbdpo.modules.functional import gradient_swap, sapo_objective, segment_discounts, soft_td_lambda_targets
 from torchrl_mbdpo.objectives import DMOLoss
 
-torch.set_num_threads(1)
-
 B, S, A, H, GAMMA = 3, 4, 2, 5, 0.9
 
 

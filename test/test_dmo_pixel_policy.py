@@ -115,33 +115,6 @@ def test_policy_input_errors(artifacts, tmp_path, tiny_play_data):
         PixelDMOTrainer(_config(artifacts, tmp_path / "x", data=str(tiny_play_data)))
 
 
-def test_policy_command(cli, artifacts):
-    out = cli(
-        "dmo_main",
-        "policy",
-        f"world_model={artifacts['world_model']}",
-        f"reward={artifacts['reward']}",
-        f"data={artifacts['data']}",
-        "work_dir=pol",
-        "iterations=1",
-        "num_envs=2",
-        "horizon=2",
-        "latent_dim=32",
-        "mlp_dim=32",
-        "enc_dim=32",
-        "pretrain_updates=1",
-        "critic_updates=1",
-        "batch_size=4",
-        "eval_freq=1",
-        "eval_episodes=1",
-        "eval_steps=3",
-        "progress=false",
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr
-    assert "real Push-T success" in out.stdout and "4 world-model samples" in out.stdout
-
-
 # ------------------------------------------------------------------------------------------ the PPO baseline
 def _ppo_config(artifacts, work_dir, **overrides):
     from torchrl_mbdpo.dmo.ppo import PPOConfig
@@ -197,30 +170,6 @@ def test_ppo_resume_and_errors(artifacts, tmp_path):
         PPOTrainer(_ppo_config(artifacts, tmp_path / "ppo", hidden=32, resume=True))
     with pytest.raises(PlayDatasetError, match="needs world_model=<...>"):
         PPOTrainer(PPOConfig(reward=artifacts["reward"], data=artifacts["data"]))
-
-
-def test_ppo_command(cli, artifacts):
-    out = cli(
-        "dmo_main",
-        "ppo",
-        f"world_model={artifacts['world_model']}",
-        f"reward={artifacts['reward']}",
-        f"data={artifacts['data']}",
-        "work_dir=ppo",
-        "iterations=1",
-        "num_envs=2",
-        "rollout_steps=2",
-        "hidden=16",
-        "ppo_epochs=1",
-        "minibatch_size=2",
-        "eval_freq=1",
-        "eval_episodes=1",
-        "eval_steps=3",
-        "progress=false",
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr
-    assert "real Push-T success" in out.stdout and "4 world-model samples" in out.stdout
 
 
 # ------------------------------------------------------------------------------------------ the comparison

@@ -15,7 +15,6 @@ from torchrl_mbdpo.modules import EnvGlobalModel
 from torchrl_mbdpo.trainers.checkpoint import load_checkpoint
 from torchrl_mbdpo.trainers.config import DMOConfig, ModelOverrides, TrainConfig
 from torchrl_mbdpo.trainers.dmo import load_dmo_policy, make_dmo_trainer
-from torchrl_mbdpo.trainers.evaluation import evaluate
 from torchrl_mbdpo.trainers.trainer import make_trainer
 
 
@@ -196,49 +195,3 @@ def test_learned_global_env_specs_and_resets():
         model.loss(obs, action, nxt, rew).backward()
         optim.step()
     assert model.loss(obs, action, nxt, rew).item() < 0.3 * first
-
-
-def test_command_line_dmo(tmp_path, cli):
-    work = tmp_path / "cli"
-    out = cli(
-        "train_main",
-        "algo=dmo",
-        "task=gym:Pendulum-v1",
-        "steps=48",
-        "eval_freq=48",
-        "eval_episodes=1",
-        "checkpoint_freq=48",
-        "model_size=1",
-        "model.latent_dim=16",
-        "model.mlp_dim=32",
-        "model.enc_dim=32",
-        "batch_size=16",
-        "threads=1",
-        "dmo.num_envs=2",
-        "dmo.horizon=4",
-        "dmo.seed_steps=16",
-        "dmo.pretrain_updates=2",
-        "dmo.critic_updates=1",
-        "dmo.local_model_updates=1",
-        f"work_dir={work}",
-        "progress=false",
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "final eval at step 48" in out.stdout
-    assert eval_steps(work) == [0, 48]
-    checkpoint = work / "checkpoints" / "latest.pt"
-    assert checkpoint.exists()
-
-    # mbdpo-eval plays the checkpoint's deterministic DMO actor (not a planner on its world model).
-    out = cli("eval_main", f"checkpoint={checkpoint}", "eval_episodes=2", "seed=4")
-    assert out.returncode == 0, out.stderr[-2000:]
-    cli_mean = float(out.stdout.split("mean_return=")[1].split()[0])
-    _, _, _, policy = load_dmo_policy(checkpoint)
-    env = make_env("gym:Pendulum-v1", seed=4)
-    expected = sum(evaluate(env, policy, 2, env.task_spec.episode_length)) / 2
-    assert abs(cli_mean - expected) < 1e-2
-    out = cli("eval_main", f"checkpoint={checkpoint}", "+planner.steps=3")
-    assert out.returncode == 2 and "planner.* overrides do not apply" in out.stderr
-
-    out = cli("train_main", "algo=dmo", "task=gym:Pendulum-v1", "dmo.forward_model=magic", f"work_dir={tmp_path / 'bad'}")
-    assert out.returncode == 2 and "dmo.forward_model must be one of" in out.stderr and "Traceback" not in out.stderr

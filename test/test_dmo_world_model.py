@@ -13,6 +13,7 @@ from torchrl.collectors import Collector
 from torchrl.envs.model_based import ModelBasedEnvBase
 from torchrl.envs.utils import RandomPolicy, check_env_specs
 
+from torchrl_mbdpo.config import ConfigWarning
 from torchrl_mbdpo.dmo.diffusion import ArchitectureError, DiffusionConfig, DiffusionWorldModel
 from torchrl_mbdpo.dmo.diffusion_env import DiffusionWorldModelEnv, context_from_frame, play_data_start_sampler
 from torchrl_mbdpo.dmo.play_data import PlayDatasetError, load_play_dataset
@@ -28,7 +29,7 @@ from torchrl_mbdpo.modules.functional import (
     karras_sigmas,
     unit_to_frames,
 )
-from torchrl_mbdpo.trainers.checkpoint import CheckpointError
+from torchrl_mbdpo.trainers.checkpoint import CheckpointError, load_checkpoint
 
 from helpers import tiny_diffusion_config, tiny_world_model_train_config
 
@@ -253,6 +254,15 @@ def test_resume_is_bitwise_equal_to_an_uninterrupted_run(tiny_play_data, tmp_pat
     assert strip(resumed.log.rows()) == strip(straight.log.rows())
 
 
+def test_bitwise_resume_holds_under_the_same_threads_and_another_count_is_said(tiny_play_data, tmp_path):
+    """Bitwise resume holds on the same machine and library versions under the same torch thread count (the test
+    above: both halves under the suite's one thread). A resume under another count goes on, and says so."""
+    train_world_model(tiny_world_model_train_config(tiny_play_data, tmp_path / "b", updates=3, threads=1))
+    assert load_checkpoint(tmp_path / "b" / "checkpoints" / "latest.pt")["lifecycle"] == {"threads": 1}
+    with pytest.warns(ConfigWarning, match="written under 1: the run continues, but not bitwise"):
+        WorldModelTrainer(tiny_world_model_train_config(tiny_play_data, tmp_path / "b", resume=True, threads=2))
+
+
 def test_sigterm_checkpoints_and_resume_continues(tiny_play_data, tmp_path, monkeypatch):
     cfg = tiny_world_model_train_config(tiny_play_data, tmp_path / "wm", updates=8, checkpoint_freq=100)
     trainer = WorldModelTrainer(cfg)
@@ -303,30 +313,3 @@ def test_frames_picture_of_a_perfect_model(tiny_play_data, tmp_path, monkeypatch
     out = write_frames_picture(model, episode, tmp_path / "frames.png", every=5, steps=50)
     assert out["steps"] == [0, 5, 10] and out["mse"] == [0.0, 0.0, 0.0]
     assert (tmp_path / "frames.png").stat().st_size > 1000
-
-
-def test_world_model_command(cli, tiny_play_data):
-    args = [
-        "world_model",
-        f"data={tiny_play_data}",
-        "work_dir=wm",
-        "updates=2",
-        "eval_freq=1",
-        "checkpoint_freq=1",
-        "batch_size=2",
-        "held_out=1",
-        "held_out_windows=2",
-        "context=2",
-        "channels=[8,16]",
-        "norm_groups=4",
-        "frames_steps=2",
-        "progress=false",
-    ]
-    out = cli("dmo_main", *args, timeout=600)
-    assert out.returncode == 0, out.stderr
-    assert "held-out loss" in out.stdout and "frames.png" in out.stdout
-    more = cli("dmo_main", *args[:-1], "updates=3", "resume=true", "progress=false", timeout=600)
-    assert more.returncode == 0, more.stderr
-    assert "updates 2 -> 3" in more.stdout
-    missing = cli("dmo_main", "world_model", "data=nowhere", timeout=600)
-    assert missing.returncode == 2 and "No play dataset at nowhere" in missing.stderr

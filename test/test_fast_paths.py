@@ -9,7 +9,7 @@ from torchrl_mbdpo.modules import DiffusionActor, MBDPOWorldModel, PlannerConfig
 from torchrl_mbdpo.modules.layers import Mish, SimNorm, TaskConditioned, mlp, reference_kernels
 from torchrl_mbdpo.modules.planning import world_model_value
 from torchrl_mbdpo.objectives import MBDPOLoss
-from torchrl_mbdpo.objectives.mbdpo import make_optimizers, update
+from torchrl_mbdpo.trainers.optimization import make_optimizers, update
 
 
 def test_mish_matches_torch():

@@ -524,3 +524,27 @@ def test_multitask_update_with_the_score_network_is_finite():
 if __name__ == "__main__":
     args, unknown = argparse.ArgumentParser().parse_known_args()
     pytest.main([__file__, "--capture", "no", "--exitfirst"] + unknown)
+
+
+@pytest.mark.parametrize("behaviour", ["uniform", "concentrated"])
+def test_energy_learns_a_behaviour_and_stays_at_chance_on_uniform_actions(behaviour):
+    """F tells the replayed actions from its negatives (the policy's action, a noisy one, a uniform one: the one it
+    scores highest). When the behaviour is itself uniform (random seed data, or a planner still as broad, as in
+    examples/compose_with_torchrl.py on cartpole), no F does better than chance and ``loss_energy`` stays at log 2;
+    a concentrated behaviour is learnt."""
+    from torchrl_mbdpo.trainers.optimization import make_optimizers, update
+
+    loss, target = make_loss(wm_kwargs=dict(mlp_dim=64))
+    model_optim, pi_optim = make_optimizers(loss)
+    g = torch.Generator().manual_seed(3)
+    energies = []
+    for i in range(200):
+        td = make_batch(seed=i)
+        if behaviour == "concentrated":
+            td["action"] = (0.5 + 0.05 * torch.randn(td["action"].shape, generator=g)).clamp(-1, 1)
+        energies.append(update(loss, td, model_optim, pi_optim, target)["loss_energy"].item())
+    late = sum(energies[-50:]) / 50
+    if behaviour == "uniform":
+        assert abs(late - math.log(2)) < 0.01, late
+    else:
+        assert late < 0.55, late

@@ -291,30 +291,6 @@ def test_finetune_refuses_pretrained_tasks_and_single_task_checkpoints(pretraine
         make_finetune_trainer(FinetuneConfig())
 
 
-def test_eval_cli_on_a_multitask_checkpoint(pretrained, cli):
-    trainer, _, _ = pretrained
-    checkpoint = trainer.work_dir / "checkpoints" / "latest.pt"
-    planner = ["+planner.steps=2", "+planner.num_samples=8", "+planner.num_elites=2", "+planner.num_pi_trajs=2"]
-    one = cli("eval_main", f"checkpoint={checkpoint}", "task=cartpole-balance", "eval_episodes=1", *planner)
-    assert one.returncode == 0, one.stderr
-    assert "task cartpole-balance: mean return" in one.stdout
-    every = cli("eval_main", f"checkpoint={checkpoint}", "eval_episodes=1", *planner)
-    assert every.returncode == 0, every.stderr
-    assert "normalized score" in every.stdout and "pendulum-swingup" in every.stdout
-    unseen = cli("eval_main", f"checkpoint={checkpoint}", "task=walker-walk")
-    assert unseen.returncode == 2 and "mbdpo-finetune" in unseen.stderr
-
-
-def test_dataset_cli_check_and_generate(dataset, tmp_path, cli):
-    ok = cli("dataset_main", "check", f"data_dir={dataset}")
-    assert ok.returncode == 0, ok.stderr
-    assert "cartpole-balance" in ok.stdout and "2 episodes" in ok.stdout
-    bad = cli("dataset_main", "check", f"data_dir={tmp_path}")
-    assert bad.returncode == 2 and "no chunk_<i>.pt files" in bad.stderr
-    refused = cli("dataset_main", "generate", f"out={dataset}", "tasks=[cartpole-balance]", "episodes_per_task=1")
-    assert refused.returncode == 2 and "already holds chunk files" in refused.stderr
-
-
 def test_export_replay_of_an_online_run(tmp_path):
     """``mbdpo-dataset export``: the complete episodes of an online run's replay buffer, in chunk format."""
     from torchrl_mbdpo.trainers.generate_data import export_replay

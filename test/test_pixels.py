@@ -8,8 +8,8 @@ from torchrl.envs.utils import check_env_specs
 
 from torchrl_mbdpo.envs import make_env
 from torchrl_mbdpo.modules.layers import PixelEncoder, ShiftAug
-from torchrl_mbdpo.objectives.mbdpo import make_optimizers, update
 from torchrl_mbdpo.trainers.agent import build_agent, load_agent
+from torchrl_mbdpo.trainers.optimization import make_optimizers, update
 from torchrl_mbdpo.trainers.trainer import make_trainer
 
 

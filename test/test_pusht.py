@@ -206,17 +206,6 @@ def test_write_refuses_a_non_empty_folder_and_bad_arguments(tiny_play_data, tmp_
         write_play_dataset(tmp_path / "x", 1, scripted_fraction=1.5, progress=False)
 
 
-def test_dataset_command(cli, tmp_path):
-    out = cli("dmo_main", "dataset", "out=play", "episodes=2", "image_size=16", "episode_length=4", "progress=false", timeout=600)
-    assert out.returncode == 0, out.stderr
-    assert "2 episodes" in out.stdout and "8 transitions" in out.stdout
-    assert load_play_dataset(tmp_path / "play", image_size=16).info.transitions == 8
-    again = cli("dmo_main", "dataset", "out=play", "episodes=2", timeout=600)
-    assert again.returncode == 2 and "not empty" in again.stderr
-    bad = cli("dmo_main", "datasets", timeout=600)
-    assert bad.returncode == 2 and "usage: mbdpo-dmo" in bad.stderr
-
-
 def test_goal_frame_shows_the_block_covering_the_goal():
     """In the goal frame the grey T hides the light-green goal region; in a reset frame the goal shows."""
     from torchrl_mbdpo.envs.pusht import pusht_goal_frame

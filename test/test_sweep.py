@@ -5,7 +5,7 @@ import importlib.util
 
 import pytest
 
-from torchrl_mbdpo.cli import _swept_keys
+from torchrl_mbdpo.trainers.commands import swept_keys
 from torchrl_mbdpo.trainers.config import TrainConfig, sweep_work_dir
 
 from helpers import TINY_ARGS
@@ -61,9 +61,9 @@ def test_runs_that_differ_in_other_swept_keys_get_their_own_work_dirs():
 
 
 def test_the_swept_keys_of_a_command_line():
-    assert _swept_keys(["seed=1,2,3", "task=a,b", "steps=10"]) == ([], 0)  # not a multirun
-    assert _swept_keys(["-m", "seed=1,2,3", "task=a,b", "steps=10", "hydra/launcher=basic"]) == (["seed", "task"], 6)
-    assert _swept_keys(["--multirun", "lr=range(1,4)", "+planner.steps=2,3"]) == (["lr", "planner.steps"], 6)
+    assert swept_keys(["seed=1,2,3", "task=a,b", "steps=10"]) == ([], 0)  # not a multirun
+    assert swept_keys(["-m", "seed=1,2,3", "task=a,b", "steps=10", "hydra/launcher=basic"]) == (["seed", "task"], 6)
+    assert swept_keys(["--multirun", "lr=range(1,4)", "+planner.steps=2,3"]) == (["lr", "planner.steps"], 6)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None, reason="the slurm extra is not installed")

@@ -11,10 +11,10 @@ from tensordict.nn import InteractionType, set_interaction_type
 from torchrl_mbdpo import DiffusionActor, MBDPOLoss, MPPIActor, MPPIConfig, TDMPC2Loss
 from torchrl_mbdpo.modules import MBDPOWorldModel, WorldModelConfig
 from torchrl_mbdpo.modules.mppi import mppi_sample
-from torchrl_mbdpo.objectives.mbdpo import make_optimizers, update
 from torchrl_mbdpo.trainers.agent import load_agent
 from torchrl_mbdpo.trainers.compare import load_published
 from torchrl_mbdpo.trainers.diagnostics import action_drift, td_error
+from torchrl_mbdpo.trainers.optimization import make_optimizers, update
 from torchrl_mbdpo.trainers.trainer import make_trainer
 
 from helpers import PointMassModel

@@ -17,8 +17,6 @@ from torchrl_mbdpo.trainers.config import ModelOverrides
 from torchrl_mbdpo.trainers.evaluation import evaluate, evaluation_seeds
 from torchrl_mbdpo.trainers.trainer import make_trainer
 
-from helpers import TINY_ARGS
-
 
 def heldout_transitions(task: str, seed: int, slices: int = 64, horizon: int = 3) -> TensorDict:
     """``[slices, horizon]`` transitions of a random-action episode on a fresh env (seeded apart from any
@@ -119,52 +117,6 @@ def test_episode_writer_keeps_episodes_contiguous_and_slices_inside_them():
     env0_last = (obs % 100 == 4) & ((obs // 100) % 2 == 0)  # env 0: 5-step episodes, even ids
     env1_last = (obs % 100 == 6) & ((obs // 100) % 2 == 1)  # env 1: 7-step episodes, odd ids
     assert (env0_last | env1_last).any()  # the last step of an episode is sampled too
-
-
-@pytest.mark.slow
-def test_command_line_train_then_eval_on_dmcontrol(tmp_path, cli):
-    work = tmp_path / "cli"
-    out = cli(
-        "train_main",
-        "task=cartpole-swingup",
-        "steps=40",
-        "seed_steps=20",
-        "pretrain_updates=0",
-        "eval_freq=40",
-        "eval_episodes=1",
-        "checkpoint_freq=40",
-        f"work_dir={work}",
-        *TINY_ARGS,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "final eval at step 40" in out.stdout
-    header = open(work / "eval.csv").readline().strip().split(",")
-    assert header[:2] == ["step", "episode_reward"]
-    assert (work / "eval.png").exists() and (work / "checkpoints" / "latest.pt").exists()
-    out = cli("eval_main", f"checkpoint={work / 'checkpoints' / 'latest.pt'}", "eval_episodes=1")
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "mean_return=" in out.stdout
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["task=cheetah-rn"], "cheetah-run"),
-        (["model_size=7"], "model_size=7 is not a known size"),
-        (["task=gym:CartPole-v1"], "continuous Box action space"),
-        (["planner.score_source=magic"], "score_source"),
-    ],
-)
-def test_command_line_bad_input_gets_one_clear_error(tmp_path, args, message, cli):
-    out = cli("train_main", "steps=10", f"work_dir={tmp_path / 'x'}", *args)
-    assert out.returncode != 0
-    assert message in out.stderr and "Traceback" not in out.stderr
-    assert not (tmp_path / "x" / "eval.csv").exists()
-
-
-def test_eval_of_missing_checkpoint_says_how_to_fix(tmp_path, cli):
-    out = cli("eval_main", f"checkpoint={tmp_path / 'nope.pt'}")
-    assert out.returncode == 2 and "No checkpoint at" in out.stderr
 
 
 def test_compile_true_compiles_the_planner_and_the_update(tiny_config):

@@ -4,6 +4,7 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
+from torchrl.envs import GymEnv
 from torchrl.envs.utils import RandomPolicy
 
 from torchrl_mbdpo.envs import make_env
@@ -56,7 +57,7 @@ def test_videos_that_cannot_be_recorded_say_why(tmp_path):
     batched = make_env("cartpole-swingup", seed=0, num_envs=2)
     with pytest.raises(ValueError, match="single env"):
         record_video(batched, RandomPolicy(batched.action_spec), tmp_path / "x.mp4", max_steps=2)
-    gym = make_env("gym:Pendulum-v1", seed=0)
+    gym = make_env(GymEnv("Pendulum-v1"), seed=0)  # made without render_mode (make_env's own gym envs render)
     with pytest.raises(ValueError, match="no renderer"):
         record_video(gym, RandomPolicy(gym.action_spec), tmp_path / "x.mp4", max_steps=2)
     assert not (tmp_path / "x.mp4").exists()

@@ -55,7 +55,7 @@ __all__ = [
 _LAZY = {
     "MBDPOPlanner": "torchrl_mbdpo.modules.planners",
     "MBDPOTrainer": "torchrl_mbdpo.trainers.trainer",
-    "MBDPOOptimizationStepper": "torchrl_mbdpo.trainers.trainer",
+    "MBDPOOptimizationStepper": "torchrl_mbdpo.trainers.optimization",
 }
 
 

@@ -6,24 +6,14 @@
                                                                      # config_maniskill, config_pixels
     python sota-implementations/mbdpo/mbdpo.py task=walker-walk steps=100000 seed=2 algo=tdmpc2
 
-The same trainer as the `mbdpo-train` console script; the YAML files here are complete presets.
+The YAML files here are complete presets of ``mbdpo-train``'s settings (the same schema); this script runs them
+exactly as ``mbdpo-train`` runs its command line: the settings checked before anything is written (one line and
+exit 2 for a mistake), a checkpoint on SIGTERM (exit 143), the final evaluation's line at the end.
 """
 
-import hydra
-from omegaconf import OmegaConf
+from pathlib import Path
 
-from torchrl_mbdpo.trainers.config import register_configs
-from torchrl_mbdpo.trainers.trainer import make_trainer
-
-register_configs()
-
-
-@hydra.main(version_base="1.3", config_path="", config_name="config")
-def main(cfg):
-    trainer = make_trainer(OmegaConf.to_object(cfg))
-    trainer.train()
-    print(f"final eval: {trainer.last_eval}")
-
+from torchrl_mbdpo.cli import main
 
 if __name__ == "__main__":
-    main()
+    main("mbdpo-train", config_dir=str(Path(__file__).resolve().parent), config_name="config")

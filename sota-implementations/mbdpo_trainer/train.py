@@ -6,13 +6,23 @@ entries registered: ``python train.py`` trains MBDPO (``trainer@trainer: mbdpo``
 from __future__ import annotations
 
 import random
+import sys
 
 import hydra
 import numpy as np
 import torch
-from torchrl.trainers.algorithms.configs import instantiate_trainer
 
-import torchrl_mbdpo.trainers.torchrl_configs  # noqa: F401  (trainer/mbdpo, loss/mbdpo, model/mbdpo_planner, ...)
+from torchrl_mbdpo._torchrl_next import require_tdmpc2
+
+try:
+    require_tdmpc2("sota-implementations/mbdpo_trainer/train.py (TorchRL's own TD-MPC2 recipe)")
+except ImportError as err:  # the default install: say which install this recipe needs, in one line
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(2)
+
+from torchrl.trainers.algorithms.configs import instantiate_trainer  # noqa: E402
+
+import torchrl_mbdpo.trainers.torchrl_configs  # noqa: E402, F401  (trainer/mbdpo, loss/mbdpo, model/mbdpo_planner, ...)
 
 
 def _set_seed(seed: int) -> None:

@@ -27,6 +27,7 @@ from torchrl.data import ReplayBuffer, SliceSampler, TensorStorage
 from torchrl.data.replay_buffers.writers import ImmutableDatasetWriter
 from torchrl.envs import Transform
 
+from ..config import UserError
 from ..modules.functional import discount_from_episode_length
 from .task_sets import EPISODE_ROWS, PADDED_DIMS, TASK_SETS, task_dims
 
@@ -52,7 +53,7 @@ _CHUNK_NAME = re.compile(r"chunk_(\d+)\.pt$")
 _CACHE_VERSION = 1
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A dataset folder that cannot be used as it is; the message lists every problem found."""
 
 

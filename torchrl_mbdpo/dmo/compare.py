@@ -18,52 +18,18 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+
+from .config import COMPARED, PixelCompareConfig
 
 __all__ = ["ALGOS", "PixelCompareConfig", "compare_pixel_algos", "write_comparison"]
 
-ALGOS = ("dmo", "no_diffusion", "ppo")
+ALGOS = COMPARED
 LABELS = {
     "dmo": "DMO (diffusion forward, local gradients)",
     "no_diffusion": "No Diffusion (local forward and backward)",
     "ppo": "PPO (ClipPPOLoss + GAE, in the world model)",
 }
-
-
-@dataclass
-class PixelCompareConfig:
-    world_model: Optional[str] = None
-    reward: Optional[str] = None
-    data: Optional[str] = None
-    algos: List[str] = field(default_factory=lambda: list(ALGOS))
-    seeds: List[int] = field(default_factory=lambda: [0, 1])
-    root: str = "runs/dmo_pixel_compare"
-    out_dir: Optional[str] = None
-    run: bool = True
-    dmo: Dict[str, Any] = field(default_factory=dict)
-    ppo: Dict[str, Any] = field(default_factory=dict)
-    threads: Optional[int] = None
-    progress: bool = True
-
-
-def _run_config(cfg: PixelCompareConfig, algo: str, seed: int, work_dir: Path):
-    from .policy_training import PixelDMOConfig
-    from .ppo import PPOConfig
-
-    common = dict(
-        world_model=cfg.world_model,
-        reward=cfg.reward,
-        data=cfg.data,
-        seed=seed,
-        work_dir=str(work_dir),
-        threads=cfg.threads,
-        progress=cfg.progress,
-    )
-    if algo == "ppo":
-        return PPOConfig(**{**common, **dict(cfg.ppo)})
-    return PixelDMOConfig(**{**common, **dict(cfg.dmo), "forward": "diffusion" if algo == "dmo" else "local"})
 
 
 def _finished(run_cfg, work_dir: Path) -> bool:
@@ -77,35 +43,24 @@ def _finished(run_cfg, work_dir: Path) -> bool:
 
 def compare_pixel_algos(cfg: PixelCompareConfig) -> dict:
     """Train (or resume, or read) every run, then :func:`write_comparison`; returns its summary rows."""
-    from .play_data import PlayDatasetError
+    from ..trainers.run_control import RunStopped
     from .policy_training import PixelDMOTrainer
     from .ppo import PPOTrainer
 
-    unknown = sorted(set(cfg.algos) - set(ALGOS))
-    if unknown:
-        raise ValueError(f"Unknown algos {unknown}; choose from {list(ALGOS)}.")
-    if not cfg.seeds:
-        raise ValueError("seeds must name at least one seed.")
-    if cfg.run:
-        missing = [name for name in ("world_model", "reward", "data") if not getattr(cfg, name)]
-        if missing:
-            raise PlayDatasetError(
-                f"mbdpo-dmo compare needs {', '.join(f'{m}=<...>' for m in missing)} to train its runs "
-                "(or run=false to only read existing ones)."
-            )
+    cfg.validate()
     root = Path(cfg.root)
     runs = {}
     for algo in cfg.algos:
         for seed in cfg.seeds:
             work_dir = root / algo / f"seed{seed}"
             if cfg.run:
-                run_cfg = _run_config(cfg, algo, seed, work_dir)
+                run_cfg = cfg.run_config(algo, seed, work_dir)
                 if not _finished(run_cfg, work_dir):
                     run_cfg.resume = (work_dir / "checkpoints" / "latest.pt").exists()
                     trainer = (PPOTrainer if algo == "ppo" else PixelDMOTrainer)(run_cfg)
                     trainer.train()
-                    if trainer.stop_message:
-                        raise RuntimeError(f"{algo} seed {seed}: {trainer.stop_message}")
+                    if trainer.control.exit_code:
+                        raise RunStopped(trainer.control.exit_code)
             runs[(algo, seed)] = work_dir / "eval.csv"
     return write_comparison(runs, Path(cfg.out_dir or root))
 

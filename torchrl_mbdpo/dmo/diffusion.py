@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
+from ..config import UserError
 from ..modules.functional import (
     edm_denoised,
     edm_scalings,
@@ -52,7 +53,7 @@ ARCHITECTURE_FIELDS = (
 )
 
 
-class ArchitectureError(ValueError):
+class ArchitectureError(UserError):
     """A world model (e.g. a checkpoint's) of another architecture than the one asked for."""
 
 

@@ -8,8 +8,8 @@ split into training and held-out episodes, AdamW updates with linear warm-up and
 - ``resume=true`` continues a run from its checkpoint (architecture and data checked, ``loss.csv`` cut back to
   it) and ends bitwise equal to an uninterrupted run on CPU; ``updates`` may be raised to train on; a new run
   never overwrites an existing one;
-- SIGTERM/SIGINT finish the current update, write the checkpoint and stop (``stop_message``; the command line
-  exits with 128 + signal).
+- SIGTERM/SIGINT finish the current update, write the checkpoint and stop (the run's
+  :class:`~torchrl_mbdpo.trainers.run_control.RunControl`: ``stop_message``, exit code 128 + signal).
 
 Every random draw of training (batches, noise) comes from one ``torch.Generator`` saved in the checkpoint; the
 held-out evaluation uses fixed batches and its own fixed generator.
@@ -17,7 +17,6 @@ held-out evaluation uses fixed batches and its own fixed generator.
 
 from __future__ import annotations
 
-import signal
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .play_data import PlayDatasetError, load_play_dataset
+from .play_data import load_play_dataset
 
 __all__ = ["OfflineRun", "plot_losses"]
 
@@ -73,15 +72,16 @@ class OfflineRun:
     y_label, log_scale = "loss", True
 
     def __init__(self, cfg):
-        from ..trainers.checkpoint import CheckpointError, load_latest
         from ..trainers.evaluation import CsvLog
+        from ..trainers.run_control import RunControl, decide_resume
 
         self.cfg = cfg
-        self._check(cfg)
+        cfg.validate()
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))
         self.dataset = load_play_dataset(cfg.data, image_size=cfg.image_size)
         self.work_dir = Path(cfg.work_dir or Path("runs") / f"dmo_{self.command}" / Path(cfg.data).name)
+        found = decide_resume(self.work_dir, cfg.resume, what=f"{self.name} run")
         self.checkpoint_path = self.work_dir / "checkpoints" / "latest.pt"
         self.train_episodes, self.held_out_episodes = self.dataset.split(cfg.held_out)
         self.eval_episodes = self.held_out_episodes if len(self.held_out_episodes) else self.train_episodes
@@ -92,18 +92,17 @@ class OfflineRun:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.update = 0
         self.log = CsvLog(self.work_dir / "loss.csv", self.fields)
-        self._signal = None
-        self.stop_message = None
         self.seconds = 0.0  # training time of the sessions before this one (resume)
-        if self.checkpoint_path.exists() or (self.work_dir / "checkpoints" / "previous.pt").exists():
-            if not cfg.resume:
-                raise CheckpointError(
-                    f"{self.work_dir} already holds a {self.name} run: pass resume=true to continue it, or another work_dir."
-                )
-            state, path = load_latest(self.checkpoint_path.parent)
-            self._restore(state, path)
-        elif cfg.resume:
-            raise CheckpointError(f"resume=true, but there is no checkpoint at {self.checkpoint_path} to continue.")
+        self._clock = None
+        self.control = RunControl(self.work_dir, cfg.checkpoint_freq, self.state_dict, unit="updates", threads=cfg.threads)
+        if found is not None:
+            self._restore(*found)
+        else:
+            self.log.truncate(-1)  # rows of a run killed before its first checkpoint
+
+    @property
+    def stop_message(self) -> str | None:
+        return self.control.stop_message or None
 
     # ------------------------------------------------------------------ subclass hooks
     def build(self):
@@ -121,22 +120,7 @@ class OfflineRun:
     def finish(self) -> None:
         pass
 
-    def extra_checks(self, cfg) -> None:
-        pass
-
     # ------------------------------------------------------------------ the run
-    def _check(self, cfg) -> None:
-        if not cfg.data:
-            raise PlayDatasetError(
-                f"mbdpo-dmo {self.command} needs data=<play dataset folder>; write one with mbdpo-dmo dataset out=<dir> episodes=200"
-            )
-        for name in ("updates", "batch_size", "eval_freq", "checkpoint_freq"):
-            if getattr(cfg, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}.")
-        if cfg.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {cfg.lr}.")
-        self.extra_checks(cfg)
-
     def _restore(self, state: dict, path) -> None:
         from ..trainers.checkpoint import CheckpointError
 
@@ -156,18 +140,24 @@ class OfflineRun:
         self.update = int(state["update"])
         self.seconds = float(state.get("seconds", 0.0))
         self.log.truncate(self.update)
+        from ..trainers.run_control import warn_if_other_threads
+
+        warn_if_other_threads(state, path, self.cfg.threads)
 
     def state_dict(self, seconds: float | None = None) -> dict:
-        """The checkpoint's content; ``seconds``: training time so far (default: that of the sessions before this one)."""
+        """The checkpoint's content; ``seconds``: training time so far (default: the run's clock)."""
+        if seconds is None:
+            seconds = self._clock() if self._clock is not None else self.seconds
         return {
             "kind": self.kind,
+            "step": self.update,
             "model_config": self.model_cfg.to_dict(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
             "update": self.update,
             "config": asdict(self.cfg),
-            "seconds": self.seconds if seconds is None else seconds,
+            "seconds": seconds,
             "data": {
                 "path": str(self.dataset.path),
                 "episodes": self.dataset.info.episodes,
@@ -176,10 +166,8 @@ class OfflineRun:
             },
         }
 
-    def save(self, seconds: float | None = None) -> Path:
-        from ..trainers.checkpoint import save_checkpoint
-
-        return save_checkpoint(self.state_dict(seconds), self.checkpoint_path)
+    def save(self) -> Path | None:
+        return self.control.save()
 
     def _evaluate(self) -> dict:
         self.model.eval()
@@ -188,22 +176,20 @@ class OfflineRun:
         self.model.train()
         return out
 
-    def _handle(self, signum, frame):
-        self._signal = signum
-
     def train(self) -> dict:
-        """Train up to ``cfg.updates``; returns the last ``loss.csv`` row (a dict of strings)."""
-        cfg = self.cfg
-        handlers = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        """Train up to ``cfg.updates``; returns the last ``loss.csv`` row (a dict of strings). A signal stops it
+        after the current update with a checkpoint (``control.exit_code``: 128 + signal)."""
+        cfg, control = self.cfg, self.control
         start, losses, last = time.perf_counter(), [], {}
-        if self.update == 0:
-            self.log.append({"update": 0, **self._evaluate(), "seconds": "0.0"})
-        try:
+        self._clock = lambda: self.seconds + time.perf_counter() - start  # noqa: E731
+        with control.handle_signals():
+            if self.update == 0 and not self.log.rows():
+                with control.in_phase("eval"):
+                    self.log.append({"update": 0, **self._evaluate(), "seconds": "0.0"})
+            control.enter("train")
             with tqdm(total=cfg.updates, initial=min(self.update, cfg.updates), desc=self.name, disable=not cfg.progress) as bar:
-                while self.update < cfg.updates:
-                    if self._signal is not None:
-                        self.stop_message = f"stopped by signal {self._signal} at update {self.update}; resume with resume=true"
-                        break
+                while self.update < cfg.updates and not control.stop_requested:
+                    control.pin_threads()
                     for group in self.optimizer.param_groups:
                         group["lr"] = cfg.lr * _lr_factor(self.update, cfg.warmup)
                     loss = self.training_loss()
@@ -217,26 +203,25 @@ class OfflineRun:
                     bar.update()
                     bar.set_postfix(loss=f"{losses[-1]:.4f}")
                     if self.update % cfg.eval_freq == 0 or self.update == cfg.updates:
-                        last = self._log_row(losses, start)
+                        with control.in_phase("eval"):
+                            last = self._log_row(losses)
                         bar.set_postfix(loss=f"{losses[-1]:.4f}", held_out=last["held_out_loss"])
                         losses = []
                     if self.update % cfg.checkpoint_freq == 0 and self.update < cfg.updates:
-                        self.save(self.seconds + time.perf_counter() - start)
-        finally:
-            for s, h in handlers.items():
-                signal.signal(s, h)
-        if losses:
-            last = self._log_row(losses, start)
-        self.save(self.seconds + time.perf_counter() - start)
-        self.finish()
+                        self.save()
+            if losses:
+                last = self._log_row(losses)
+            control.finish(self.update, complete=self.update >= cfg.updates, final_eval=self.finish)
+        if control.stop_message:
+            print(control.stop_message, flush=True)
         return last
 
-    def _log_row(self, losses: list[float], start: float) -> dict:
+    def _log_row(self, losses: list[float]) -> dict:
         row = {
             "update": self.update,
             "train_loss": f"{sum(losses) / len(losses):.6f}" if losses else "",
             **self._evaluate(),
-            "seconds": f"{self.seconds + time.perf_counter() - start:.1f}",
+            "seconds": f"{self._clock():.1f}",
         }
         self.log.append(row)
         plot_losses(self.log.rows(), self.work_dir / "loss.png", self.name, self.y_label, self.log_scale)

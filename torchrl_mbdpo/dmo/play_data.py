@@ -39,6 +39,9 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import LazyMemmapStorage, TensorStorage
 from tqdm.auto import tqdm
 
+from ..config import UserError
+from .config import PlayDataConfig
+
 __all__ = [
     "PLAY_FORMAT_VERSION",
     "BEHAVIOURS",
@@ -60,21 +63,7 @@ _BLOCK_COG = np.array([0.0, 45.0])  # the T's centre of mass in its body frame (
 _MARGIN = 20.0  # commanded positions stay this far inside the [0, 512] workspace
 
 
-@dataclass
-class PlayDataConfig:
-    """``mbdpo-dmo dataset``: the arguments of :func:`write_play_dataset`."""
-
-    out: str = "data/pusht-play"  # a new (or empty) folder
-    episodes: int = 200
-    image_size: int = 64
-    episode_length: int = 100
-    scripted_fraction: float = 0.5
-    noise: float = 20.0
-    seed: int = 0
-    progress: bool = True
-
-
-class PlayDatasetError(ValueError):
+class PlayDatasetError(UserError):
     """A play dataset that is missing or cannot be used as asked; the message says what to do."""
 
 

@@ -11,12 +11,12 @@ iterations.
 - ``<work_dir>/checkpoints/latest.pt`` every ``checkpoint_freq`` iterations and at the end; ``resume=true``
   continues from it (the settings in :attr:`PolicyRun.resume_fields` must match; ``eval.csv`` is cut back to
   it; the imagined episodes restart, so not bit-identical); a new run never overwrites one;
-  SIGTERM/SIGINT stop after the current iteration with a checkpoint (``stop_message``).
+  SIGTERM/SIGINT stop after the current iteration (an evaluation is abandoned) with a checkpoint (the run's
+  :class:`~torchrl_mbdpo.trainers.run_control.RunControl`: ``stop_message``, exit code 128 + signal).
 """
 
 from __future__ import annotations
 
-import signal
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -25,7 +25,7 @@ import torch
 from tensordict import TensorDict
 from tqdm.auto import tqdm
 
-from .play_data import PlayDatasetError, load_play_dataset
+from .play_data import load_play_dataset
 
 __all__ = ["OBSERVATION_FRAMES", "EVAL_FIELDS", "PolicyRun", "evaluate_on_pusht", "play_reward_stats"]
 
@@ -34,27 +34,31 @@ EVAL_FIELDS = ["iteration", "world_model_samples", "model_steps", "seconds", "su
 
 
 @torch.no_grad()
-def evaluate_on_pusht(policy, *, image_size: int, seed: int, step: int, episodes: int, steps: int, device="cpu") -> dict:
+def evaluate_on_pusht(policy, *, image_size: int, seed: int, step: int, episodes: int, steps: int, device="cpu", check=None) -> dict:
     """``episodes`` episodes of ``policy`` (a TorchRL policy reading ``"observation"``, the last 3 frames stacked) on the
     real Push-T env: the success rate (gym-pusht's test at any step) and the mean return. Seeds: the library's
-    ``evaluation_seeds(seed, step)``, so DMO, its ablations and PPO meet the same start states."""
+    ``evaluation_seeds(seed, step)``, so DMO, its ablations and PPO meet the same start states. ``check()`` is
+    called before every step (it raises to abandon the evaluation)."""
     from torchrl.envs.utils import ExplorationType, set_exploration_type
 
     from ..envs.pusht import make_pusht_env
-    from ..trainers.evaluation import evaluation_seeds
+    from ..trainers.evaluation import _Checked, evaluation_seeds
 
     seeds = evaluation_seeds(seed, step)
     env = make_pusht_env(
         image_size=image_size, seed=seeds.env, max_episode_steps=steps, observation_frames=OBSERVATION_FRAMES, device=device
     )
     successes, returns = [], []
-    with torch.random.fork_rng(devices=[]), set_exploration_type(ExplorationType.DETERMINISTIC):
-        torch.manual_seed(seeds.torch)
-        for _ in range(episodes):
-            episode = env.rollout(steps, policy, break_when_any_done=True)
-            successes.append(bool(episode["next", "success"].any()))
-            returns.append(float(episode["next", "reward"].sum()))
-    env.close()
+    policy = policy if check is None else _Checked(policy, check)
+    try:
+        with torch.random.fork_rng(devices=[]), set_exploration_type(ExplorationType.DETERMINISTIC):
+            torch.manual_seed(seeds.torch)
+            for _ in range(episodes):
+                episode = env.rollout(steps, policy, break_when_any_done=True)
+                successes.append(bool(episode["next", "success"].any()))
+                returns.append(float(episode["next", "reward"].sum()))
+    finally:
+        env.close()
     return {"success_rate": sum(successes) / len(successes), "mean_return": sum(returns) / len(returns)}
 
 
@@ -85,18 +89,17 @@ class PolicyRun:
 
     kind = ""
     command = ""
-    counts = ("iterations", "num_envs", "episode_steps", "eval_freq", "eval_episodes", "eval_steps", "checkpoint_freq")
     resume_fields = ("num_envs",)
 
     def __init__(self, cfg):
-        from ..trainers.checkpoint import CheckpointError, load_latest
         from ..trainers.evaluation import CsvLog
+        from ..trainers.run_control import RunControl, decide_resume
         from .diffusion_env import DiffusionWorldModelEnv, play_data_start_sampler
         from .reward import load_frame_reward
         from .world_model_training import load_world_model
 
         self.cfg = cfg
-        self._check(cfg)
+        cfg.validate()
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))
         torch.manual_seed(cfg.seed)
@@ -124,29 +127,27 @@ class PolicyRun:
             device=cfg.device,
         )
         self.work_dir = Path(cfg.work_dir or Path("runs") / "dmo_pixel" / self.run_name() / f"seed{cfg.seed}")
+        found = decide_resume(self.work_dir, cfg.resume, what=f"mbdpo-dmo {self.command} run")
         self.checkpoint_path = self.work_dir / "checkpoints" / "latest.pt"
         self.iteration = self.world_model_samples = self.model_steps = 0
         self.seconds = 0.0
+        self._clock = None
         self.log = CsvLog(self.work_dir / "eval.csv", EVAL_FIELDS)
         self.last_eval, self.last_metrics = {}, {}
-        self.stop_message, self._signal = None, None
+        self.control = RunControl(self.work_dir, cfg.checkpoint_freq, self.state_dict, unit="iterations", threads=cfg.threads)
         self.build()
-        if self.checkpoint_path.exists():
-            if not cfg.resume:
-                raise CheckpointError(
-                    f"{self.work_dir} already holds a {self.command} run: pass resume=true to continue it, or another work_dir."
-                )
-            state, path = load_latest(self.checkpoint_path.parent)
-            self._restore(state, path)
-        elif cfg.resume:
-            raise CheckpointError(f"resume=true, but there is no checkpoint at {self.checkpoint_path} to continue.")
+        if found is not None:
+            self._restore(*found)
+        else:
+            self.log.truncate(-1)  # rows of a run killed before its first checkpoint
+
+    @property
+    def stop_message(self) -> str | None:
+        return self.control.stop_message or None
 
     # ------------------------------------------------------------------ subclass hooks
     def run_name(self) -> str:
         return self.command
-
-    def check(self, cfg) -> None:
-        pass
 
     def build(self) -> None:
         raise NotImplementedError
@@ -173,18 +174,6 @@ class PolicyRun:
         pass
 
     # ------------------------------------------------------------------ the run
-    def _check(self, cfg) -> None:
-        missing = [name for name in ("world_model", "reward", "data") if not getattr(cfg, name)]
-        if missing:
-            raise PlayDatasetError(
-                f"mbdpo-dmo {self.command} needs {', '.join(f'{m}=<...>' for m in missing)}: the world model checkpoint "
-                "(mbdpo-dmo world_model), the reward checkpoint (mbdpo-dmo reward) and the play dataset."
-            )
-        self.check(cfg)
-        for name in self.counts:
-            if getattr(cfg, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}.")
-
     def _eval_row(self, seconds: float) -> dict:
         result = evaluate_on_pusht(
             self.policy(),
@@ -194,6 +183,7 @@ class PolicyRun:
             episodes=self.cfg.eval_episodes,
             steps=self.cfg.eval_steps,
             device=self.cfg.device,
+            check=self.control.check,
         )
         row = {
             "iteration": self.iteration,
@@ -208,9 +198,12 @@ class PolicyRun:
         self.last_eval = row
         return row
 
-    def state_dict(self, seconds: float) -> dict:
+    def state_dict(self, seconds: float | None = None) -> dict:
+        if seconds is None:
+            seconds = self._clock() if self._clock is not None else self.seconds
         return {
             "kind": self.kind,
+            "step": self.iteration,
             **self.model_state(),
             "iteration": self.iteration,
             "world_model_samples": self.world_model_samples,
@@ -221,10 +214,8 @@ class PolicyRun:
             "reward_kind": self.reward_kind,
         }
 
-    def save(self, seconds: float) -> Path:
-        from ..trainers.checkpoint import save_checkpoint
-
-        return save_checkpoint(self.state_dict(seconds), self.checkpoint_path)
+    def save(self) -> Path | None:
+        return self.control.save()
 
     def _restore(self, state: dict, path) -> None:
         from ..trainers.checkpoint import CheckpointError, check_compatible
@@ -241,35 +232,48 @@ class PolicyRun:
         self.log.truncate(self.iteration)
         rows = self.log.rows()
         self.last_eval = rows[-1] if rows else {}
+        from ..trainers.run_control import warn_if_other_threads
 
-    def _handle(self, signum, frame):
-        self._signal = signum
+        warn_if_other_threads(state, path, self.cfg.threads)
+
+    def _evaluate(self) -> None:
+        from ..trainers.run_control import RunInterrupted
+
+        try:
+            with self.control.in_phase("eval"):
+                self._eval_row(self._clock())
+        except RunInterrupted:
+            pass  # abandoned: the checkpoint written on stop still owes it
 
     def train(self) -> dict:
-        cfg = self.cfg
-        handlers = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        """Iterations up to ``cfg.iterations`` with evaluations; returns the last ``eval.csv`` row. A signal stops it
+        after the current iteration with a checkpoint (``control.exit_code``: 128 + signal)."""
+        cfg, control = self.cfg, self.control
         start = time.perf_counter()
-        clock = lambda: self.seconds + time.perf_counter() - start  # noqa: E731
-        try:
+        self._clock = lambda: self.seconds + time.perf_counter() - start  # noqa: E731
+        with control.handle_signals():
             self.before_training()
             if self.iteration == 0 and not self.log.rows():
-                self._eval_row(clock())
+                self._evaluate()
+            control.enter("train")
             desc = self.run_name() if self.run_name() == self.command else f"{self.command} ({self.run_name()})"
             with tqdm(total=cfg.iterations, initial=min(self.iteration, cfg.iterations), desc=desc, disable=not cfg.progress) as bar:
-                while self.iteration < cfg.iterations:
-                    if self._signal is not None:
-                        self.stop_message = f"stopped by signal {self._signal} at iteration {self.iteration}; resume with resume=true"
-                        break
+                while self.iteration < cfg.iterations and not control.stop_requested:
+                    control.pin_threads()
                     self.last_metrics = self.train_iteration()
                     bar.update()
                     bar.set_postfix(**self.postfix(self.last_metrics), success=self.last_eval.get("success_rate", ""))
-                    if self.iteration % cfg.eval_freq == 0 or self.iteration == cfg.iterations:
-                        self._eval_row(clock())
+                    if self.iteration % cfg.eval_freq == 0 and self.iteration < cfg.iterations:
+                        self._evaluate()
                     if self.iteration % cfg.checkpoint_freq == 0 and self.iteration < cfg.iterations:
-                        self.save(clock())
-        finally:
-            for s, h in handlers.items():
-                signal.signal(s, h)
-        self.save(clock())
+                        self.save()
+            evaluated = self.last_eval and int(self.last_eval["iteration"]) == self.iteration
+            control.finish(
+                self.iteration,
+                complete=self.iteration >= cfg.iterations,
+                final_eval=None if evaluated else lambda: self._eval_row(self._clock()),
+            )
         self.close()
+        if control.stop_message:
+            print(control.stop_message, flush=True)
         return self.last_eval

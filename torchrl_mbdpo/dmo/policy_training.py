@@ -27,60 +27,15 @@ iteration with a checkpoint.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
-
 import torch
 from tensordict import TensorDict
 from torchrl.objectives import SoftUpdate
 from tqdm.auto import tqdm
 
+from .config import FORWARDS, PixelDMOConfig
 from .policy_run import OBSERVATION_FRAMES, PolicyRun, evaluate_on_pusht
 
 __all__ = ["FORWARDS", "PixelDMOConfig", "PixelDMOTrainer", "train_pixel_dmo", "evaluate_on_pusht"]
-
-FORWARDS = ("diffusion", "local")
-
-
-@dataclass
-class PixelDMOConfig:
-    """``mbdpo-dmo policy`` (CPU-sized defaults)."""
-
-    world_model: Optional[str] = None  # the diffusion world model checkpoint (mbdpo-dmo world_model)
-    reward: Optional[str] = None  # the reward checkpoint (mbdpo-dmo reward kind=energy|env): the reward switch
-    data: Optional[str] = None  # the play dataset (start contexts, local-model pre-training)
-    work_dir: Optional[str] = None  # default: runs/dmo_pixel/<forward>/seed<seed>
-    forward: str = "diffusion"  # diffusion: DMO | local: the "No Diffusion" ablation
-    iterations: int = 200
-    num_envs: int = 16
-    horizon: int = 16
-    episode_steps: int = 32  # imagined episode length before a restart from play data
-    latent_dim: int = 64
-    mlp_dim: int = 128
-    enc_dim: int = 128
-    discount: float = 0.98
-    lmbda: float = 0.95
-    alpha_init: float = 0.1
-    actor_lr: float = 2e-3
-    critic_lr: float = 5e-4
-    alpha_lr: float = 5e-3
-    local_model_lr: float = 3e-4
-    tau: float = 0.2
-    grad_clip_norm: float = 1.0
-    critic_updates: int = 8
-    local_model_updates: int = 2  # play-data batches per iteration (besides the rollout's transitions)
-    pretrain_updates: int = 500
-    batch_size: int = 64
-    eval_freq: int = 25  # iterations
-    eval_episodes: int = 10
-    eval_steps: int = 300  # real env steps per evaluation episode (Push-T's 300)
-    checkpoint_freq: int = 25
-    reward_normalization: bool = True  # standardise the learned reward with its mean/std on play-data transitions
-    seed: int = 0
-    device: str = "cpu"
-    threads: Optional[int] = None
-    resume: bool = False
-    progress: bool = True
 
 
 class PixelDMOTrainer(PolicyRun):
@@ -88,15 +43,10 @@ class PixelDMOTrainer(PolicyRun):
     :meth:`train` returns the last ``eval.csv`` row."""
 
     kind, command = "dmo_pixel_policy", "policy"
-    counts = PolicyRun.counts + ("horizon", "batch_size")
     resume_fields = ("forward", "num_envs", "horizon")
 
     def run_name(self) -> str:
         return self.cfg.forward
-
-    def check(self, cfg: PixelDMOConfig) -> None:
-        if cfg.forward not in FORWARDS:
-            raise ValueError(f"forward must be one of {FORWARDS} (local: the 'No Diffusion' ablation), got {cfg.forward!r}.")
 
     def build(self) -> None:
         from ..modules import MBDPOWorldModel, WorldModelConfig

@@ -13,50 +13,14 @@ comparison reads both alike. Checkpoints and ``resume=true`` as DMO's (the imagi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
-
 import torch
 from tensordict.nn import NormalParamExtractor, TensorDictModule
 from torch import nn
 
+from .config import PPOConfig
 from .policy_run import OBSERVATION_FRAMES, PolicyRun
 
 __all__ = ["PPOConfig", "PPOTrainer", "train_ppo"]
-
-
-@dataclass
-class PPOConfig:
-    """``mbdpo-dmo ppo`` (CPU-sized defaults)."""
-
-    world_model: Optional[str] = None
-    reward: Optional[str] = None
-    data: Optional[str] = None
-    work_dir: Optional[str] = None  # default: runs/dmo_pixel/ppo/seed<seed>
-    iterations: int = 100
-    num_envs: int = 16
-    rollout_steps: int = 16  # per env and iteration: frames_per_batch = num_envs * rollout_steps
-    episode_steps: int = 32
-    hidden: int = 256
-    lr: float = 3e-4
-    gamma: float = 0.98
-    lmbda: float = 0.95
-    clip_epsilon: float = 0.2
-    entropy_coef: float = 1e-3
-    critic_coef: float = 0.5
-    ppo_epochs: int = 4
-    minibatch_size: int = 64
-    grad_clip_norm: float = 0.5
-    reward_normalization: bool = True
-    eval_freq: int = 25
-    eval_episodes: int = 10
-    eval_steps: int = 300
-    checkpoint_freq: int = 25
-    seed: int = 0
-    device: str = "cpu"
-    threads: Optional[int] = None
-    resume: bool = False
-    progress: bool = True
 
 
 class _ConvTrunk(nn.Module):
@@ -92,7 +56,6 @@ class PPOTrainer(PolicyRun):
     :meth:`train` returns the last ``eval.csv`` row."""
 
     kind, command = "dmo_pixel_ppo", "ppo"
-    counts = PolicyRun.counts + ("rollout_steps", "ppo_epochs", "minibatch_size")
     resume_fields = ("hidden", "num_envs", "rollout_steps")
 
     def build(self) -> None:

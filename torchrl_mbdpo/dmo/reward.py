@@ -18,13 +18,13 @@ energy with the Push-T goal frame), which says how well each one ranks real prog
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import List, Optional
+from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn
 
 from ..modules.functional import bradley_terry_loss, frames_to_unit
+from .config import REWARD_KINDS, RewardTrainConfig
 from .offline_run import OfflineRun
 
 __all__ = [
@@ -38,7 +38,6 @@ __all__ = [
     "load_frame_reward",
 ]
 
-REWARD_KINDS = ("energy", "env")
 CHECKPOINT_KIND = "dmo_reward"
 ARCHITECTURE_FIELDS = ("image_size", "kind", "channels", "hidden")
 
@@ -136,44 +135,11 @@ class FrameReward(nn.Module):
         return (score - self.shift) / self.scale
 
 
-@dataclass
-class RewardTrainConfig:
-    """``mbdpo-dmo reward`` (CPU-sized defaults)."""
-
-    data: Optional[str] = None
-    work_dir: Optional[str] = None  # default: runs/dmo_reward/<dataset folder name>
-    kind: str = "energy"  # energy (Bradley-Terry on frames) | env (regress the real env's reward: the ablation)
-    image_size: Optional[int] = None  # default: the dataset's
-    channels: List[int] = field(default_factory=lambda: [16, 32, 64])
-    hidden: int = 128
-    updates: int = 1000
-    batch_size: int = 32
-    lr: float = 3e-4
-    weight_decay: float = 1e-2
-    warmup: int = 50
-    grad_clip: float = 1.0
-    held_out: int = 10
-    held_out_pairs: int = 256
-    eval_freq: int = 100
-    checkpoint_freq: int = 500
-    seed: int = 0
-    device: str = "cpu"
-    threads: Optional[int] = None
-    resume: bool = False
-    progress: bool = True
-
-
 class RewardTrainer(OfflineRun):
     """Trains a :class:`FrameScorer` of ``cfg.kind`` (module docstring)."""
 
     kind, name, command = CHECKPOINT_KIND, "reward", "reward"
     fields = ["update", "train_loss", "held_out_loss", "held_out_accuracy", "env_reward_corr", "seconds"]
-
-    def extra_checks(self, cfg) -> None:
-        if cfg.kind not in REWARD_KINDS:
-            raise ValueError(f"kind must be one of {REWARD_KINDS}, got {cfg.kind!r}.")
-        if cfg.held_out_pairs < 2:
-            raise ValueError(f"held_out_pairs must be >= 2, got {cfg.held_out_pairs}.")
 
     def build(self):
         from ..envs.pusht import pusht_goal_frame

@@ -18,12 +18,11 @@ SIGTERM/SIGINT finish the current update, write the checkpoint and exit with 128
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
 
 import torch
 
+from .config import WorldModelTrainConfig
 from .diffusion import ArchitectureError, DiffusionConfig, DiffusionWorldModel, check_architecture
 from .offline_run import OfflineRun
 
@@ -31,50 +30,6 @@ __all__ = ["WorldModelTrainConfig", "WorldModelTrainer", "train_world_model", "l
 
 CHECKPOINT_KIND = "dmo_diffusion_world_model"
 LOSS_FIELDS = ["update", "train_loss", "held_out_loss", "seconds"]
-
-
-@dataclass
-class WorldModelTrainConfig:
-    """``mbdpo-dmo world_model`` (defaults sized for a CPU: 64x64 frames, a 0.6M-parameter U-Net)."""
-
-    data: Optional[str] = None  # the play dataset folder (mbdpo-dmo dataset out=...)
-    work_dir: Optional[str] = None  # default: runs/dmo_world_model/<dataset folder name>
-    image_size: Optional[int] = None  # default: the dataset's; another size than the dataset's is an error
-    context: int = 4  # k: frames and actions the next frame is conditioned on
-    channels: List[int] = field(default_factory=lambda: [16, 32, 64])
-    layers_per_block: int = 1
-    attention: bool = False
-    norm_groups: int = 8
-    num_steps: int = 3  # denoising steps when sampling (DMO and DIAMOND: 3)
-    updates: int = 2000
-    batch_size: int = 16
-    lr: float = 3e-4
-    weight_decay: float = 1e-2
-    warmup: int = 100  # updates of linear learning-rate warm-up
-    grad_clip: float = 1.0
-    held_out: int = 10  # episodes held out of training (the last ones)
-    held_out_windows: int = 64
-    eval_freq: int = 100
-    checkpoint_freq: int = 500
-    frames_every: int = 5
-    frames_steps: int = 50
-    seed: int = 0
-    device: str = "cpu"
-    threads: Optional[int] = None  # torch CPU threads (default: torch's)
-    resume: bool = False
-    progress: bool = True
-
-    def diffusion_config(self, image_size: int, action_dim: int = 2) -> DiffusionConfig:
-        return DiffusionConfig(
-            image_size=image_size,
-            context=self.context,
-            action_dim=action_dim,
-            channels=tuple(self.channels),
-            layers_per_block=self.layers_per_block,
-            attention=self.attention,
-            norm_groups=self.norm_groups,
-            num_steps=self.num_steps,
-        )
 
 
 def write_frames_picture(model: DiffusionWorldModel, episode, path, *, every: int = 5, steps: int = 50, seed: int = 0) -> dict:
@@ -126,11 +81,6 @@ class WorldModelTrainer(OfflineRun):
     fields = LOSS_FIELDS
     y_label = "EDM loss"
 
-    def extra_checks(self, cfg) -> None:
-        for name in ("held_out_windows", "frames_every"):
-            if getattr(cfg, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}.")
-
     def build(self):
         model_cfg = self.cfg.diffusion_config(self.dataset.image_size)
         fixed = torch.Generator().manual_seed(self.cfg.seed + 1)
@@ -156,6 +106,7 @@ class WorldModelTrainer(OfflineRun):
     def finish(self) -> None:
         """``frames.png`` and ``frames.json`` beside the checkpoint."""
         episode = int(self.eval_episodes[0])
+        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
         self.frames = write_frames_picture(
             self.model,
             self.dataset.episode(episode),

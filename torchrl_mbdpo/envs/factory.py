@@ -35,6 +35,7 @@ from torchrl.envs import (
     set_gym_backend,
 )
 
+from ..config import UserError
 from ..modules.functional import discount_from_episode_length
 from .dmcontrol import DMC_ACTION_REPEAT, DMC_EPISODE_LENGTH, DMC_TASKS, dmc_task_name, make_dmc_env
 from .suite import SUITES, suite_of
@@ -75,7 +76,7 @@ def task_spec(task: str) -> TaskSpec:
         try:
             registered = gymnasium.spec(env_id)
         except gymnasium.error.Error as err:
-            raise ValueError(f"Unknown Gymnasium id {env_id!r} in task {task!r}: {err}") from err
+            raise UserError(f"Unknown Gymnasium id {env_id!r} in task {task!r}: {err}") from err
         return TaskSpec(task, registered.max_episode_steps or DEFAULT_EPISODE_LENGTH, action_repeat=1, episodic=True)
     suite = suite_of(task)
     if suite is not None:
@@ -84,7 +85,7 @@ def task_spec(task: str) -> TaskSpec:
     if name is None:
         close = difflib.get_close_matches(task, available_tasks(), n=3)
         hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
-        raise ValueError(
+        raise UserError(
             f"Unknown task {task!r}.{hint} Call torchrl_mbdpo.envs.available_tasks() to list the DMControl "
             f"task names; any Gymnasium id works as 'gym:<id>' (e.g. 'gym:Pendulum-v1')."
         )
@@ -124,17 +125,17 @@ def make_env(task, *, seed: int = 0, num_envs: int = 1, device="cpu", parallel: 
     last 3 64x64 RGB frames, uint8 ``(9, 64, 64)``.
     """
     if num_envs < 1:
-        raise ValueError(f"num_envs must be >= 1, got {num_envs}.")
+        raise UserError(f"num_envs must be >= 1, got {num_envs}.")
     if obs not in OBS_TYPES:
-        raise ValueError(f"obs must be one of {OBS_TYPES}, got {obs!r}")
+        raise UserError(f"obs must be one of {OBS_TYPES}, got {obs!r}")
     if obs == "rgb" and not (isinstance(task, str) and dmc_task_name(task) is not None):
-        raise ValueError(f"obs='rgb' is available for DMControl tasks (e.g. 'cheetah-run'), not for {task!r}.")
+        raise UserError(f"obs='rgb' is available for DMControl tasks (e.g. 'cheetah-run'), not for {task!r}.")
     if num_envs == 1:
         env = standardized_env(task, seed=seed, device=device, obs=obs)
         spec = env.task_spec
     else:
         if isinstance(task, EnvBase):
-            raise ValueError("num_envs > 1 needs a task name or a zero-arg env factory: an env instance cannot be copied.")
+            raise UserError("num_envs > 1 needs a task name or a zero-arg env factory: an env instance cannot be copied.")
         factories = [partial(standardized_env, task, seed=seed + i, device=device, obs=obs) for i in range(num_envs)]
         env = (ParallelEnv if parallel else SerialEnv)(num_envs, factories, device=device)
         spec = spec_of(task)
@@ -170,7 +171,8 @@ def _make_base_env(task, *, seed: int, device) -> tuple[EnvBase, TaskSpec]:
         spec = task_spec(task)
         if spec.name.startswith(GYM_PREFIX):
             with set_gym_backend("gymnasium"):
-                return GymEnv(spec.name[len(GYM_PREFIX) :], device=device), spec
+                # rgb_array: a renderer for evaluation videos (save_video); nothing is drawn unless asked
+                return GymEnv(spec.name[len(GYM_PREFIX) :], device=device, render_mode="rgb_array"), spec
         suite = suite_of(spec.name)
         if suite is not None:
             return suite.make(spec.name, seed=seed, device=device), spec
@@ -188,13 +190,13 @@ def _make_base_env(task, *, seed: int, device) -> tuple[EnvBase, TaskSpec]:
 def _check_action_spec(action_spec, name: str) -> None:
     """Fail early and clearly: the planner samples Gaussian actions and clips them to [-1, 1]."""
     if isinstance(action_spec, (Categorical, OneHot)) or not action_spec.dtype.is_floating_point:
-        raise ValueError(
+        raise UserError(
             f"MBDPO needs a continuous Box action space; task {name!r} has a discrete one "
             f"({type(action_spec).__name__}). Use a continuous-control task (e.g. 'gym:Pendulum-v1') or wrap the "
             f"env so that it exposes a gymnasium.spaces.Box action space with finite bounds."
         )
     if not (isinstance(action_spec, Bounded) and _finite(action_spec.space.low) and _finite(action_spec.space.high)):
-        raise ValueError(
+        raise UserError(
             f"MBDPO needs a bounded action space; task {name!r} has unbounded actions (infinite low/high). Wrap the "
             f"env with a bounded action space, e.g. a gymnasium.ActionWrapper whose action_space is a Box with finite "
             f"low/high, or a torchrl env with a Bounded action_spec; make_env then rescales it to [-1, 1] "

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import difflib
 
+from ..config import UserError
+
 __all__ = ["Suite", "SUITES", "register_suite", "suite_of", "SuiteUnavailableError"]
 
 
-class SuiteUnavailableError(ValueError):
+class SuiteUnavailableError(UserError):
     """The suite's package (or a system library it needs) is missing; the message says how to install it."""
 
 
@@ -40,10 +42,10 @@ class Suite:
         """The base torchrl env of one of this suite's tasks (see the module docstring)."""
         raise NotImplementedError
 
-    def unknown(self, task: str) -> ValueError:
+    def unknown(self, task: str) -> UserError:
         close = difflib.get_close_matches(task, self.tasks(), n=3)
         hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
-        return ValueError(f"Unknown {self.name} task {task!r}.{hint} Known: {', '.join(sorted(self.tasks()))}.")
+        return UserError(f"Unknown {self.name} task {task!r}.{hint} Known: {', '.join(sorted(self.tasks()))}.")
 
 
 SUITES: list[Suite] = []

@@ -17,6 +17,7 @@ from typing import Callable
 
 import torch
 
+from ..config import UserError
 from .functional import categorical_sample, mppi_elite_moments
 
 __all__ = ["MPPIConfig", "mppi_sample"]
@@ -36,14 +37,20 @@ class MPPIConfig:
     max_std: float = 2.0
 
     def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Every rule of these settings (raises :class:`~torchrl_mbdpo.config.UserError`)."""
         if self.iterations < 1 or self.horizon < 1:
-            raise ValueError("mppi.iterations and mppi.horizon must be >= 1")
+            raise UserError("mppi.iterations and mppi.horizon must be >= 1")
         if not 0 <= self.num_pi_trajs < self.num_samples:
-            raise ValueError(f"mppi.num_pi_trajs={self.num_pi_trajs} must lie in [0, num_samples={self.num_samples})")
+            raise UserError(f"mppi.num_pi_trajs={self.num_pi_trajs} must lie in [0, num_samples={self.num_samples})")
         if not 1 <= self.num_elites <= self.num_samples:
-            raise ValueError(f"mppi.num_elites={self.num_elites} must lie in [1, num_samples={self.num_samples}]")
+            raise UserError(f"mppi.num_elites={self.num_elites} must lie in [1, num_samples={self.num_samples}]")
         if not 0 < self.min_std <= self.max_std:
-            raise ValueError(f"need 0 < mppi.min_std <= mppi.max_std, got {self.min_std}, {self.max_std}")
+            raise UserError(f"need 0 < mppi.min_std <= mppi.max_std, got {self.min_std}, {self.max_std}")
+        if self.temperature <= 0:
+            raise UserError(f"mppi.temperature must be > 0, got {self.temperature}")
 
     def num_iterations(self, action_dim: int) -> int:
         return self.iterations + 2 * (action_dim >= 20)

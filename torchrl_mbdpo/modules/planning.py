@@ -20,6 +20,7 @@ from typing import Callable
 
 import torch
 
+from ..config import UserError
 from .functional import denoise_step, diffusion_proposal, diffusion_schedule, elite_weighted_mean, mc_score
 
 __all__ = [
@@ -48,12 +49,22 @@ class PlannerConfig:
     score_source: str = "mc"  # "mc": Monte-Carlo score; "network": amortised score network only
 
     def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Every rule of these settings (raises :class:`~torchrl_mbdpo.config.UserError`)."""
         if self.score_source not in ("mc", "network"):
-            raise ValueError(f"planner.score_source must be 'mc' or 'network', got {self.score_source!r}")
+            raise UserError(f"planner.score_source must be 'mc' or 'network', got {self.score_source!r}")
         if self.num_samples < 1 or self.steps < 1 or self.horizon < 1:
-            raise ValueError("planner.num_samples, planner.steps and planner.horizon must be >= 1")
+            raise UserError("planner.num_samples, planner.steps and planner.horizon must be >= 1")
         if not 0 <= self.num_pi_trajs <= self.num_samples:
-            raise ValueError(f"planner.num_pi_trajs={self.num_pi_trajs} must lie in [0, num_samples={self.num_samples}]")
+            raise UserError(f"planner.num_pi_trajs={self.num_pi_trajs} must lie in [0, num_samples={self.num_samples}]")
+        if not 1 <= self.num_elites <= self.num_samples:
+            raise UserError(f"planner.num_elites={self.num_elites} must lie in [1, num_samples={self.num_samples}]")
+        if not 0 < self.beta0 <= self.betaT < 1:
+            raise UserError(f"need 0 < planner.beta0 <= planner.betaT < 1, got {self.beta0}, {self.betaT}")
+        if self.temperature <= 0 or self.action_noise < 0 or self.energy_eta < 0:
+            raise UserError("planner.temperature must be > 0, planner.action_noise and planner.energy_eta >= 0")
 
     def schedule(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """``(alphas, alphas_cumprod)`` as Python floats, so indexing them in the loop never syncs. Computed once

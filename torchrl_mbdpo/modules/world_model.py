@@ -17,6 +17,7 @@ from tensordict.nn import TensorDictModule
 from torch import nn
 from torchrl.modules import WorldModel
 
+from ..config import UserError
 from .energy import EnergyNormalizer
 from .functional import PolicySample, gaussian_tanh_policy, make_bins, random_q_pair, timestep_embedding, two_hot_inv
 from .layers import Ensemble, PixelEncoder, SimNorm, TaskConditioned, eval_mode, mlp, using_reference_kernels, weight_init, zero_last_layer
@@ -46,7 +47,7 @@ def resolve_model_size(model_size) -> int:
             return int(value)
         if value in PAPER_SIZE_LABELS:
             return PAPER_SIZE_LABELS[value]
-    raise ValueError(
+    raise UserError(
         f"model_size={model_size!r} is not a known size. Use one of {sorted(MODEL_SIZES)} "
         f"(or the paper's labels {sorted(PAPER_SIZE_LABELS)}, in millions of parameters)."
     )
@@ -115,9 +116,9 @@ class MBDPOWorldModel(WorldModel):
 
     def __init__(self, cfg: WorldModelConfig):
         if cfg.q_init not in ("official", "trunc_normal"):
-            raise ValueError(f"q_init must be 'official' or 'trunc_normal', got {cfg.q_init!r}")
+            raise UserError(f"q_init must be 'official' or 'trunc_normal', got {cfg.q_init!r}")
         if cfg.obs_type not in ("state", "rgb"):
-            raise ValueError(f"obs_type must be 'state' or 'rgb', got {cfg.obs_type!r}")
+            raise UserError(f"obs_type must be 'state' or 'rgb', got {cfg.obs_type!r}")
         L, A, T, M, K = cfg.latent_dim, cfg.action_dim, cfg.task_dim, cfg.mlp_dim, cfg.num_bins
         HA = cfg.horizon * A
         emb = nn.Embedding(cfg.num_tasks, T, max_norm=1) if cfg.multitask else None
@@ -134,7 +135,7 @@ class MBDPOWorldModel(WorldModel):
 
         if cfg.obs_type == "rgb":
             if cfg.multitask:
-                raise ValueError("obs_type='rgb' is single-task only (as TD-MPC2): the task embedding cannot be concatenated to images.")
+                raise UserError("obs_type='rgb' is single-task only (as TD-MPC2): the task embedding cannot be concatenated to images.")
             encoder = wrap(PixelEncoder(cfg.obs_dim, L, cfg.simnorm_dim), ["observation"], ["latent"])
         else:
             encoder = wrap(mlp(cfg.obs_dim + T, enc_hidden, L, act=SimNorm(cfg.simnorm_dim)), ["observation"], ["latent"])

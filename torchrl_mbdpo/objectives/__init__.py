@@ -1,4 +1,6 @@
-"""MBDPO's and TD-MPC2's training objective (TorchRL ``LossModule``s) and DMO-SAPO's ``DMOLoss``.
+"""MBDPO's and TD-MPC2's training objective (TorchRL ``LossModule``s) and DMO-SAPO's ``DMOLoss``: losses only. The
+training step (``make_optimizers``, ``UpdateStep``, ``CompiledUpdate``, ``update``) lives in
+:mod:`torchrl_mbdpo.trainers.optimization`; those names still resolve here.
 
 The equations they use live in :mod:`torchrl_mbdpo.modules.functional`; the ones a loss is made of are
 re-exported here for convenience.
@@ -28,7 +30,7 @@ from ..modules.functional import (
 )
 from ..modules.scale import RunningScale
 from .dmo import DMOLoss
-from .mbdpo import CompiledUpdate, MBDPOLoss, TDMPC2Loss, UpdateStep, make_optimizers, update
+from .mbdpo import MBDPOLoss, TDMPC2Loss
 
 __all__ = [
     "DMOLoss",
@@ -39,10 +41,6 @@ __all__ = [
     "value_regression_loss",
     "MBDPOLoss",
     "TDMPC2Loss",
-    "CompiledUpdate",
-    "UpdateStep",
-    "make_optimizers",
-    "update",
     "RunningScale",
     "binary_contrastive_loss",
     "consistency_loss",
@@ -60,3 +58,9 @@ __all__ = [
     "termination_loss",
     "value_loss",
 ]
+
+
+def __getattr__(name):
+    from . import mbdpo
+
+    return getattr(mbdpo, name)  # the training step's names, moved to torchrl_mbdpo.trainers.optimization

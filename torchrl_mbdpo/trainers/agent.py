@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ..config import UserError
 from ..envs import make_env, make_multitask_env
 from ..modules import DiffusionActor, MBDPOWorldModel, MPPIActor, WorldModelConfig
 from ..objectives import MBDPOLoss, TDMPC2Loss
@@ -102,7 +103,7 @@ def checkpoint_env(state: dict, task: str, *, seed: int, obs: str = "state"):
         return make_env(task, seed=seed, obs=obs)
     trained = state.get("trained_tasks") or names
     if task not in trained:
-        raise ValueError(
+        raise UserError(
             f"task={task} is not a task of this multi-task checkpoint; it was trained on {trained}. "
             "A new task needs fine-tuning first: mbdpo-finetune checkpoint=... task=<new> source_task=<known>."
         )

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from ..config import UserError
+
 FORMAT_VERSION = 3
 
 __all__ = [
@@ -32,7 +34,7 @@ __all__ = [
 ]
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be used, with what is wrong and how to fix it."""
 
 
@@ -157,16 +159,29 @@ def load_latest(directory: str | Path, map_location="cpu") -> tuple[dict, Path]:
         return load_checkpoint(previous, map_location), previous
 
 
-def check_compatible(saved: dict, requested: dict, what: str, path) -> None:
-    """Raise a readable error listing every field where a checkpoint's config differs from the requested one."""
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_compatible(saved: dict, requested: dict, what: str, path, shown: int = 8) -> None:
+    """Raise a readable error listing the fields (nested ones dotted: ``planner.steps``) where a checkpoint's
+    config differs from the requested one (the first ``shown`` of them)."""
+    saved, requested = _flat(saved), _flat(requested)
     diffs = [
         f"{k}: checkpoint has {saved.get(k)!r}, requested {requested.get(k)!r}"
         for k in sorted(set(saved) | set(requested))
         if saved.get(k) != requested.get(k)
     ]
     if diffs:
+        more = f"; and {len(diffs) - shown} more" if len(diffs) > shown else ""
         raise CheckpointError(
-            f"The checkpoint {path} was made with another {what}:\n  "
-            + "\n  ".join(diffs)
-            + "\nDrop the conflicting overrides (or pass the checkpoint's values), or use a checkpoint of this config."
+            f"The checkpoint {path} was made with another {what}: {'; '.join(diffs[:shown])}{more}. "
+            "Pass the run's own settings again (with resume=true, only steps, eval/checkpoint frequencies, device, threads, "
+            "logging and compile settings may change), or use a checkpoint of this config."
         )

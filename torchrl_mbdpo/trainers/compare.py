@@ -17,6 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from .config import default_work_dir, file_name_of
+from .run_control import RunStopped
 
 __all__ = ["run_dir", "ensure_run", "collect", "summarize", "plot_task", "load_published", "compare", "markdown_table"]
 
@@ -54,10 +55,9 @@ def ensure_run(train_cfg) -> None:
         print("   finished before: collected", flush=True)
         return
     train_cfg.resume = (work_dir / "checkpoints" / "latest.pt").exists()
-    trainer = make_trainer(train_cfg)
-    trainer.train()
-    if trainer.stop_message:
-        raise RuntimeError(f"{work_dir}: {trainer.stop_message}")
+    code = make_trainer(train_cfg).train()
+    if code:
+        raise RunStopped(code)
 
 
 def collect(root, tasks, algos, seeds) -> dict:

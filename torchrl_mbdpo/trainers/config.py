@@ -1,15 +1,26 @@
-"""Structured configuration of an online run. Every field has a working default (official values for
-the algorithm, spec §6.1); the command line overrides them Hydra-style: ``planner.num_samples=64``."""
+"""The settings of the MBDPO / TD-MPC2 commands, one dataclass schema each (registered in Hydra's ConfigStore
+by :func:`register_configs`): :class:`TrainConfig` (``mbdpo-train``), :class:`CompareConfig`
+(``mbdpo-compare``), :class:`EvalConfig` (``mbdpo-eval``), :class:`DatasetConfig` (``mbdpo-dataset``),
+:class:`ImportConfig` and :class:`ExportConfig`; ``mbdpo-finetune``'s extends ``TrainConfig``
+(:class:`~torchrl_mbdpo.trainers.finetune.FinetuneConfig`). Every field has a working default (official values
+for the algorithm, spec §6.1) and a comment; the command line overrides them Hydra-style
+(``planner.num_samples=64``). Each schema's ``validate()`` checks every field and cross-field rule before
+anything is written (the mechanism: :mod:`torchrl_mbdpo.config`)."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, List, Optional
 
+from ..config import UserError, at_least, config_warning, device_available, existing_path, one_of, require, work_dir_usable
 from ..modules.compile import CompileOptions
 from ..modules.mppi import MPPIConfig
 from ..modules.planning import PlannerConfig
+
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -46,6 +57,13 @@ class LossConfig:
     contrastive_neg_noise: float = 0.5
     use_score_network: bool = False
     target_q_pair: str = "official"  # "official": heads 0 and 1; "random": a random pair (TD-MPC2)
+
+    def validate(self) -> None:
+        one_of(self, "contrastive_pairing", ("official", "aligned"), prefix="loss.")
+        one_of(self, "target_q_pair", ("official", "random"), prefix="loss.")
+        require(0 < self.rho <= 1, f"loss.rho must lie in (0, 1], got {self.rho}.")
+        for name in ("consistency_coef", "reward_coef", "value_coef", "termination_coef", "energy_coef", "score_coef", "entropy_coef"):
+            at_least(self, 0, name, prefix="loss.")
 
 
 @dataclass
@@ -86,6 +104,23 @@ class DMOConfig:
         "replay"  # forward_model=learned: episodes start from any replay observation | start: from real initial observations
     )
 
+    def validate(self) -> None:
+        one_of(self, "forward_model", ("sim", "learned"), prefix="dmo.")
+        one_of(self, "learned_reset", ("replay", "start"), prefix="dmo.")
+        at_least(self, 1, "horizon", "num_envs", "learned_hidden", "buffer_size", "collect_steps", prefix="dmo.")
+        at_least(self, 0, "critic_updates", "local_model_updates", "seed_steps", "pretrain_updates", "learned_updates", prefix="dmo.")
+        for name in ("actor_lr", "critic_lr", "alpha_lr", "local_model_lr", "learned_lr", "grad_clip_norm"):
+            require(getattr(self, name) > 0, f"dmo.{name} must be > 0, got {getattr(self, name)}.")
+        require(0 <= self.tau <= 1, f"dmo.tau must lie in [0, 1], got {self.tau}.")
+        require(
+            self.log_std_min < self.log_std_max, f"dmo.log_std_min must be < dmo.log_std_max, got {self.log_std_min}, {self.log_std_max}."
+        )
+        if self.collect_steps is not None and self.forward_model != "learned":
+            raise UserError(
+                "dmo.collect_steps applies to dmo.forward_model=learned: with the simulator as the global model, "
+                "every rollout step is a real env step (set dmo.horizon instead)."
+            )
+
 
 @dataclass
 class TrainConfig:
@@ -102,7 +137,7 @@ class TrainConfig:
     device: str = "cpu"
     num_envs: int = 1
     eval_freq: int = 10_000  # agent steps (offline: updates) between evaluations (an evaluation also runs at step 0)
-    eval_episodes: int = 10
+    eval_episodes: int = 10  # episodes per evaluation (mode=offline: per task; 0 skips the evaluations)
     checkpoint_freq: int = 10_000  # agent steps; taken at the next step where every env ends an episode
     resume: bool = False  # continue the run in work_dir from its last checkpoint
     max_nonfinite: int = 10  # stop (with a checkpoint) after this many non-finite updates in a row
@@ -138,6 +173,85 @@ class TrainConfig:
     mppi: MPPIConfig = field(default_factory=MPPIConfig)  # algo=tdmpc2
     dmo: DMOConfig = field(default_factory=DMOConfig)  # algo=dmo
 
+    def validate(self) -> None:
+        """Every rule of a run's settings (raises :class:`~torchrl_mbdpo.config.UserError`); settings that are
+        legal but almost surely a mistake are said up front (:func:`~torchrl_mbdpo.config.config_warning`)."""
+        from ..envs.dmcontrol import dmc_task_name
+        from ..envs.factory import OBS_TYPES, task_spec
+        from ..modules.world_model import resolve_model_size
+
+        one_of(self, "mode", ("online", "offline"))
+        one_of(self, "algo", ("mbdpo", "tdmpc2", "dmo"))
+        one_of(self, "obs", OBS_TYPES)
+        one_of(self, "precision", ("fp32", "bf16"))
+        one_of(self, "logger", ("csv", "tensorboard", "wandb"))
+        one_of(self, "compile_mode", COMPILE_MODES)
+        at_least(self, 1, "steps", "num_envs", "eval_freq", "checkpoint_freq", "buffer_size", "max_nonfinite")
+        at_least(self, 0 if self.mode == "offline" else 1, "eval_episodes")  # offline: 0 skips the evaluations
+        at_least(self, 1, "batch_size", "threads")
+        at_least(self, 0, "seed_steps", "pretrain_updates", "utd", "enc_lr_scale")
+        require(self.lr > 0, f"lr must be > 0, got {self.lr}.")
+        require(0 <= self.tau <= 1, f"tau must lie in [0, 1], got {self.tau}.")
+        require(self.grad_clip_norm > 0, f"grad_clip_norm must be > 0, got {self.grad_clip_norm}.")
+        resolve_model_size(self.model_size)
+        device_available(self.device)
+        require(not self.cudagraphs or self.device.startswith("cuda"), "cudagraphs=true needs a CUDA device (device=cuda).")
+        work_dir_usable(self.work_dir)
+        self.loss.validate()
+        self.active_planner().validate() if self.algo != "dmo" else self.dmo.validate()
+        if self.algo == "mbdpo" and self.planner.score_source == "network" and not self.loss.use_score_network:
+            raise UserError(
+                "planner.score_source=network plans with the amortised score network, which loss.use_score_network=false "
+                "never trains: pass loss.use_score_network=true too (the official use_score_network=true)."
+            )
+        if self.mode == "offline":
+            require(self.algo != "dmo", "algo=dmo trains online (mode=online).")
+            existing_path(
+                self.data_dir, "data_dir", "a folder of TD-MPC2 chunk_<i>.pt files (mbdpo-dataset generate out=<dir>)", folder=True
+            )
+            return
+        if os.environ.get("WORLD_SIZE", "1") != "1":
+            raise UserError(
+                "torchrun data-parallel training is for mode=offline; an online run is one process (num_envs=N batches its envs)."
+            )
+        if not isinstance(self.task, str):
+            raise UserError(
+                f"mode=online trains one task; got task={list(self.task)}. Several tasks train offline: mode=offline data_dir=<dir>."
+            )
+        spec = task_spec(self.task)
+        if self.obs == "rgb":
+            require(
+                dmc_task_name(self.task) is not None, f"obs=rgb is available for DMControl tasks (e.g. cheetah-run), not for {self.task}."
+            )
+        if self.save_video:
+            from ..envs.suite import suite_of
+
+            suite = suite_of(self.task)
+            require(
+                suite is None,
+                f"save_video=true: {suite.name if suite else ''} tasks have no renderer here (DMControl and gym: tasks do); "
+                "run with save_video=false.",
+            )
+        if self.algo == "dmo":
+            require(self.obs == "state", f"algo=dmo needs state observations (obs=state), got obs={self.obs}.")
+            return
+        self._warn_if_no_update(spec)
+
+    def _warn_if_no_update(self, spec) -> None:
+        random_frames, _ = seed_phase(self, spec, max(1, self.num_envs))
+        first_data = spec.episode_length * max(1, self.num_envs)  # the first episodes enter the buffer at a resumable point
+        if self.steps < first_data:
+            config_warning(
+                f"steps={self.steps} ends before the first episodes end ({spec.episode_length} agent steps each on {self.task}, "
+                f"x {max(1, self.num_envs)} env(s)): nothing enters the replay buffer, so no update will happen"
+                f"{' unless an episode terminates early' if spec.episodic else ''}. Raise steps to >= {first_data}."
+            )
+        elif self.steps < random_frames:
+            config_warning(
+                f"steps={self.steps} ends inside the seed phase ({random_frames} random-action steps, seed_steps): no update will "
+                f"happen. Lower seed_steps, or raise steps above {random_frames}."
+            )
+
     def resolved(self) -> "TrainConfig":
         """This config with its mode-dependent defaults filled in (what a checkpoint records)."""
         batch_size = self.batch_size or (1024 if self.mode == "offline" else 256)
@@ -164,6 +278,173 @@ class CompareConfig:
     out_dir: str = "runs/compare"
     run: bool = True  # false: only collect the runs that exist
     train: TrainConfig = field(default_factory=TrainConfig)  # settings of every run: train.model_size=1 ...
+
+    def validate(self) -> None:
+        require(len(self.tasks) > 0 and len(self.algos) > 0 and len(self.seeds) > 0, "tasks, algos and seeds must each name at least one.")
+        at_least(self, 1, "steps")
+        work_dir_usable(self.root, "root")
+        work_dir_usable(self.out_dir, "out_dir")
+        if not self.run:  # run=false collects any <root>/<name>/<task>/seed<seed>/eval.csv (e.g. the SAC script's)
+            return
+        unknown = sorted(set(self.algos) - {"mbdpo", "tdmpc2", "dmo"})
+        require(
+            not unknown,
+            f"algos: {unknown} cannot be trained here; choose from mbdpo, tdmpc2, dmo, or pass run=false to only collect "
+            f"existing runs under {self.root}/<algo>/<task>/seed<seed>.",
+        )
+        for task in self.tasks:
+            for algo in self.algos:
+                dataclasses.replace(self.train, task=task, algo=algo, steps=self.steps, work_dir=None, resume=False).validate()
+
+
+def overrides_of(schema: type, name: str) -> type:
+    """A schema of overrides: every field of ``schema``, optional, default None (None: keep the value a checkpoint
+    was trained with)."""
+    import typing
+
+    hints = typing.get_type_hints(schema)
+    fields = [(f.name, Optional[hints[f.name]], dataclasses.field(default=None)) for f in dataclasses.fields(schema)]
+    namespace = {"__doc__": f"Overrides of a checkpoint's {schema.__name__} (None: keep it).", "__overrides_of__": schema}
+    return dataclasses.make_dataclass(name, fields, namespace=namespace)
+
+
+PlannerOverrides = overrides_of(PlannerConfig, "PlannerOverrides")
+MPPIOverrides = overrides_of(MPPIConfig, "MPPIOverrides")
+
+
+@dataclass
+class EvalConfig:
+    """``mbdpo-eval``: a checkpoint's planner (or DMO policy) on its task, or on every task of a multi-task one."""
+
+    checkpoint: Optional[str] = None  # default: the newest runs/**/checkpoints/latest.pt
+    eval_episodes: int = 10
+    seed: int = 0
+    device: str = "cpu"
+    task: Optional[str] = None  # default: the checkpoint's task (multi-task checkpoints: every trained task)
+    planner: PlannerOverrides = field(default_factory=PlannerOverrides)  # MBDPO checkpoints: planner.num_samples=32 ...
+    mppi: MPPIOverrides = field(default_factory=MPPIOverrides)  # TD-MPC2 checkpoints: mppi.iterations=4 ...
+    save_video: Optional[bool] = None  # MP4 of the evaluation episodes; default: on where a CUDA GPU renders, off on CPU
+    video_dir: Optional[str] = None  # default: <run dir>/videos (the folder above checkpoints/)
+    video_size: int = 256  # frame height and width in pixels
+
+    def validate(self) -> None:
+        at_least(self, 1, "eval_episodes")
+        at_least(self, 16, "video_size")
+        device_available(self.device)
+        work_dir_usable(self.video_dir, "video_dir")
+        if self.task is not None:
+            from ..envs import task_spec
+
+            task_spec(self.task)
+
+    def overrides(self, group: str) -> dict:
+        """The ``planner.*`` or ``mppi.*`` settings given (to change in the checkpoint's planner)."""
+        return {k: v for k, v in asdict(getattr(self, group)).items() if v is not None}
+
+    def check_checkpoint(self, state: dict, path) -> None:
+        """The rules that depend on the checkpoint: overrides of its own planner, and a score network it trained."""
+        config = state.get("config", {})
+        algo = state.get("algo") or config.get("algo", "mbdpo")
+        planner, mppi = self.overrides("planner"), self.overrides("mppi")
+        if algo == "dmo":
+            require(
+                not (planner or mppi),
+                f"{path} is a DMO checkpoint (algo=dmo): it acts without a planner, so planner.* overrides do not apply.",
+            )
+            return
+        own, other = ("mppi", "planner") if algo == "tdmpc2" else ("planner", "mppi")
+        require(
+            not self.overrides(other),
+            f"{path} is an {algo} checkpoint: its planner's settings are {own}.*, not {other}.* ({own}.num_samples=...).",
+        )
+        if algo == "mbdpo":
+            score_source = planner.get("score_source", config.get("planner", {}).get("score_source", "mc"))
+            trained = config.get("loss", {}).get("use_score_network", False)
+            require(
+                score_source != "network" or trained,
+                f"planner.score_source=network plans with the score network, which {path} never trained (loss.use_score_network=false): "
+                "plan with planner.score_source=mc, or train with loss.use_score_network=true.",
+            )
+
+
+@dataclass
+class DatasetConfig:
+    """``mbdpo-dataset check|generate|export``: TD-MPC2's chunk-file datasets."""
+
+    action: str = "check"  # check: validate data_dir | generate: random-action rollouts to out | export: online runs' replay to out
+    data_dir: Optional[str] = None  # check: the folder of chunk_<i>.pt files
+    task_set: Optional[str] = None  # check: also require mt30 or mt80; generate: the layout (default mt30)
+    out: str = "data/dmc-small"  # generate, export: a new folder
+    tasks: List[str] = field(default_factory=lambda: ["cartpole-balance", "cartpole-swingup", "pendulum-swingup", "reacher-easy"])
+    episodes_per_task: int = 20  # generate: random-action episodes of each task
+    checkpoints: List[str] = field(default_factory=list)  # export: online runs' <work_dir>/checkpoints/latest.pt
+    seed: int = 0
+
+    def validate(self) -> None:
+        one_of(self, "action", ("check", "generate", "export"))
+        one_of(self, "task_set", (None, "mt30", "mt80"))
+        if self.action == "check":
+            existing_path(
+                self.data_dir, "data_dir", "the folder of chunk_<i>.pt files to check (mbdpo-dataset check data_dir=<dir>)", folder=True
+            )
+            return
+        work_dir_usable(self.out, "out")
+        if self.action == "generate":
+            from ..envs import task_spec
+
+            require(len(self.tasks) > 0, "tasks must name at least one task, e.g. tasks=[cartpole-swingup,reacher-easy].")
+            for task in self.tasks:
+                task_spec(task)
+            at_least(self, 1, "episodes_per_task")
+        else:
+            require(
+                len(self.checkpoints) > 0, "mbdpo-dataset export needs checkpoints=[<work_dir>/checkpoints/latest.pt,...] of online runs."
+            )
+            for path in self.checkpoints:
+                existing_path(path, "checkpoints", "checkpoints of online runs (<work_dir>/checkpoints/latest.pt)")
+
+
+@dataclass
+class ImportConfig:
+    """``mbdpo-import``: an official MBDPO or TD-MPC2 checkpoint as a checkpoint of this library."""
+
+    checkpoint: Optional[str] = None  # an official MBDPO or TD-MPC2 .pt file (agent.save)
+    out: Optional[str] = None  # default: runs/imported/<file name>/checkpoints/latest.pt
+    task: Optional[str] = None  # single-task: the task it was trained on (default: the only one of its sizes, or named in the file name)
+    tasks: Optional[List[str]] = None  # multi-task: the task names in embedding order (default: mt30 / mt80 by their number)
+    exclude_tasks: List[str] = field(default_factory=list)  # multi-task: tasks of the set it was not trained on
+    algo: Optional[str] = None  # mbdpo | tdmpc2 (default: the file's)
+    overwrite: bool = False  # replace an existing out file
+
+    def validate(self) -> None:
+        require(bool(self.checkpoint), "mbdpo-import needs checkpoint=<an official MBDPO or TD-MPC2 .pt file>.")
+        one_of(self, "algo", (None, "mbdpo", "tdmpc2"))
+        if self.out is not None:
+            work_dir_usable(str(Path(self.out).parent), "out's folder")
+
+
+@dataclass
+class ExportConfig:
+    """``mbdpo-export``: a checkpoint of this library in the official layout (``{"model": state_dict}``)."""
+
+    checkpoint: Optional[str] = None  # a checkpoint of this library (default: the newest runs/**/checkpoints/latest.pt)
+    out: Optional[str] = None  # the official-layout file to write ({"model": state_dict}, as agent.save)
+    format: str = "mbdpo"  # mbdpo | tdmpc2 (without the energy and score networks)
+    overwrite: bool = False  # replace an existing out file
+
+    def validate(self) -> None:
+        require(bool(self.out), "mbdpo-export needs out=<file to write>, e.g. out=models/final.pt.")
+        one_of(self, "format", ("mbdpo", "tdmpc2"))
+        work_dir_usable(str(Path(self.out).parent), "out's folder")
+
+
+def seed_phase(cfg: TrainConfig, spec, frames_per_batch: int) -> tuple[int, int]:
+    """``(random frames, updates at their end)``. As the official code: ``seed_steps + 1`` random steps (its
+    steps 0..seed_steps), then ``seed_steps`` updates (``pretrain_updates`` overrides); ``seed_steps``
+    defaults to ``max(1000, 5 * episode_length)``. Random frames are rounded up to whole batches."""
+    seed_steps = cfg.seed_steps if cfg.seed_steps is not None else max(1000, 5 * spec.episode_length)
+    random_frames = -(-(seed_steps + 1) // frames_per_batch) * frames_per_batch if seed_steps else 0
+    return random_frames, cfg.pretrain_updates if cfg.pretrain_updates is not None else seed_steps
 
 
 def file_name_of(task) -> str:
@@ -224,10 +505,23 @@ RESUMABLE_FIELDS = (
 
 
 def register_configs() -> None:
-    """Register ``TrainConfig`` with Hydra's ConfigStore (as ``mbdpo_train_schema``)."""
+    """Register the commands' schemas with Hydra's ConfigStore (``mbdpo_<command>_schema``, named by the YAML
+    files of :mod:`torchrl_mbdpo.config`)."""
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(name="mbdpo_train_schema", node=TrainConfig)
+    from .finetune import FinetuneConfig
+
+    store = ConfigStore.instance()
+    for name, node in (
+        ("train", TrainConfig),
+        ("eval", EvalConfig),
+        ("compare", CompareConfig),
+        ("finetune", FinetuneConfig),
+        ("dataset", DatasetConfig),
+        ("import", ImportConfig),
+        ("export", ExportConfig),
+    ):
+        store.store(name=f"mbdpo_{name}_schema", node=node)
 
 
 def to_container(cfg) -> dict:

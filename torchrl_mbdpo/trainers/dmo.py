@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import signal
 import time
 import warnings
 from pathlib import Path
@@ -58,17 +57,16 @@ from ..modules import MBDPOWorldModel, WorldModelConfig
 from ..modules.decoupled import EnvGlobalModel
 from ..objectives.dmo import DMOLoss
 from .agent import world_model_config
-from .checkpoint import CheckpointError, load_checkpoint, save_run_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint
 from .config import TrainConfig, default_work_dir, from_container, to_container
 from .evaluation import EvalLog, episode_success, evaluate, evaluation_seeds, truncate_csv_logs
+from .run_control import RunControl, RunInterrupted, run_to_resume
 from .run_control import rng_state as _rng_state
-from .run_control import run_to_resume
 from .run_control import set_rng_state as _set_rng_state
 
 __all__ = ["FORWARD_MODELS", "DMOPolicy", "DMOTrainer", "make_dmo_trainer", "make_dmo_loss", "load_dmo_policy"]
 
 FORWARD_MODELS = ("sim", "learned")
-LEARNED_RESETS = ("replay", "start")
 # What the replay buffer keeps of each transition.
 REPLAY_KEYS = ["observation", "action", ("next", "observation"), ("next", "reward"), ("next", "done"), ("next", "terminated")]
 
@@ -125,36 +123,6 @@ def make_dmo_loss(cfg: TrainConfig, world_model: MBDPOWorldModel, discount: floa
     ).to(cfg.device)
 
 
-def _check_config(cfg: TrainConfig) -> None:
-    d = cfg.dmo
-    if cfg.mode != "online":
-        raise ValueError(f"algo=dmo trains online (mode=online), got mode={cfg.mode!r}.")
-    if not isinstance(cfg.task, str):
-        raise ValueError(f"algo=dmo trains one task; got task={list(cfg.task)}.")
-    if cfg.obs != "state":
-        raise ValueError(f"algo=dmo needs state observations (obs=state), got obs={cfg.obs!r}.")
-    if d.forward_model not in FORWARD_MODELS:
-        raise ValueError(f"dmo.forward_model must be one of {FORWARD_MODELS}, got {d.forward_model!r}.")
-    if d.learned_reset not in LEARNED_RESETS:
-        raise ValueError(f"dmo.learned_reset must be one of {LEARNED_RESETS}, got {d.learned_reset!r}.")
-    for name in ("horizon", "num_envs", "learned_hidden"):
-        if getattr(d, name) < 1:
-            raise ValueError(f"dmo.{name} must be >= 1, got {getattr(d, name)}.")
-    if d.collect_steps is not None:
-        if d.forward_model != "learned":
-            raise ValueError(
-                "dmo.collect_steps applies to dmo.forward_model=learned: with the simulator as the global model, "
-                "every rollout step is a real env step (set dmo.horizon instead)."
-            )
-        if d.collect_steps < 1:
-            raise ValueError(f"dmo.collect_steps must be >= 1, got {d.collect_steps}.")
-    for name in ("critic_updates", "local_model_updates", "seed_steps", "pretrain_updates", "learned_updates"):
-        if getattr(d, name) < 0:
-            raise ValueError(f"dmo.{name} must be >= 0, got {getattr(d, name)}.")
-    if cfg.eval_freq < 1 or cfg.checkpoint_freq < 1:
-        raise ValueError(f"eval_freq and checkpoint_freq must be >= 1, got {cfg.eval_freq} and {cfg.checkpoint_freq}.")
-
-
 def _replay_buffer(capacity: int) -> TensorDictReplayBuffer:
     """Single transitions, sampled uniformly (``rb.sample(n)``)."""
     return TensorDictReplayBuffer(storage=LazyTensorStorage(max(1, capacity)), sampler=RandomSampler())
@@ -198,9 +166,11 @@ class DMOTrainer:
             self.work_dir, title=f"dmo ({d.forward_model}{'' if d.decoupled else ', no decoupling'}) {cfg.task} (seed {cfg.seed})"
         )
         self.logger = get_logger(cfg.logger, logger_name=str(self.work_dir / "logs"), experiment_name="dmo")
+        self.control = RunControl(self.work_dir, cfg.checkpoint_freq, self.checkpoint_state, unit="agent steps", threads=cfg.threads)
         self.env_steps = 0
         self.iterations = 0
         self.pretrained = False
+        self.pretrain_done = 0  # local-model updates of the pretraining made so far
         self._next_eval = cfg.eval_freq
         self._next_ckpt = cfg.checkpoint_freq
         self._normalizer_size = 0
@@ -208,8 +178,6 @@ class DMOTrainer:
         self.skipped_total = 0
         self.last_eval: dict = {}
         self.stop_message = ""
-        self._signal = None
-        self._stop = False
         self._train_returns: list[float] = []
         self._t0 = time.time()
         self._start_envs()
@@ -343,12 +311,15 @@ class DMOTrainer:
         self._fit_learned_normalizer(force=True)
         metrics = {}
         updates = d.pretrain_updates if len(self.replay_buffer) else 0  # dmo.seed_steps=0: nothing to pretrain on
-        bar = tqdm(range(updates), desc="pretraining on seed data", disable=not self.cfg.progress, leave=False)
-        for _ in bar:
-            metrics = self.local_model_step()
-            if self.learned_model is not None:
-                metrics.update(self.learned_model_step())
-        self.pretrained = True
+        bar = tqdm(total=updates, initial=self.pretrain_done, desc="pretraining on seed data", disable=not self.cfg.progress, leave=False)
+        with bar:
+            while self.pretrain_done < updates and not self._stop:
+                metrics = self.local_model_step()
+                if self.learned_model is not None:
+                    metrics.update(self.learned_model_step())
+                self.pretrain_done += 1
+                bar.update()
+        self.pretrained = self.pretrain_done >= updates
         self._log(metrics)
 
     def collect_real(self) -> None:
@@ -365,7 +336,7 @@ class DMOTrainer:
     def iteration(self) -> dict:
         """One DMO iteration (see the module docstring); returns its metrics."""
         d, metrics = self.cfg.dmo, {}
-        self._pin_threads()
+        self.control.pin_threads()
         before = self.env_steps
         if self.learned_model is not None:
             self.collect_real()
@@ -385,11 +356,10 @@ class DMOTrainer:
         return metrics
 
     # ----------------------------------------------------------------- bookkeeping
-    def _pin_threads(self) -> None:
-        """Keep ``threads``: TorchRL raises torch's thread count when a batched env is closed (e.g. a previous
-        trainer's env being garbage-collected), which oversubscribes a busy CPU."""
-        if self.cfg.threads and torch.get_num_threads() != self.cfg.threads:
-            torch.set_num_threads(self.cfg.threads)
+    @property
+    def _stop(self) -> bool:
+        """A stop was requested (a signal) or the run must stop (non-finite updates)."""
+        return self.control.stop_requested or bool(self.stop_message)
 
     def _pbar_update(self, n: int) -> None:
         if self._pbar is not None:
@@ -401,9 +371,13 @@ class DMOTrainer:
                 self.logger.log_scalar(f"train/{k}", v, step=self.env_steps)
 
     def _evaluate_if_due(self) -> None:
-        if self.env_steps >= self._next_eval:
+        if self.env_steps >= self._next_eval and not self._stop:
+            try:
+                with self.control.in_phase("eval"):
+                    self.run_evaluation()
+            except RunInterrupted:
+                return  # abandoned: the checkpoint written on stop still owes it
             self._next_eval = (self.env_steps // self.cfg.eval_freq + 1) * self.cfg.eval_freq
-            self.run_evaluation()
 
     def _checkpoint_if_due(self) -> None:
         if self.env_steps >= self._next_ckpt:
@@ -421,25 +395,24 @@ class DMOTrainer:
         return False
 
     # ----------------------------------------------------------------- public
-    def train(self) -> None:
-        """Seed phase, pretraining and DMO iterations until ``steps`` env steps; stops cleanly (with a
-        checkpoint) on SIGTERM/SIGINT."""
-
-        def request_stop(signum, _frame):
-            self._signal = signum
-            self._stop = True
-
-        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
-        self._pin_threads()
+    def train(self) -> int:
+        """Seed phase, pretraining and DMO iterations until ``steps`` env steps, then the final evaluation; a
+        signal stops it after the current step with a checkpoint (:class:`~.run_control.RunControl`). Returns the
+        exit code."""
+        control = self.control
         self._pbar = tqdm(total=self.cfg.steps, initial=self.env_steps, desc="dmo", disable=not self.cfg.progress)
-        try:
+        with control.handle_signals(), self._pbar:
             if self.env_steps == 0 and not self.last_eval:
-                self.run_evaluation()
+                self._next_eval = 0  # the step-0 evaluation
+                self._evaluate_if_due()
             if not self.pretrained:
+                control.enter("seed")
                 self.seed_phase()
                 self._evaluate_if_due()
                 if not self._stop:
+                    control.enter("pretrain")
                     self.pretrain()
+            control.enter("train")
             while self.env_steps < self.cfg.steps and not self._stop:
                 metrics = self.iteration()
                 if self._train_returns:
@@ -449,23 +422,23 @@ class DMOTrainer:
                 last_return = float(self.last_eval.get("episode_reward", math.nan))
                 self._pbar.set_postfix(actor=f"{metrics['loss_actor']:.3g}", eval=f"{last_return:.1f}", refresh=False)
                 if self._too_many_nonfinite():
-                    self._stop = True
                     break
                 self._evaluate_if_due()
                 if not self._stop:
                     self._checkpoint_if_due()
-            if self._signal is not None:
-                self.stop_message = self.stop_message or f"Received signal {self._signal}: checkpoint written, stopping."
-            if not self._stop and int(float(self.last_eval.get("step", -1))) != self.env_steps:  # (csv rows after a resume)
-                self.run_evaluation()
-            self.save_checkpoint()
-        finally:
-            self._pbar.close()
-            self._pbar = None
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+            evaluated = int(float(self.last_eval.get("step", -1))) == self.env_steps  # (csv rows after a resume)
+            control.finish(
+                self.env_steps,
+                complete=self.env_steps >= self.cfg.steps and self.pretrained,
+                final_eval=None if evaluated else self.run_evaluation,
+                reason=self.stop_message,
+            )
+        self._pbar = None
+        if control.stop_requested:
+            self.stop_message = control.stop_message
         if self.stop_message:
             print(self.stop_message, flush=True)
+        return control.exit_code
 
     _pbar = None
 
@@ -477,7 +450,10 @@ class DMOTrainer:
             torch.manual_seed(seeds.torch)
             self.eval_env.set_seed(seeds.env)
             played = []
-            returns = torch.tensor(evaluate(self.eval_env, self.eval_policy, n, self.task_spec.episode_length, transitions=played))
+            returns = evaluate(
+                self.eval_env, self.eval_policy, n, self.task_spec.episode_length, transitions=played, check=self.control.check
+            )
+            returns = torch.tensor(returns)
         played = torch.cat([td.reshape(-1) for td in played])
         row = {
             "step": step,
@@ -511,6 +487,7 @@ class DMOTrainer:
                 "next_eval": self._next_eval,
                 "next_ckpt": self._next_ckpt,
                 "pretrained": self.pretrained,
+                "pretrain_done": self.pretrain_done,
                 "iterations": self.iterations,
                 "normalizer_size": self._normalizer_size,
                 "skipped_total": self.skipped_total,
@@ -521,7 +498,7 @@ class DMOTrainer:
 
     def save_checkpoint(self) -> Path | None:
         """Write the run state to ``<work_dir>/checkpoints/latest.pt`` (a failed write warns, training goes on)."""
-        return save_run_checkpoint(self.checkpoint_state(), self.work_dir, self.env_steps)
+        return self.control.save()
 
     def load_state(self, state: dict) -> None:
         """Continue from a checkpoint of :meth:`save_checkpoint` (fresh env episodes, see the module docstring)."""
@@ -536,6 +513,7 @@ class DMOTrainer:
         t = state["trainer"]
         self.env_steps = state["step"]
         self._next_eval, self._next_ckpt, self.pretrained = t["next_eval"], t["next_ckpt"], t["pretrained"]
+        self.pretrain_done = t.get("pretrain_done", self.cfg.dmo.pretrain_updates if self.pretrained else 0)
         self.iterations, self._normalizer_size, self.skipped_total = t["iterations"], t["normalizer_size"], t["skipped_total"]
         self._t0 = time.time() - t.get("wall_time_s", 0.0)  # wall_time_s of eval.csv goes on from the checkpoint's
         truncate_csv_logs(self.work_dir, self.env_steps)
@@ -551,7 +529,7 @@ def make_dmo_trainer(cfg: TrainConfig) -> DMOTrainer:
     cfg = cfg.resolved()
     if cfg.algo != "dmo":
         raise ValueError(f"make_dmo_trainer needs algo=dmo, got algo={cfg.algo!r}.")
-    _check_config(cfg)
+    cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     work_dir = Path(cfg.work_dir or default_work_dir(cfg.algo, cfg.task, cfg.seed))

@@ -276,6 +276,7 @@ def find_renderer(env, size: int | tuple[int, int] = 256, camera: int | None = N
             camera = 2 if "quadruped" in type(physics).__module__ else 0
         return lambda: physics.render(height=height, width=width, camera_id=camera)
     if inner is not None and getattr(inner, "render_mode", None) == "rgb_array":
+        os.environ.setdefault("SDL_AUDIODRIVER", "dummy")  # pygame-drawn envs: no sound device to complain about
         return inner.render
     raise ValueError(
         f"save_video: {type(base).__name__} ({type(inner).__name__}) offers no renderer this library knows "

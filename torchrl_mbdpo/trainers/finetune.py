@@ -16,6 +16,7 @@ from typing import Optional
 
 import torch
 
+from ..config import UserError, existing_path, require
 from ..data.tdmpc2_dataset import tdmpc2_discount
 from ..envs import make_env, make_multitask_env, observation_size
 from ..modules import MBDPOWorldModel, WorldModelConfig
@@ -51,6 +52,14 @@ class FinetuneConfig(TrainConfig):
     pretrain_updates: Optional[int] = 0
     eval_freq: int = 5_000
     checkpoint_freq: int = 5_000
+
+    def validate(self) -> None:
+        """The run's rules (:meth:`TrainConfig.validate`) and a multi-task checkpoint to start from."""
+        existing_path(
+            self.checkpoint, "checkpoint", "a multi-task checkpoint, e.g. runs/offline/mbdpo/mt80/size5/seed1/checkpoints/latest.pt"
+        )
+        require(self.mode == "online", f"mbdpo-finetune trains online; got mode={self.mode}.")
+        super().validate()
 
     def train_config(self, source: TrainConfig) -> TrainConfig:
         """The online run's config: this one, with the architecture and algorithm of the pretrained model."""
@@ -91,10 +100,7 @@ def add_task(state_dict: dict, new_state_dict: dict, source_index: int, target_i
 
 
 def make_finetune_trainer(cfg: FinetuneConfig) -> MBDPOTrainer:
-    if not cfg.checkpoint:
-        raise ValueError(
-            "mbdpo-finetune needs checkpoint=<multi-task checkpoint>, e.g. runs/offline/mbdpo/mt80/size5/seed1/checkpoints/latest.pt"
-        )
+    cfg.validate()
     state = load_checkpoint(cfg.checkpoint)
     names = state.get("task_names")
     if not names or "discounts" not in state:
@@ -103,13 +109,13 @@ def make_finetune_trainer(cfg: FinetuneConfig) -> MBDPOTrainer:
         )
     trained = state.get("trained_tasks") or names
     if cfg.task in trained:
-        raise ValueError(
+        raise UserError(
             f"{cfg.task} was pretrained in {cfg.checkpoint}; evaluate it with "
             f"mbdpo-eval checkpoint={cfg.checkpoint} task={cfg.task}, or fine-tune on a task it has not seen."
         )
     source = cfg.source_task or O2O_SOURCES.get(cfg.task)
     if source not in trained:
-        raise ValueError(f"source_task={source!r} is not a task {cfg.checkpoint} was pretrained on; pass source_task=<one of {trained}>.")
+        raise UserError(f"source_task={source!r} is not a task {cfg.checkpoint} was pretrained on; pass source_task=<one of {trained}>.")
     train_cfg = cfg.train_config(from_container(state["config"]))
     wm_cfg = WorldModelConfig.from_dict(state["world_model_config"])
     probe = make_env(cfg.task)

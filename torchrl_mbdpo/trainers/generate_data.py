@@ -116,9 +116,11 @@ def export_replay(checkpoints: list, out_dir, *, task_set: str = "mt30", seed: i
     states = [load_checkpoint(path) for path in checkpoints]
     tasks = [state["config"]["task"] for state in states]
     out, info = _new_dataset(out_dir, sorted(set(tasks)), task_set)
-    writer = _ChunkWriter(out, info)
+    writer, complete = _ChunkWriter(out, info), 0
     for path, task, state in zip(checkpoints, tasks, states):
         storage = state["replay_buffer"]["_storage"]
+        if not storage.get("_len"):  # a run that stored no episode yet
+            continue
         rows = TensorDict(dict(storage["_storage"]), batch_size=[]).unflatten_keys(".")
         rows = rows.auto_batch_size_(1)[: storage["_len"]]
         episode = rows["episode"]
@@ -127,4 +129,11 @@ def export_replay(checkpoints: list, out_dir, *, task_set: str = "mt30", seed: i
             length = stop - start
             if length == info.episode_lengths[info.tasks.index(task)]:  # complete episodes only
                 writer.add(task, rows[start:stop])
+                complete += 1
+    if not complete:
+        lengths = ", ".join(f"{t}: {info.episode_lengths[info.tasks.index(t)]} steps" for t in sorted(set(tasks)))
+        raise DatasetError(
+            f"{', '.join(map(str, checkpoints))} hold(s) no complete episode ({lengths}): export runs that trained past "
+            "their first episodes, or train this one further (resume=true steps=<more>)."
+        )
     return writer.write(episodes_per_chunk, seed)

@@ -25,13 +25,12 @@ from ..data.task_sets import TASK_SETS
 from ..data.tdmpc2_dataset import DatasetError, DatasetInfo, describe_dataset, load_dataset, transitions_in
 from ..envs import make_multitask_env
 from ..modules import MBDPOWorldModel
-from ..objectives.mbdpo import make_optimizers
 from .agent import build_loss_and_actor, world_model_config
 from .config import TrainConfig, to_container
 from .distributed import DistContext, broadcast_state, init_distributed, make_gradient_averager, sync_running_stats
 from .evaluation import CsvLog, episode_success, evaluate, evaluation_seeds
+from .optimization import MBDPOOptimizationStepper, make_optimizers
 from .run_control import RunControl, RunInterrupted, named_seed, rng_state, run_to_resume, set_rng_state
-from .trainer import MBDPOOptimizationStepper
 
 __all__ = ["offline_tasks", "evaluate_tasks", "normalized_score", "UpdateClock", "OfflineTrainer", "make_offline_trainer"]
 
@@ -228,7 +227,9 @@ class OfflineTrainer(Trainer):
         )
         self.stepper = stepper
         self.eval_log = TaskEvalLog(self.work_dir)
-        self.control = RunControl(self.work_dir, cfg.checkpoint_freq, self.checkpoint_state, unit="updates", writer=dist.is_main)
+        self.control = RunControl(
+            self.work_dir, cfg.checkpoint_freq, self.checkpoint_state, unit="updates", writer=dist.is_main, threads=cfg.threads
+        )
         self.next_eval = 0
         self.last_eval: dict = {}
         self.stop_message = ""
@@ -250,6 +251,7 @@ class OfflineTrainer(Trainer):
 
     # ----------------------------------------------------------------- the loop's hooks
     def _sample(self, _batch):
+        self.control.enter("train")
         return self.dataset.sample().to(self._device)
 
     def _after_update(self, _batch=None):
@@ -268,17 +270,21 @@ class OfflineTrainer(Trainer):
     def _evaluate_if_due(self, _batch=None):
         if self.step >= self.next_eval and not self._stop_training:
             try:
-                self.run_evaluation()
+                with self.control.in_phase("eval"):
+                    self.run_evaluation()
             except RunInterrupted:
                 return  # abandoned; the checkpoint written on stop still owes it
             self.next_eval = (self.step // self.cfg.eval_freq + 1) * self.cfg.eval_freq
 
     def _on_shutdown(self):
-        if not self._stop_training and self.last_eval.get("step") != self.step:
-            self._evaluate_if_due()
+        self.control.finish(
+            self.step,
+            complete=self.step >= self.total_frames,
+            final_eval=None if self.last_eval.get("step") == self.step else self._evaluate_if_due,
+            reason="" if self.control.stop_requested else self.stop_message,
+        )
         if self.control.stop_requested:
-            self.stop_message = f"Received signal {self.control.signal}: checkpoint written at update {self.step}, stopping."
-        self.control.save()
+            self.stop_message = self.control.stop_message
         self.dist.barrier()
         if self.stop_message and self.dist.is_main:
             print(self.stop_message, flush=True)
@@ -288,6 +294,7 @@ class OfflineTrainer(Trainer):
         """Train, stopping after the current update (an evaluation is abandoned) with a checkpoint on SIGTERM/SIGINT."""
         with self.control.handle_signals(self.request_stop):
             super().train()
+        return self.control.exit_code
 
     def run_evaluation(self) -> dict:
         """Every trained task, ``eval_episodes`` episodes each, on the main process (the others wait)."""
@@ -357,11 +364,7 @@ class OfflineTrainer(Trainer):
 def make_offline_trainer(cfg: TrainConfig) -> OfflineTrainer:
     """Dataset, multi-task world model, loss, planner and (under torchrun) the process group of a run."""
     cfg = cfg.resolved()
-    if not cfg.data_dir:
-        raise ValueError(
-            "mode=offline needs data_dir=<folder of chunk_<i>.pt files>. Write a small one with "
-            "`mbdpo-dataset generate out=<dir>`, or see README.md (Offline multi-task) for TD-MPC2's mt30/mt80."
-        )
+    cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     dist = init_distributed(cfg.device)

@@ -34,7 +34,7 @@ from torchrl.trainers.algorithms.configs.trainers import TdMpc2TrainerConfig, _r
 from ..modules.planners import MBDPOPlanner  # noqa: E402
 from ..modules.torchrl_components import TorchRLComponents, make_energy_network, make_score_network  # noqa: E402
 from ..objectives import MBDPOLoss  # noqa: E402
-from ..objectives.mbdpo import make_optimizers  # noqa: E402
+from .optimization import make_optimizers  # noqa: E402
 from .trainer import MBDPOOptimizationStepper, MBDPOTrainer  # noqa: E402
 
 __all__ = [

@@ -16,6 +16,7 @@ diagnostics), resumable points, checkpoint files, signals and resume (see
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -26,132 +27,23 @@ import torch
 from tensordict import TensorDict
 from torchrl.collectors import Collector
 from torchrl.data import SliceSampler
-from torchrl.objectives import SoftUpdate
 from torchrl.record.loggers import get_logger
-from torchrl.trainers import OptimizationStepper, ReplayBufferTrainer, Trainer, UpdateWeights
+from torchrl.trainers import ReplayBufferTrainer, Trainer, UpdateWeights
 from tqdm.auto import tqdm
 
 from ..data import TRANSITION_KEYS, EpisodeWriter, make_replay_buffer
 from ..envs import make_env, observation_size
 from ..modules import PolicyPriorActor
 from ..objectives import MBDPOLoss
-from ..objectives.mbdpo import CompiledUpdate, make_optimizers, update
 from .agent import build_agent
-from .config import TrainConfig, default_work_dir, to_container
+from .config import TrainConfig, default_work_dir, seed_phase, to_container
 from .diagnostics import action_drift, td_error
 from .dmo import make_dmo_trainer
 from .evaluation import EvalLog, episode_success, evaluate, evaluation_seeds, record_video, truncate_csv_logs, video_enabled
+from .optimization import MBDPOOptimizationStepper, make_optimizers
 from .run_control import RunControl, RunInterrupted, named_seed, rng_state, run_to_resume, seed_everything, set_rng_state
 
 __all__ = ["MBDPOOptimizationStepper", "MBDPOTrainer", "OnlineRun", "make_trainer"]
-
-
-class MBDPOOptimizationStepper(OptimizationStepper):
-    """One MBDPO update (world-model step, policy-prior step, Polyak target update; :func:`update`), with
-    the constructor of TorchRL's ``TdMpc2OptimizationStepper``: ``(loss_module, optimizer_model,
-    optimizer_actor, *, target_tau=0.01, zero_grad_set_to_none=True)``, plus ``precision`` (``fp32``/``bf16``)
-    and ``grad_sync`` (data-parallel gradient averaging). Gradients are clipped to the trainer's
-    ``clip_norm`` (20, the official value). Counts the updates skipped because of a non-finite loss or
-    gradient; its metrics are TorchRL's (``loss_model``, ``loss_actor``, ``model_grad_norm``,
-    ``actor_grad_norm``, ...) plus MBDPO's terms (``loss_energy``, ``loss_score``, ...)."""
-
-    def __init__(
-        self,
-        loss_module: MBDPOLoss,
-        optimizer_model,
-        optimizer_actor,
-        *,
-        target_tau: float = 0.01,
-        zero_grad_set_to_none: bool = True,
-        precision: str = "fp32",
-        grad_sync=None,
-        compile_options=None,
-    ):
-        if not 0 <= target_tau <= 1:
-            raise ValueError(f"target_tau must be in [0, 1], got {target_tau!r}.")
-        model_ids = {id(p) for group in optimizer_model.param_groups for p in group["params"]}
-        if any(id(p) in model_ids for group in optimizer_actor.param_groups for p in group["params"]):
-            raise ValueError("optimizer_model and optimizer_actor must not share parameters.")
-        self.loss_module, self.optimizer_model, self.optimizer_actor = loss_module, optimizer_model, optimizer_actor
-        self.target_tau, self.precision, self.grad_sync = float(target_tau), precision, grad_sync
-        self.target_updater = SoftUpdate(loss_module, tau=target_tau)
-        self.compile_options = compile_options  # CompileOptions: the update runs as a CompiledUpdate
-        self._compiled = None
-        self.update_count = 0
-        # Kept as tensors on the update's device and read only when asked (``skipped_in_a_row``), so that a
-        # compiled or captured update is not synchronised with the host after every step.
-        self._skipped_total = self._in_a_row = None
-
-    @property
-    def skipped_total(self) -> int:
-        return 0 if self._skipped_total is None else int(self._skipped_total.item())
-
-    @property
-    def skipped_in_a_row(self) -> int:
-        return 0 if self._in_a_row is None else int(self._in_a_row.item())
-
-    def step(self, trainer, sub_batch):
-        clip_norm = getattr(trainer, "clip_norm", None)
-        clip_norm = 20.0 if clip_norm is None else clip_norm
-        if self.compile_options is not None:
-            if self._compiled is None:
-                self._compiled = CompiledUpdate(
-                    self.loss_module,
-                    self.optimizer_model,
-                    self.optimizer_actor,
-                    self.target_updater,
-                    clip_norm,
-                    self.precision,
-                    self.grad_sync,
-                    options=self.compile_options,
-                )
-            metrics = self._compiled(sub_batch)
-        else:
-            metrics = update(
-                self.loss_module,
-                sub_batch,
-                self.optimizer_model,
-                self.optimizer_actor,
-                self.target_updater,
-                clip_norm,
-                self.precision,
-                self.grad_sync,
-            )
-        self.update_count += 1
-        skipped = metrics["nonfinite_skipped"].detach().clone()
-        if self._in_a_row is None:
-            self._skipped_total, self._in_a_row = torch.zeros_like(skipped), torch.zeros_like(skipped)
-        self._skipped_total += skipped
-        self._in_a_row = skipped * (self._in_a_row + 1)
-        return metrics
-
-    def _model_params(self) -> list:
-        return [p for group in self.optimizer_model.param_groups for p in group["params"]]
-
-    def state_dict(self):
-        # Gradients left on model parameters by the policy step (multi-task: the task embedding, which the
-        # policy loss reaches but the actor optimiser does not hold) join the next model step, as in the
-        # official code; a checkpoint keeps them so a resumed run makes that step too.
-        leftover = {i: p.grad.clone() for i, p in enumerate(self._model_params()) if p.grad is not None}
-        return {
-            "update_count": self.update_count,
-            "optimizer_model": self.optimizer_model.state_dict(),
-            "optimizer_actor": self.optimizer_actor.state_dict(),
-            "skipped_total": self.skipped_total,
-            "skipped_in_a_row": self.skipped_in_a_row,
-            "leftover_grads": leftover,
-        }
-
-    def load_state_dict(self, state_dict):
-        self.optimizer_model.load_state_dict(state_dict["optimizer_model"])
-        self.optimizer_actor.load_state_dict(state_dict["optimizer_actor"])
-        leftover = state_dict.get("leftover_grads", {})
-        for i, p in enumerate(self._model_params()):
-            p.grad = leftover[i].to(p.device).clone() if i in leftover else None
-        self.update_count = state_dict.get("update_count", 0)
-        device = next(self.loss_module.parameters()).device
-        self._skipped_total = torch.tensor(float(state_dict["skipped_total"]), device=device)
-        self._in_a_row = torch.tensor(float(state_dict["skipped_in_a_row"]), device=device)
 
 
 def _model_parts(module) -> tuple:
@@ -328,6 +220,7 @@ class MBDPOTrainer(Trainer):
             super().train()
         if self.stop_message:
             print(self.stop_message, flush=True)
+        return run.control.exit_code
 
     def _checkpoint_policy(self):
         return self.planner
@@ -365,10 +258,17 @@ class MBDPOTrainer(Trainer):
         if self.pending_updates:
             bursting = self.optimization_stepper.update_count < self.seed_pretrain_steps
             self.optim_steps_per_batch, per_batch = self.pending_updates, self.optim_steps_per_batch
+            run = getattr(self, "run", None)
             try:
-                with tqdm(
-                    total=self.pending_updates, desc="updates on the seed data", leave=False, disable=not (self.progress_bar and bursting)
-                ) as self._burst_bar:
+                with (
+                    run.control.in_phase("pretrain") if run and bursting else contextlib.nullcontext(),
+                    tqdm(
+                        total=self.pending_updates,
+                        desc="updates on the seed data",
+                        leave=False,
+                        disable=not (self.progress_bar and bursting),
+                    ) as self._burst_bar,
+                ):
                     super().optim_steps(batch)
             finally:
                 self.optim_steps_per_batch = per_batch
@@ -434,7 +334,7 @@ class OnlineRun:
         self.work_dir = Path(work_dir)
         self.prior_actor = PolicyPriorActor(trainer.loss_module.latent_model)
         self.eval_log = EvalLog(self.work_dir, title=f"{cfg.algo} {cfg.task} (seed {cfg.seed})")
-        self.control = RunControl(self.work_dir, cfg.checkpoint_freq, self.checkpoint_state, unit="agent steps")
+        self.control = RunControl(self.work_dir, cfg.checkpoint_freq, self.checkpoint_state, unit="agent steps", threads=cfg.threads)
         self.next_eval = 0
         self.last_eval: dict = {}
         self.steps_since_point = 0
@@ -453,8 +353,7 @@ class OnlineRun:
         """Fresh run: the first resumable point (envs seeded from (seed, 0)) and the step-0 evaluation.
         Resumed run: the same envs as at the checkpoint's point, then what that batch still owed (updates,
         evaluation) before collecting on."""
-        if self.cfg.threads:  # again: TorchRL raises the thread count when a batched env of another run closes
-            torch.set_num_threads(self.cfg.threads)
+        self.control.enter("seed" if self.trainer.collected_frames < self.trainer.collector.init_random_frames else "train")
         self._reseed_training_envs()
         if self.trainer.collected_frames == 0 and not self.trainer.pending_updates:
             self.control.point(0)
@@ -468,6 +367,8 @@ class OnlineRun:
         """Resumable points: when every env ended an episode with this batch, or ``episode_length`` steps
         after the last point, the finished episodes enter the buffer and every env starts a new episode."""
         done = batch["next", "done"].reshape(max(1, self.cfg.num_envs), -1)
+        if self.trainer.collected_frames + batch.numel() >= self.trainer.collector.init_random_frames:
+            self.control.enter("train")
         self.steps_since_point += done.shape[1]
         all_done = bool(done[:, -1].all())
         if all_done or self.steps_since_point >= self.task_spec.episode_length:
@@ -492,23 +393,24 @@ class OnlineRun:
     def _evaluate_if_due(self, _batch=None):
         if self.trainer.collected_frames >= self.next_eval and not self.trainer._stop_training:
             try:
-                self.run_evaluation()
+                with self.control.in_phase("eval"):
+                    self.run_evaluation()
             except RunInterrupted:
                 return  # abandoned; the checkpoint written on stop still owes it
             self.next_eval = (self.trainer.collected_frames // self.cfg.eval_freq + 1) * self.cfg.eval_freq
 
     def _on_shutdown(self):
-        trainer = self.trainer
-        if not trainer._stop_training and self.last_eval.get("step") != trainer.collected_frames:
-            self.run_evaluation()
+        trainer, step = self.trainer, self.trainer.collected_frames
+        evaluated = int(float(self.last_eval.get("step", -1))) == step  # (a resumed run reads its rows back as strings)
+        self.control.finish(
+            step,
+            complete=step >= trainer.total_frames,
+            final_eval=None if evaluated else self.run_evaluation,
+            reason="" if self.control.stop_requested else trainer.stop_message,
+        )
         self.eval_env.close()
         if self.control.stop_requested:
-            self.stop_message = f"Received signal {self.control.signal}: checkpoint written, stopping."
-            self.control.save_on_stop()
-        elif trainer.stop_message:
-            self.control.save_on_stop()
-        else:
-            self.control.save()
+            self.stop_message = self.control.stop_message
 
     # ----------------------------------------------------------------- public
     @property
@@ -645,15 +547,6 @@ class OnlineRun:
         set_rng_state(state["rng"])
 
 
-def _seed_phase(cfg: TrainConfig, spec, frames_per_batch: int) -> tuple[int, int]:
-    """``(random frames, updates at their end)``. As the official code: ``seed_steps + 1`` random steps (its
-    steps 0..seed_steps), then ``seed_steps`` updates (``pretrain_updates`` overrides); ``seed_steps``
-    defaults to ``max(1000, 5 * episode_length)``. Random frames are rounded up to whole batches."""
-    seed_steps = cfg.seed_steps if cfg.seed_steps is not None else max(1000, 5 * spec.episode_length)
-    random_frames = -(-(seed_steps + 1) // frames_per_batch) * frames_per_batch if seed_steps else 0
-    return random_frames, cfg.pretrain_updates if cfg.pretrain_updates is not None else seed_steps
-
-
 def make_trainer(cfg: TrainConfig, *, env_maker=None, agent=None, task_names=None) -> MBDPOTrainer:
     """An online run of ``mbdpo-train``: envs, agent, collector, replay buffer and an :class:`MBDPOTrainer`
     with :class:`OnlineRun` hooked on (restored from the last checkpoint with ``resume``).
@@ -666,10 +559,7 @@ def make_trainer(cfg: TrainConfig, *, env_maker=None, agent=None, task_names=Non
         return make_dmo_trainer(cfg)
     if cfg.mode != "online":
         raise ValueError(f"make_trainer runs mode=online; mode={cfg.mode!r} runs through torchrl_mbdpo.trainers.offline.")
-    if not isinstance(cfg.task, str):
-        raise ValueError(
-            f"mode=online trains one task; got task={list(cfg.task)}. Several tasks train offline: mode=offline data_dir=<dir>."
-        )
+    cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     work_dir = Path(cfg.work_dir or default_work_dir(cfg.algo, cfg.task, cfg.seed))
@@ -683,7 +573,7 @@ def make_trainer(cfg: TrainConfig, *, env_maker=None, agent=None, task_names=Non
     eval_env = env_maker(seed=evaluation_seeds(cfg.seed, 0).env, num_envs=max(1, min(cfg.num_envs, cfg.eval_episodes)))
     eval_env.append_transform(actor.make_tensordict_primer())
     frames_per_batch = max(1, cfg.num_envs)
-    random_frames, pretrain_updates = _seed_phase(cfg, spec, frames_per_batch)
+    random_frames, pretrain_updates = seed_phase(cfg, spec, frames_per_batch)
     collector = Collector(
         env,
         actor,

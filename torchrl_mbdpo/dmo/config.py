@@ -1,0 +1,350 @@
+"""The settings of the ``mbdpo-dmo`` commands, one dataclass schema each (registered in Hydra's ConfigStore by
+:func:`register_dmo_configs`), each with its ``validate()``: every field and cross-field rule, checked before
+anything is written (the mechanism: :mod:`torchrl_mbdpo.config`).
+
+- :class:`PlayDataConfig`: ``mbdpo-dmo dataset`` (a play dataset of the real Push-T env);
+- :class:`WorldModelTrainConfig`: ``mbdpo-dmo world_model`` (the global diffusion world model);
+- :class:`RewardTrainConfig`: ``mbdpo-dmo reward`` (its learned reward);
+- :class:`PixelDMOConfig`: ``mbdpo-dmo policy`` (DMO-SAPO inside the world model; ``forward=local``: No Diffusion);
+- :class:`PPOConfig`: ``mbdpo-dmo ppo`` (the PPO baseline in the same world model);
+- :class:`PixelCompareConfig`: ``mbdpo-dmo compare`` (all three over seeds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from ..config import at_least, device_available, existing_path, one_of, require, work_dir_usable
+
+__all__ = [
+    "FORWARDS",
+    "REWARD_KINDS",
+    "COMPARED",
+    "PlayDataConfig",
+    "WorldModelTrainConfig",
+    "RewardTrainConfig",
+    "PixelDMOConfig",
+    "PPOConfig",
+    "PixelCompareConfig",
+    "register_dmo_configs",
+]
+
+FORWARDS = ("diffusion", "local")  # mbdpo-dmo policy forward=: DMO | the "No Diffusion" ablation
+REWARD_KINDS = ("energy", "env")  # mbdpo-dmo reward kind=: Bradley-Terry energy on frames | the real reward (ablation)
+COMPARED = ("dmo", "no_diffusion", "ppo")  # mbdpo-dmo compare algos=
+
+
+def _common_rules(cfg) -> None:
+    device_available(cfg.device)
+    work_dir_usable(cfg.work_dir)
+    at_least(cfg, 1, "threads")
+
+
+def _data_error(message: str):
+    from .play_data import PlayDatasetError
+
+    return PlayDatasetError(message)
+
+
+def _offline_training_rules(cfg, command: str) -> None:
+    """The rules the two offline trainings (world model, reward) share."""
+    if not cfg.data:
+        raise _data_error(f"mbdpo-dmo {command} needs data=<play dataset folder>; write one with mbdpo-dmo dataset out=<dir> episodes=200.")
+    if not Path(cfg.data).is_dir():
+        raise _data_error(f"No play dataset at {cfg.data}: write one with mbdpo-dmo dataset out={cfg.data} episodes=200.")
+    _common_rules(cfg)
+    at_least(cfg, 1, "updates", "batch_size", "eval_freq", "checkpoint_freq", "held_out")
+    at_least(cfg, 0, "warmup", "weight_decay", "grad_clip")
+    at_least(cfg, 16, "image_size")
+    require(cfg.lr > 0, f"lr must be > 0, got {cfg.lr}.")
+
+
+def _policy_training_rules(cfg, command: str) -> None:
+    """The rules the two policy trainings in the world model (DMO, PPO) share."""
+    hint = "the world model checkpoint (mbdpo-dmo world_model), the reward checkpoint (mbdpo-dmo reward) and the play dataset"
+    missing = [name for name in ("world_model", "reward", "data") if not getattr(cfg, name)]
+    if missing:
+        raise _data_error(f"mbdpo-dmo {command} needs {', '.join(f'{m}=<...>' for m in missing)}: {hint}.")
+    existing_path(
+        cfg.world_model, "world_model", "a world model checkpoint (mbdpo-dmo world_model writes <work_dir>/checkpoints/latest.pt)"
+    )
+    existing_path(cfg.reward, "reward", "a reward checkpoint (mbdpo-dmo reward writes <work_dir>/checkpoints/latest.pt)")
+    existing_path(cfg.data, "data", "the play dataset folder", folder=True)
+    _common_rules(cfg)
+    at_least(cfg, 1, "iterations", "num_envs", "episode_steps", "eval_freq", "eval_episodes", "eval_steps", "checkpoint_freq")
+
+
+@dataclass
+class PlayDataConfig:
+    """``mbdpo-dmo dataset``: the arguments of :func:`write_play_dataset`."""
+
+    out: str = "data/pusht-play"  # a new (or empty) folder
+    episodes: int = 200
+    image_size: int = 64
+    episode_length: int = 100
+    scripted_fraction: float = 0.5
+    noise: float = 20.0
+    seed: int = 0
+    progress: bool = True
+
+    def validate(self) -> None:
+        at_least(self, 1, "episodes", "episode_length")
+        at_least(self, 16, "image_size")
+        require(0.0 <= self.scripted_fraction <= 1.0, f"scripted_fraction must lie in [0, 1], got {self.scripted_fraction}.")
+        at_least(self, 0, "noise")
+        work_dir_usable(self.out, "out")
+        out = Path(self.out)
+        require(
+            not (out.is_dir() and any(out.iterdir())),
+            f"{out} is not empty; choose a new folder for the play dataset (nothing was overwritten).",
+        )
+
+
+@dataclass
+class WorldModelTrainConfig:
+    """``mbdpo-dmo world_model`` (defaults sized for a CPU: 64x64 frames, a 0.6M-parameter U-Net)."""
+
+    data: Optional[str] = None  # the play dataset folder (mbdpo-dmo dataset out=...)
+    work_dir: Optional[str] = None  # default: runs/dmo_world_model/<dataset folder name>
+    image_size: Optional[int] = None  # default: the dataset's; another size than the dataset's is an error
+    context: int = 4  # k: frames and actions the next frame is conditioned on
+    channels: List[int] = field(default_factory=lambda: [16, 32, 64])
+    layers_per_block: int = 1
+    attention: bool = False
+    norm_groups: int = 8
+    num_steps: int = 3  # denoising steps when sampling (DMO and DIAMOND: 3)
+    updates: int = 2000
+    batch_size: int = 16
+    lr: float = 3e-4
+    weight_decay: float = 1e-2
+    warmup: int = 100  # updates of linear learning-rate warm-up
+    grad_clip: float = 1.0
+    held_out: int = 10  # episodes held out of training (the last ones)
+    held_out_windows: int = 64
+    eval_freq: int = 100
+    checkpoint_freq: int = 500
+    frames_every: int = 5
+    frames_steps: int = 50
+    seed: int = 0
+    device: str = "cpu"
+    threads: Optional[int] = None  # torch CPU threads (default: torch's)
+    resume: bool = False
+    progress: bool = True
+
+    def diffusion_config(self, image_size: int, action_dim: int = 2):
+        """The :class:`~torchrl_mbdpo.dmo.diffusion.DiffusionConfig` these settings ask for."""
+        from .diffusion import DiffusionConfig
+
+        return DiffusionConfig(
+            image_size=image_size,
+            context=self.context,
+            action_dim=action_dim,
+            channels=tuple(self.channels),
+            layers_per_block=self.layers_per_block,
+            attention=self.attention,
+            norm_groups=self.norm_groups,
+            num_steps=self.num_steps,
+        )
+
+    def validate(self) -> None:
+        _offline_training_rules(self, "world_model")
+        at_least(self, 1, "context", "layers_per_block", "norm_groups", "num_steps", "held_out_windows", "frames_every")
+        at_least(self, 0, "frames_steps")
+        require(len(self.channels) > 0 and min(self.channels) >= 1, f"channels must be positive, got {list(self.channels)}.")
+
+
+@dataclass
+class RewardTrainConfig:
+    """``mbdpo-dmo reward`` (CPU-sized defaults)."""
+
+    data: Optional[str] = None
+    work_dir: Optional[str] = None  # default: runs/dmo_reward/<dataset folder name>
+    kind: str = "energy"  # energy (Bradley-Terry on frames) | env (regress the real env's reward: the ablation)
+    image_size: Optional[int] = None  # default: the dataset's
+    channels: List[int] = field(default_factory=lambda: [16, 32, 64])
+    hidden: int = 128
+    updates: int = 1000
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 1e-2
+    warmup: int = 50
+    grad_clip: float = 1.0
+    held_out: int = 10
+    held_out_pairs: int = 256
+    eval_freq: int = 100
+    checkpoint_freq: int = 500
+    seed: int = 0
+    device: str = "cpu"
+    threads: Optional[int] = None
+    resume: bool = False
+    progress: bool = True
+
+    def validate(self) -> None:
+        _offline_training_rules(self, "reward")
+        one_of(self, "kind", REWARD_KINDS)
+        at_least(self, 2, "held_out_pairs")
+        at_least(self, 1, "hidden")
+        require(len(self.channels) > 0 and min(self.channels) >= 1, f"channels must be positive, got {list(self.channels)}.")
+
+
+@dataclass
+class PixelDMOConfig:
+    """``mbdpo-dmo policy`` (CPU-sized defaults)."""
+
+    world_model: Optional[str] = None  # the diffusion world model checkpoint (mbdpo-dmo world_model)
+    reward: Optional[str] = None  # the reward checkpoint (mbdpo-dmo reward kind=energy|env): the reward switch
+    data: Optional[str] = None  # the play dataset (start contexts, local-model pre-training)
+    work_dir: Optional[str] = None  # default: runs/dmo_pixel/<forward>/seed<seed>
+    forward: str = "diffusion"  # diffusion: DMO | local: the "No Diffusion" ablation
+    iterations: int = 200
+    num_envs: int = 16
+    horizon: int = 16
+    episode_steps: int = 32  # imagined episode length before a restart from play data
+    latent_dim: int = 64
+    mlp_dim: int = 128
+    enc_dim: int = 128
+    discount: float = 0.98
+    lmbda: float = 0.95
+    alpha_init: float = 0.1
+    actor_lr: float = 2e-3
+    critic_lr: float = 5e-4
+    alpha_lr: float = 5e-3
+    local_model_lr: float = 3e-4
+    tau: float = 0.2
+    grad_clip_norm: float = 1.0
+    critic_updates: int = 8
+    local_model_updates: int = 2  # play-data batches per iteration (besides the rollout's transitions)
+    pretrain_updates: int = 500
+    batch_size: int = 64
+    eval_freq: int = 25  # iterations
+    eval_episodes: int = 10
+    eval_steps: int = 300  # real env steps per evaluation episode (Push-T's 300)
+    checkpoint_freq: int = 25
+    reward_normalization: bool = True  # standardise the learned reward with its mean/std on play-data transitions
+    seed: int = 0
+    device: str = "cpu"
+    threads: Optional[int] = None
+    resume: bool = False
+    progress: bool = True
+
+    def validate(self) -> None:
+        _policy_training_rules(self, "policy")
+        require(
+            self.forward in FORWARDS,
+            f"forward must be one of {', '.join(FORWARDS)} (local: the 'No Diffusion' ablation), got {self.forward!r}.",
+        )
+        at_least(self, 1, "horizon", "latent_dim", "mlp_dim", "enc_dim", "batch_size")
+        at_least(self, 0, "critic_updates", "local_model_updates", "pretrain_updates")
+        for name in ("actor_lr", "critic_lr", "alpha_lr", "local_model_lr", "grad_clip_norm"):
+            require(getattr(self, name) > 0, f"{name} must be > 0, got {getattr(self, name)}.")
+        require(
+            0 < self.discount <= 1 and 0 <= self.lmbda <= 1,
+            f"need 0 < discount <= 1 and 0 <= lmbda <= 1, got {self.discount}, {self.lmbda}.",
+        )
+
+
+@dataclass
+class PPOConfig:
+    """``mbdpo-dmo ppo`` (CPU-sized defaults)."""
+
+    world_model: Optional[str] = None
+    reward: Optional[str] = None
+    data: Optional[str] = None
+    work_dir: Optional[str] = None  # default: runs/dmo_pixel/ppo/seed<seed>
+    iterations: int = 100
+    num_envs: int = 16
+    rollout_steps: int = 16  # per env and iteration: frames_per_batch = num_envs * rollout_steps
+    episode_steps: int = 32
+    hidden: int = 256
+    lr: float = 3e-4
+    gamma: float = 0.98
+    lmbda: float = 0.95
+    clip_epsilon: float = 0.2
+    entropy_coef: float = 1e-3
+    critic_coef: float = 0.5
+    ppo_epochs: int = 4
+    minibatch_size: int = 64
+    grad_clip_norm: float = 0.5
+    reward_normalization: bool = True
+    eval_freq: int = 25
+    eval_episodes: int = 10
+    eval_steps: int = 300
+    checkpoint_freq: int = 25
+    seed: int = 0
+    device: str = "cpu"
+    threads: Optional[int] = None
+    resume: bool = False
+    progress: bool = True
+
+    def validate(self) -> None:
+        _policy_training_rules(self, "ppo")
+        at_least(self, 1, "rollout_steps", "hidden", "ppo_epochs", "minibatch_size")
+        require(self.lr > 0 and self.grad_clip_norm > 0, f"lr and grad_clip_norm must be > 0, got {self.lr}, {self.grad_clip_norm}.")
+        require(0 < self.clip_epsilon < 1, f"clip_epsilon must lie in (0, 1), got {self.clip_epsilon}.")
+        require(0 < self.gamma <= 1 and 0 <= self.lmbda <= 1, f"need 0 < gamma <= 1 and 0 <= lmbda <= 1, got {self.gamma}, {self.lmbda}.")
+
+
+@dataclass
+class PixelCompareConfig:
+    world_model: Optional[str] = None
+    reward: Optional[str] = None
+    data: Optional[str] = None
+    algos: List[str] = field(default_factory=lambda: list(COMPARED))
+    seeds: List[int] = field(default_factory=lambda: [0, 1])
+    root: str = "runs/dmo_pixel_compare"
+    out_dir: Optional[str] = None
+    run: bool = True
+    dmo: PixelDMOConfig = field(default_factory=PixelDMOConfig)  # settings of the DMO and No Diffusion runs: dmo.iterations=50 ...
+    ppo: PPOConfig = field(default_factory=PPOConfig)  # settings of the PPO runs: ppo.iterations=50 ...
+    threads: Optional[int] = None
+    progress: bool = True
+
+    def __post_init__(self):  # settings given as plain dicts (Python callers): the typed schemas
+        if isinstance(self.dmo, dict):
+            self.dmo = PixelDMOConfig(**self.dmo)
+        if isinstance(self.ppo, dict):
+            self.ppo = PPOConfig(**self.ppo)
+
+    def validate(self) -> None:
+        unknown = sorted(set(self.algos) - set(COMPARED))
+        require(not unknown, f"Unknown algos {unknown}; choose from {', '.join(COMPARED)}.")
+        require(len(self.seeds) > 0 and len(self.algos) > 0, "algos and seeds must each name at least one.")
+        work_dir_usable(self.root, "root")
+        work_dir_usable(self.out_dir, "out_dir")
+        if self.run:
+            for algo in self.algos:
+                self.run_config(algo, self.seeds[0], Path(self.root) / algo).validate()
+
+    def run_config(self, algo: str, seed: int, work_dir):
+        """The settings of one run: ``dmo.*`` (DMO and No Diffusion) or ``ppo.*``, with this comparison's inputs."""
+        common = dict(
+            world_model=self.world_model,
+            reward=self.reward,
+            data=self.data,
+            seed=seed,
+            work_dir=str(work_dir),
+            threads=self.threads,
+            progress=self.progress,
+        )
+        if algo == "ppo":
+            return dataclasses.replace(self.ppo, **common)
+        return dataclasses.replace(self.dmo, **common, forward="diffusion" if algo == "dmo" else "local")
+
+
+def register_dmo_configs() -> None:
+    """Register the ``mbdpo-dmo`` schemas with Hydra's ConfigStore (``mbdpo_dmo_<command>_schema``)."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for name, node in (
+        ("dataset", PlayDataConfig),
+        ("world_model", WorldModelTrainConfig),
+        ("reward", RewardTrainConfig),
+        ("policy", PixelDMOConfig),
+        ("ppo", PPOConfig),
+        ("compare", PixelCompareConfig),
+    ):
+        store.store(name=f"mbdpo_dmo_{name}_schema", node=node)
