@@ -23,7 +23,7 @@ OFFLINE_ARGS ?= mode=offline model_size=1 model.latent_dim=64 model.mlp_dim=128 
 VENV_NEXT ?= .venv-next
 PY_NEXT := $(VENV_NEXT)/bin/python
 
-.PHONY: setup setup-next system-deps demo demo-offline test test-next lint bench clean
+.PHONY: setup setup-next system-deps demo demo-offline test test-next lint bench docs docs-check wheel-check clean
 
 setup: system-deps $(VENV)/.installed
 
@@ -65,7 +65,7 @@ test: setup
 
 # The drop-in tests under TorchRL's TD-MPC2 stack (the default `make test` checks their import error there).
 test-next: setup-next
-	$(PY_NEXT) -m pytest -q test/test_torchrl_dropin.py
+	$(PY_NEXT) -m pytest -q test/test_torchrl_dropin.py test/contract/test_contract_readme.py
 
 # ruff's settings live in pyproject.toml
 lint: setup
@@ -75,5 +75,20 @@ lint: setup
 bench: setup
 	$(PY) benchmarks/run.py
 
+# The documentation site (Sphinx, MyST Markdown, autodoc) with warnings as errors: docs/_build/html/index.html
+docs: setup
+	$(PIP) install -q -c constraints.txt -e ".[docs]"
+	$(PY) -m sphinx -W --keep-going -E -q -b html docs docs/_build/html
+
+# The site in a real browser: the build above, internal links, then pages rendered by headless Chromium
+# (Debian's package, installed here as root where it is missing).
+docs-check: docs
+	@command -v chromium >/dev/null || scripts/install_chromium.sh
+	$(PY) scripts/docs_check.py
+
+# The package as users get it: sdist and wheel built, the wheel installed in a fresh venv, a short run from it.
+wheel-check: setup
+	scripts/wheel_check.sh
+
 clean:
-	rm -rf $(VENV) $(VENV_NEXT) runs
+	rm -rf $(VENV) $(VENV_NEXT) runs docs/_build

@@ -11,17 +11,29 @@ def _requirements(name: str) -> list[str]:
 
 setup(
     name="torchrl_mbdpo",
-    version="0.1.0",
+    version="0.2.0",  # the one place of the version: torchrl_mbdpo.__version__ reads it from the installed metadata
     description="Model-Based Diffusion Policy Optimization (MBDPO) and TD-MPC2, built on TorchRL",
     long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     packages=find_packages(include=["torchrl_mbdpo", "torchrl_mbdpo.*"]),
     package_data={"torchrl_mbdpo": ["envs/custom_tasks/*.xml", "config/*.yaml", "data/official_curves.csv"]},
     python_requires=">=3.10",
-    install_requires=["torch==2.13.0", "torchrl==0.14.1", "tensordict==0.14.3", *_requirements("common.txt")],
+    install_requires=[
+        # 2.13.0 tested (constraints.txt); older releases lack APIs the compiled update uses. No upper bound, as
+        # TorchRL's own (torch>=2.1): a user's newer torch is kept.
+        "torch>=2.13",
+        # 0.14.1 tested (the default install) and TorchRL's TD-MPC2 stack of 0.15 (the nightly; the drop-in);
+        # 0.16 is not released: untested.
+        "torchrl>=0.14.1,<0.16",
+        # 0.14.3 tested (torchrl 0.14.1's) and the 0.15 nightly (torchrl 0.15's); below 0.16 for the same reason.
+        "tensordict>=0.14.3,<0.16",
+        *_requirements("common.txt"),
+    ],
     extras_require={
         # ruff pinned: a newer release may format differently and fail `make lint`; pytest-xdist: `make test` in parallel
-        "dev": ["pytest", "pytest-xdist>=3.5", "ruff==0.17.6"],
+        # build: the sdist and wheel of scripts/wheel_check.sh; sphinx, myst-parser, furo: the documentation (make docs)
+        "dev": ["pytest", "pytest-xdist>=3.5", "ruff==0.17.6", "build"],
+        "docs": ["sphinx>=7", "myst-parser>=2", "furo"],
         # TorchRL's own TD-MPC2 stack (torchrl >= 0.15), which MBDPO plugs into (trainer=mbdpo): not a pip
         # extra while 0.15 is only a nightly (its distribution name differs from torchrl's, so it cannot
         # replace the pinned 0.14.1 through an extra). `make setup-next` builds that environment

@@ -1,5 +1,7 @@
 """Pixel observations: 64x64 RGB DMControl renders, frame stacking, conv encoder with shift augmentation."""
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -85,12 +87,16 @@ def test_mujoco_gl_backend_is_chosen_per_platform(monkeypatch):
     import ctypes.util
     import sys
 
-    import torchrl_mbdpo
+    from torchrl_mbdpo._rendering import choose_mujoco_gl, default_mujoco_gl
 
     monkeypatch.setattr(sys, "platform", "darwin")
-    assert torchrl_mbdpo._default_mujoco_gl() == "glfw"
+    assert default_mujoco_gl() == "glfw"
     monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: "libEGL.so.1" if name == "EGL" else None)
-    assert torchrl_mbdpo._default_mujoco_gl() == "egl"
+    assert default_mujoco_gl() == "egl"
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
-    assert torchrl_mbdpo._default_mujoco_gl() == "osmesa"
+    assert default_mujoco_gl() == "osmesa"
+    monkeypatch.delenv("MUJOCO_GL", raising=False)
+    assert choose_mujoco_gl() == "osmesa" and os.environ["MUJOCO_GL"] == "osmesa"
+    monkeypatch.setenv("MUJOCO_GL", "egl")  # set by the user: kept
+    assert choose_mujoco_gl() == "egl"

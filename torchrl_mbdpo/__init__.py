@@ -3,23 +3,9 @@
 ``from torchrl_mbdpo import MBDPOLoss, DiffusionActor``; see README.md.
 """
 
-import ctypes.util as _ctypes_util
-import os as _os
-import sys as _sys
+from importlib import metadata as _metadata
 
-
-def _default_mujoco_gl() -> str:
-    """MuJoCo's rendering backend for this platform (set before dm_control/mujoco are imported; a
-    MUJOCO_GL already in the environment wins): headless Linux renders through EGL, or OSMesa where
-    libEGL is missing; macOS and Windows render through their windowing system (glfw)."""
-    if _sys.platform.startswith("linux"):
-        return "egl" if _ctypes_util.find_library("EGL") else "osmesa"
-    return "glfw"
-
-
-_os.environ.setdefault("MUJOCO_GL", _default_mujoco_gl())
-
-from .modules import (  # noqa: E402
+from .modules import (
     DiffusionActor,
     MBDPOWorldModel,
     MPPIActor,
@@ -28,11 +14,14 @@ from .modules import (  # noqa: E402
     PolicyPriorActor,
     WorldModelConfig,
 )
-from .objectives import MBDPOLoss, TDMPC2Loss  # noqa: E402
+from .objectives import MBDPOLoss, TDMPC2Loss
 
 MBDPODiffusionActor = DiffusionActor  # unambiguous beside torchrl.modules.DiffusionActor
 
-__version__ = "0.1.0"
+try:  # the version lives in one place: the package metadata (setup.py)
+    __version__ = _metadata.version("torchrl_mbdpo")
+except _metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 __all__ = [
     "DiffusionActor",
     "MBDPODiffusionActor",

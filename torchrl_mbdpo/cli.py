@@ -21,6 +21,7 @@ import sys
 import warnings
 from typing import NamedTuple
 
+from ._rendering import choose_mujoco_gl
 from .config import UserError
 
 __all__ = ["COMMANDS", "Command", "main"]
@@ -167,6 +168,7 @@ def main(name: str, argv: list[str] | None = None, *, config_dir: str | None = N
             argv[0] = f"{setting}={word}"
     if not sys.stderr.isatty():  # progress bars in log files: one line every few seconds, not ten per second
         os.environ.setdefault("TQDM_MININTERVAL", "5")
+    choose_mujoco_gl()  # before MuJoCo is imported (torchrl's envs import it)
     command = COMMANDS[name]
     if config_name is not None:
         command = Command(config_name, command.schema, command.run)

@@ -63,6 +63,27 @@ DMO_SIM = [
     *QUIET,
 ]
 FINETUNE = ["task=cartpole-swingup", "source_task=cartpole-balance", "steps=30", "eval_freq=100", "eval_episodes=1", *TINY_PLANNER, *QUIET]
+# TorchRL's own TD-MPC2 recipe (sota-implementations/mbdpo_trainer/train.py), tiny
+RECIPE_TINY = [
+    "collector.total_frames=300",
+    "collector.frames_per_batch=50",
+    "collector.init_random_frames=100",
+    "trainer.seed_pretrain_steps=20",
+    "trainer.optim_steps_per_batch=10",
+    "trainer.batch_size=32",
+    "trainer.progress_bar=false",
+    "trainer.diffusion_steps=3",
+    "models.world_model.latent_dim=32",
+    "models.world_model.mlp_dim=64",
+    "models.world_model.encoder_dim=64",
+    "models.policy_prior.latent_dim=32",
+    "models.policy_prior.mlp_dim=64",
+    "models.q_ensemble.latent_dim=32",
+    "models.q_ensemble.mlp_dim=64",
+    "models.planner.num_samples=32",
+    "models.planner.num_elites=4",
+    "models.planner.num_pi_trajs=4",
+]
 PLAY = ["episodes=4", "image_size=64", "episode_length=12", "progress=false"]
 WORLD_MODEL = [
     "updates=4",

@@ -180,13 +180,20 @@ def existing_path(path: str | None, name: str, what: str, *, folder: bool = Fals
 
 # ------------------------------------------------------------------------------------------ reference
 def _comments(schema: type) -> dict[str, str]:
-    """The comment of each field of a dataclass's source: the ``# ...`` on its line, else the ``# ...`` lines just
-    above it (the comment is the field's documentation)."""
+    """The comment of each field of a dataclass (its bases' included): the ``# ...`` on the field's line, else the
+    ``# ...`` lines just above it (the comment is the field's documentation)."""
+    schema = getattr(schema, "__overrides_of__", schema)  # overrides_of(...): the fields of the schema they override
+    comments = {}
+    for cls in reversed([c for c in schema.__mro__ if dataclasses.is_dataclass(c)]):
+        comments.update({k: v for k, v in _own_comments(cls).items() if v})
+    return comments
+
+
+def _own_comments(schema: type) -> dict[str, str]:
     import inspect
     import io
     import tokenize
 
-    schema = getattr(schema, "__overrides_of__", schema)  # overrides_of(...): the fields of the schema they override
     try:
         source = inspect.getsource(schema)
     except (OSError, TypeError):

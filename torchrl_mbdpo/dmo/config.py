@@ -82,13 +82,13 @@ class PlayDataConfig:
     """``mbdpo-dmo dataset``: the arguments of :func:`write_play_dataset`."""
 
     out: str = "data/pusht-play"  # a new (or empty) folder
-    episodes: int = 200
-    image_size: int = 64
-    episode_length: int = 100
-    scripted_fraction: float = 0.5
-    noise: float = 20.0
-    seed: int = 0
-    progress: bool = True
+    episodes: int = 200  # episodes to write
+    image_size: int = 64  # square frames of this many pixels
+    episode_length: int = 100  # steps per episode (those that succeed end earlier)
+    scripted_fraction: float = 0.5  # share of noisy scripted-pushing episodes (the rest: random walks)
+    noise: float = 20.0  # std of the scripted pusher's noise (pixels)
+    seed: int = 0  # seeds the behaviours and the env
+    progress: bool = True  # progress bar
 
     def validate(self) -> None:
         at_least(self, 1, "episodes", "episode_length")
@@ -111,28 +111,28 @@ class WorldModelTrainConfig:
     work_dir: Optional[str] = None  # default: runs/dmo_world_model/<dataset folder name>
     image_size: Optional[int] = None  # default: the dataset's; another size than the dataset's is an error
     context: int = 4  # k: frames and actions the next frame is conditioned on
-    channels: List[int] = field(default_factory=lambda: [16, 32, 64])
-    layers_per_block: int = 1
-    attention: bool = False
-    norm_groups: int = 8
+    channels: List[int] = field(default_factory=lambda: [16, 32, 64])  # U-Net channels per resolution level (each halves the resolution)
+    layers_per_block: int = 1  # residual blocks per level
+    attention: bool = False  # a self-attention layer in the middle block
+    norm_groups: int = 8  # GroupNorm groups (divide every channel count)
     num_steps: int = 3  # denoising steps when sampling (DMO and DIAMOND: 3)
-    updates: int = 2000
-    batch_size: int = 16
-    lr: float = 3e-4
-    weight_decay: float = 1e-2
+    updates: int = 2000  # AdamW updates in all (resume=true with more to train on)
+    batch_size: int = 16  # training windows per update
+    lr: float = 3e-4  # AdamW learning rate
+    weight_decay: float = 1e-2  # AdamW weight decay
     warmup: int = 100  # updates of linear learning-rate warm-up
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # gradient norm clip (0: none)
     held_out: int = 10  # episodes held out of training (the last ones)
-    held_out_windows: int = 64
-    eval_freq: int = 100
-    checkpoint_freq: int = 500
-    frames_every: int = 5
-    frames_steps: int = 50
-    seed: int = 0
-    device: str = "cpu"
+    held_out_windows: int = 64  # fixed held-out windows of the held-out loss
+    eval_freq: int = 100  # updates between loss.csv rows (held-out loss)
+    checkpoint_freq: int = 500  # updates between checkpoints (and one at the end)
+    frames_every: int = 5  # frames.png: a frame every this many steps
+    frames_steps: int = 50  # frames.png: open-loop steps shown
+    seed: int = 0  # seeds the model, the batches and the noise
+    device: str = "cpu"  # cpu | cuda
     threads: Optional[int] = None  # torch CPU threads (default: torch's)
-    resume: bool = False
-    progress: bool = True
+    resume: bool = False  # continue the run in work_dir
+    progress: bool = True  # progress bar
 
     def diffusion_config(self, image_size: int, action_dim: int = 2):
         """The :class:`~torchrl_mbdpo.dmo.diffusion.DiffusionConfig` these settings ask for."""
@@ -160,27 +160,27 @@ class WorldModelTrainConfig:
 class RewardTrainConfig:
     """``mbdpo-dmo reward`` (CPU-sized defaults)."""
 
-    data: Optional[str] = None
+    data: Optional[str] = None  # the play dataset folder (mbdpo-dmo dataset out=...)
     work_dir: Optional[str] = None  # default: runs/dmo_reward/<dataset folder name>
     kind: str = "energy"  # energy (Bradley-Terry on frames) | env (regress the real env's reward: the ablation)
     image_size: Optional[int] = None  # default: the dataset's
-    channels: List[int] = field(default_factory=lambda: [16, 32, 64])
-    hidden: int = 128
-    updates: int = 1000
-    batch_size: int = 32
-    lr: float = 3e-4
-    weight_decay: float = 1e-2
-    warmup: int = 50
-    grad_clip: float = 1.0
-    held_out: int = 10
-    held_out_pairs: int = 256
-    eval_freq: int = 100
-    checkpoint_freq: int = 500
-    seed: int = 0
-    device: str = "cpu"
-    threads: Optional[int] = None
-    resume: bool = False
-    progress: bool = True
+    channels: List[int] = field(default_factory=lambda: [16, 32, 64])  # CNN channels per level
+    hidden: int = 128  # width of the MLP head
+    updates: int = 1000  # AdamW updates in all
+    batch_size: int = 32  # frame pairs (energy) or frames (env) per update
+    lr: float = 3e-4  # AdamW learning rate
+    weight_decay: float = 1e-2  # AdamW weight decay
+    warmup: int = 50  # updates of linear learning-rate warm-up
+    grad_clip: float = 1.0  # gradient norm clip (0: none)
+    held_out: int = 10  # episodes held out of training (the last ones)
+    held_out_pairs: int = 256  # fixed held-out pairs of the pair accuracy
+    eval_freq: int = 100  # updates between loss.csv rows
+    checkpoint_freq: int = 500  # updates between checkpoints (and one at the end)
+    seed: int = 0  # seeds the model and the batches
+    device: str = "cpu"  # cpu | cuda
+    threads: Optional[int] = None  # torch CPU threads (default: torch's)
+    resume: bool = False  # continue the run in work_dir
+    progress: bool = True  # progress bar
 
     def validate(self) -> None:
         _offline_training_rules(self, "reward")
@@ -199,36 +199,36 @@ class PixelDMOConfig:
     data: Optional[str] = None  # the play dataset (start contexts, local-model pre-training)
     work_dir: Optional[str] = None  # default: runs/dmo_pixel/<forward>/seed<seed>
     forward: str = "diffusion"  # diffusion: DMO | local: the "No Diffusion" ablation
-    iterations: int = 200
-    num_envs: int = 16
-    horizon: int = 16
+    iterations: int = 200  # DMO iterations (rollout, actor and critic steps, local-model steps)
+    num_envs: int = 16  # imagined episodes rolled out at once
+    horizon: int = 16  # H: steps of each first-order rollout
     episode_steps: int = 32  # imagined episode length before a restart from play data
-    latent_dim: int = 64
-    mlp_dim: int = 128
-    enc_dim: int = 128
-    discount: float = 0.98
-    lmbda: float = 0.95
-    alpha_init: float = 0.1
-    actor_lr: float = 2e-3
-    critic_lr: float = 5e-4
-    alpha_lr: float = 5e-3
-    local_model_lr: float = 3e-4
-    tau: float = 0.2
-    grad_clip_norm: float = 1.0
-    critic_updates: int = 8
+    latent_dim: int = 64  # latent size of the local pixel model
+    mlp_dim: int = 128  # hidden width of its heads
+    enc_dim: int = 128  # hidden width of its encoder
+    discount: float = 0.98  # discount of the SAPO objective and the critic
+    lmbda: float = 0.95  # lambda of the critic's soft TD(lambda) targets
+    alpha_init: float = 0.1  # initial entropy temperature
+    actor_lr: float = 2e-3  # Adam learning rate of the actor
+    critic_lr: float = 5e-4  # Adam learning rate of the critic
+    alpha_lr: float = 5e-3  # Adam learning rate of the temperature
+    local_model_lr: float = 3e-4  # Adam learning rate of the local model
+    tau: float = 0.2  # Polyak rate of the target critic, per iteration
+    grad_clip_norm: float = 1.0  # gradient norm clip of the actor and critic
+    critic_updates: int = 8  # critic steps per iteration
     local_model_updates: int = 2  # play-data batches per iteration (besides the rollout's transitions)
-    pretrain_updates: int = 500
-    batch_size: int = 64
+    pretrain_updates: int = 500  # local-model updates on play data before the first iteration
+    batch_size: int = 64  # play-data transitions per local-model batch
     eval_freq: int = 25  # iterations
-    eval_episodes: int = 10
+    eval_episodes: int = 10  # real Push-T episodes per evaluation
     eval_steps: int = 300  # real env steps per evaluation episode (Push-T's 300)
-    checkpoint_freq: int = 25
+    checkpoint_freq: int = 25  # iterations between checkpoints (and one at the end)
     reward_normalization: bool = True  # standardise the learned reward with its mean/std on play-data transitions
-    seed: int = 0
-    device: str = "cpu"
-    threads: Optional[int] = None
-    resume: bool = False
-    progress: bool = True
+    seed: int = 0  # seeds the networks, the rollouts and the evaluations
+    device: str = "cpu"  # cpu | cuda
+    threads: Optional[int] = None  # torch CPU threads (default: torch's)
+    resume: bool = False  # continue the run in work_dir
+    progress: bool = True  # progress bar
 
     def validate(self) -> None:
         _policy_training_rules(self, "policy")
@@ -250,34 +250,34 @@ class PixelDMOConfig:
 class PPOConfig:
     """``mbdpo-dmo ppo`` (CPU-sized defaults)."""
 
-    world_model: Optional[str] = None
-    reward: Optional[str] = None
-    data: Optional[str] = None
+    world_model: Optional[str] = None  # the diffusion world model checkpoint (mbdpo-dmo world_model)
+    reward: Optional[str] = None  # the reward checkpoint (mbdpo-dmo reward)
+    data: Optional[str] = None  # the play dataset (start contexts of the imagined episodes)
     work_dir: Optional[str] = None  # default: runs/dmo_pixel/ppo/seed<seed>
-    iterations: int = 100
-    num_envs: int = 16
+    iterations: int = 100  # PPO iterations (a collector batch each)
+    num_envs: int = 16  # imagined episodes collected at once
     rollout_steps: int = 16  # per env and iteration: frames_per_batch = num_envs * rollout_steps
-    episode_steps: int = 32
-    hidden: int = 256
-    lr: float = 3e-4
-    gamma: float = 0.98
-    lmbda: float = 0.95
-    clip_epsilon: float = 0.2
-    entropy_coef: float = 1e-3
-    critic_coef: float = 0.5
-    ppo_epochs: int = 4
-    minibatch_size: int = 64
-    grad_clip_norm: float = 0.5
-    reward_normalization: bool = True
-    eval_freq: int = 25
-    eval_episodes: int = 10
-    eval_steps: int = 300
-    checkpoint_freq: int = 25
-    seed: int = 0
-    device: str = "cpu"
-    threads: Optional[int] = None
-    resume: bool = False
-    progress: bool = True
+    episode_steps: int = 32  # imagined episode length before a restart from play data
+    hidden: int = 256  # width of the conv trunk's MLP
+    lr: float = 3e-4  # Adam learning rate
+    gamma: float = 0.98  # discount
+    lmbda: float = 0.95  # GAE lambda
+    clip_epsilon: float = 0.2  # PPO's ratio clip
+    entropy_coef: float = 1e-3  # entropy bonus
+    critic_coef: float = 0.5  # value loss weight
+    ppo_epochs: int = 4  # passes over each batch
+    minibatch_size: int = 64  # transitions per PPO minibatch
+    grad_clip_norm: float = 0.5  # gradient norm clip
+    reward_normalization: bool = True  # standardise the learned reward with its mean/std on play-data transitions
+    eval_freq: int = 25  # iterations between real-env evaluations
+    eval_episodes: int = 10  # real Push-T episodes per evaluation
+    eval_steps: int = 300  # real env steps per evaluation episode (Push-T's 300)
+    checkpoint_freq: int = 25  # iterations between checkpoints (and one at the end)
+    seed: int = 0  # seeds the networks, the collection and the evaluations
+    device: str = "cpu"  # cpu | cuda
+    threads: Optional[int] = None  # torch CPU threads (default: torch's)
+    resume: bool = False  # continue the run in work_dir
+    progress: bool = True  # progress bar
 
     def validate(self) -> None:
         _policy_training_rules(self, "ppo")
@@ -289,18 +289,18 @@ class PPOConfig:
 
 @dataclass
 class PixelCompareConfig:
-    world_model: Optional[str] = None
-    reward: Optional[str] = None
-    data: Optional[str] = None
-    algos: List[str] = field(default_factory=lambda: list(COMPARED))
-    seeds: List[int] = field(default_factory=lambda: [0, 1])
-    root: str = "runs/dmo_pixel_compare"
-    out_dir: Optional[str] = None
-    run: bool = True
+    world_model: Optional[str] = None  # the diffusion world model checkpoint every run trains in
+    reward: Optional[str] = None  # the reward checkpoint
+    data: Optional[str] = None  # the play dataset
+    algos: List[str] = field(default_factory=lambda: list(COMPARED))  # dmo | no_diffusion | ppo
+    seeds: List[int] = field(default_factory=lambda: [0, 1])  # seeds of every algo
+    root: str = "runs/dmo_pixel_compare"  # runs live in <root>/<algo>/seed<seed>
+    out_dir: Optional[str] = None  # comparison.csv, summary.csv, comparison.png (default: root)
+    run: bool = True  # false: only read the runs that exist
     dmo: PixelDMOConfig = field(default_factory=PixelDMOConfig)  # settings of the DMO and No Diffusion runs: dmo.iterations=50 ...
     ppo: PPOConfig = field(default_factory=PPOConfig)  # settings of the PPO runs: ppo.iterations=50 ...
-    threads: Optional[int] = None
-    progress: bool = True
+    threads: Optional[int] = None  # torch CPU threads of every run
+    progress: bool = True  # progress bars
 
     def __post_init__(self):  # settings given as plain dicts (Python callers): the typed schemas
         if isinstance(self.dmo, dict):

@@ -1,6 +1,7 @@
 """Environments for MBDPO: DMControl (incl. TD-MPC2's custom tasks), MetaWorld, MyoSuite, ManiSkill,
 Push-T (``pusht``; with pixels: ``pusht.make_pusht_env``), Gymnasium and user-provided envs. (MUJOCO_GL is
-chosen per platform by ``torchrl_mbdpo/__init__.py``.)"""
+chosen per platform when a DMControl env is first made, or by the console commands, unless it is set:
+:mod:`torchrl_mbdpo._rendering`.)"""
 
 from .factory import TaskSpec, available_tasks, make_env, observation_size, spec_of, task_spec
 from .multitask import make_multitask_env

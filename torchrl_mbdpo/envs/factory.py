@@ -37,7 +37,7 @@ from torchrl.envs import (
 
 from ..config import UserError
 from ..modules.functional import discount_from_episode_length
-from .dmcontrol import DMC_ACTION_REPEAT, DMC_EPISODE_LENGTH, DMC_TASKS, dmc_task_name, make_dmc_env
+from .dmcontrol import DMC_ACTION_REPEAT, DMC_EPISODE_LENGTH, dmc_task_name, dmc_tasks, make_dmc_env
 from .suite import SUITES, suite_of
 
 GYM_PREFIX = "gym:"
@@ -66,7 +66,7 @@ class TaskSpec:
 def available_tasks() -> list[str]:
     """All task names: DMControl (stock and TD-MPC2 custom) and every registered suite's (listed even when
     the suite's package is not installed); any Gymnasium id also works as ``gym:<id>``."""
-    return sorted(DMC_TASKS) + sorted(t for suite in SUITES for t in suite.tasks())
+    return sorted(dmc_tasks()) + sorted(t for suite in SUITES for t in suite.tasks())
 
 
 def task_spec(task: str) -> TaskSpec:

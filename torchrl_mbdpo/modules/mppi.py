@@ -27,14 +27,14 @@ __all__ = ["MPPIConfig", "mppi_sample"]
 class MPPIConfig:
     """Planner settings; defaults are TD-MPC2's."""
 
-    horizon: int = 3
+    horizon: int = 3  # planning horizon H
     iterations: int = 6  # + 2 when the action has 20 or more dims, as TD-MPC2
-    num_samples: int = 512
-    num_elites: int = 64
-    num_pi_trajs: int = 24
-    temperature: float = 0.5
-    min_std: float = 0.05
-    max_std: float = 2.0
+    num_samples: int = 512  # candidate action sequences per iteration
+    num_elites: int = 64  # top candidates refitting the mean and std
+    num_pi_trajs: int = 24  # candidates from the policy prior (drawn once per call)
+    temperature: float = 0.5  # weights exp(temperature (V - max V))
+    min_std: float = 0.05  # lower clamp of the fitted std
+    max_std: float = 2.0  # upper clamp of the fitted std (and the initial std)
 
     def __post_init__(self):
         self.validate()

@@ -36,14 +36,14 @@ __all__ = [
 class PlannerConfig:
     """Planner settings; defaults are the official code's (``MBDPO/cfgs/config.yaml:54-67``)."""
 
-    horizon: int = 3
+    horizon: int = 3  # planning horizon H (also the world model's and the replay slices')
     steps: int = 20  # diffusion steps T; T-1 reverse iterations are run
-    beta0: float = 1e-4
-    betaT: float = 1e-2
-    num_samples: int = 512
-    num_elites: int = 64
-    num_pi_trajs: int = 24
-    temperature: float = 0.5
+    beta0: float = 1e-4  # first noise level of the DDPM schedule
+    betaT: float = 1e-2  # last noise level of the DDPM schedule
+    num_samples: int = 512  # candidate action sequences per denoising step
+    num_elites: int = 64  # top candidates averaged, weighted by their z-scored returns
+    num_pi_trajs: int = 24  # candidates from the policy prior
+    temperature: float = 0.5  # softmax temperature of the elite weights
     action_noise: float = 0.05  # exploration noise on the executed action (training only)
     energy_eta: float = 0.01  # weight of the normalised energy in the return (paper table: 0.1)
     score_source: str = "mc"  # "mc": Monte-Carlo score; "network": amortised score network only

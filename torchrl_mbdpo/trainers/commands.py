@@ -1,5 +1,5 @@
 """What the MBDPO / TD-MPC2 console commands do, one function each: it receives its validated settings (a schema
-of :mod:`.config`) and returns the exit code. The command line (:mod:`torchrl_mbdpo.cli`) composes and validates
+of :mod:`torchrl_mbdpo.trainers.config`) and returns the exit code. The command line (:mod:`torchrl_mbdpo.cli`) composes and validates
 the settings, catches the signals and prints errors; a run's own lifecycle (checkpoints, the final evaluation,
 the stop line, 128+signal) is its :class:`~torchrl_mbdpo.trainers.run_control.RunControl`'s."""
 

@@ -27,13 +27,13 @@ COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotu
 class ModelOverrides:
     """Optional architecture overrides on top of the ``model_size`` table (``None`` = table value)."""
 
-    latent_dim: Optional[int] = None
-    mlp_dim: Optional[int] = None
-    enc_dim: Optional[int] = None
-    num_enc_layers: Optional[int] = None
-    num_q: Optional[int] = None
-    dropout: Optional[float] = None
-    simnorm_dim: Optional[int] = None
+    latent_dim: Optional[int] = None  # latent size (default: the model_size table's)
+    mlp_dim: Optional[int] = None  # hidden width of the heads and dynamics
+    enc_dim: Optional[int] = None  # hidden width of the state encoder
+    num_enc_layers: Optional[int] = None  # layers of the state encoder
+    num_q: Optional[int] = None  # Q heads of the ensemble
+    dropout: Optional[float] = None  # dropout in the Q heads (target heads run without)
+    simnorm_dim: Optional[int] = None  # group size of SimNorm on the latent
     q_init: Optional[str] = None  # "official" (default init kept, as MBDPO) or "trunc_normal" (TD-MPC2 fix)
     task_dim: Optional[int] = None  # multi-task embedding size; default 96 (the paper's; the official code uses 64 for mt30)
 
@@ -45,17 +45,17 @@ class ModelOverrides:
 class LossConfig:
     """Coefficients and options of :class:`~torchrl_mbdpo.MBDPOLoss` (official defaults)."""
 
-    rho: float = 0.5
-    consistency_coef: float = 20.0
-    reward_coef: float = 0.1
-    value_coef: float = 0.1
-    termination_coef: float = 1.0
-    energy_coef: float = 1.0
-    score_coef: float = 1.0
-    entropy_coef: float = 1e-4
+    rho: float = 0.5  # temporal weight of the horizon's terms: rho^t
+    consistency_coef: float = 20.0  # latent consistency (dynamics) term
+    reward_coef: float = 0.1  # reward cross-entropy term
+    value_coef: float = 0.1  # Q cross-entropy term
+    termination_coef: float = 1.0  # termination term (episodic tasks)
+    energy_coef: float = 1.0  # contrastive energy term of F (0: no energy network trained)
+    score_coef: float = 1.0  # score-matching term (with use_score_network)
+    entropy_coef: float = 1e-4  # entropy bonus of the policy prior
     contrastive_pairing: str = "official"  # "official" reproduces the (t,b)/(b,t) mismatch; "aligned" fixes it
-    contrastive_neg_noise: float = 0.5
-    use_score_network: bool = False
+    contrastive_neg_noise: float = 0.5  # std of the noisy policy negative of the energy loss
+    use_score_network: bool = False  # train the amortised score network (plan with it: planner.score_source=network)
     target_q_pair: str = "official"  # "official": heads 0 and 1; "random": a random pair (TD-MPC2)
 
     def validate(self) -> None:
@@ -84,11 +84,11 @@ class DMOConfig:
     alpha_init: float = 0.1  # initial entropy temperature
     target_entropy: Optional[float] = None  # default: -action_dim
     log_std_min: float = -5.0  # bounds of the actor's log-std (the initial policy's std is about exp(-1.5))
-    log_std_max: float = 2.0
-    actor_lr: float = 2e-3
-    critic_lr: float = 5e-4
-    alpha_lr: float = 5e-3
-    local_model_lr: float = 3e-4
+    log_std_max: float = 2.0  # upper bound of the actor's log-std
+    actor_lr: float = 2e-3  # Adam learning rate of the actor
+    critic_lr: float = 5e-4  # Adam learning rate of the critic
+    alpha_lr: float = 5e-3  # Adam learning rate of the entropy temperature
+    local_model_lr: float = 3e-4  # Adam learning rate of the local latent model
     tau: float = 0.2  # Polyak rate of the target critic, once per iteration
     grad_clip_norm: float = 1.0  # actor and critic gradients (SHAC/SAPO's 1.0)
     critic_updates: int = 8  # critic steps per iteration (full rollout batch)
@@ -99,7 +99,7 @@ class DMOConfig:
     learned_hidden: int = 256  # forward_model=learned: width of the MLP (obs, action) -> (delta obs, reward)
     learned_updates: int = 16  # forward_model=learned: model steps per iteration
     collect_steps: Optional[int] = None  # forward_model=learned: real steps per env and iteration (default: horizon)
-    learned_lr: float = 1e-3
+    learned_lr: float = 1e-3  # forward_model=learned: Adam learning rate of the learned global model
     learned_reset: str = (
         "replay"  # forward_model=learned: episodes start from any replay observation | start: from real initial observations
     )
@@ -132,10 +132,10 @@ class TrainConfig:
     exclude_tasks: List[str] = field(default_factory=list)  # mode=offline: tasks left out of pretraining (held out for fine-tuning)
     obs: str = "state"  # state | rgb (DMControl: the last 3 64x64 RGB frames, conv encoder with shift augmentation)
     steps: int = 100_000  # agent steps (policy actions), as in the published curves; offline: updates
-    seed: int = 1
+    seed: int = 1  # seeds every random stream of the run (torch, numpy, Python, envs, evaluations)
     model_size: Any = 5  # 1, 5, 19, 48, 317 (or the paper's 1.7, 6, 21, 54, 340)
-    device: str = "cpu"
-    num_envs: int = 1
+    device: str = "cpu"  # cpu | cuda | cuda:<i>: where the networks run (envs stay on the CPU)
+    num_envs: int = 1  # environments stepped as one batch (SerialEnv), planned in one call
     eval_freq: int = 10_000  # agent steps (offline: updates) between evaluations (an evaluation also runs at step 0)
     eval_episodes: int = 10  # episodes per evaluation (mode=offline: per task; 0 skips the evaluations)
     checkpoint_freq: int = 10_000  # agent steps; taken at the next step where every env ends an episode
@@ -144,14 +144,14 @@ class TrainConfig:
     work_dir: Optional[str] = None  # default: runs/<algo>/<task>/seed<seed>
     algo: str = "mbdpo"  # mbdpo (DiffusionActor + MBDPOLoss) | tdmpc2 (MPPIActor + TDMPC2Loss), same world model | dmo (DMO-SAPO, dmo.*)
     batch_size: Optional[int] = None  # slices per update; default 256 online, 1024 offline (the paper's)
-    buffer_size: int = 1_000_000
+    buffer_size: int = 1_000_000  # replay capacity in transitions (at most steps)
     seed_steps: Optional[int] = None  # default: max(1000, 5 * episode_length), random actions
     pretrain_updates: Optional[int] = None  # updates at the end of the seed phase; default: seed_steps
     utd: float = 1.0  # updates per agent step after the seed phase
-    lr: float = 3e-4
-    enc_lr_scale: float = 0.3
-    grad_clip_norm: float = 20.0
-    tau: float = 0.01
+    lr: float = 3e-4  # Adam learning rate (the encoder's times enc_lr_scale)
+    enc_lr_scale: float = 0.3  # learning-rate factor of the encoder
+    grad_clip_norm: float = 20.0  # gradient norm clip of both optimisers
+    tau: float = 0.01  # Polyak rate of the target Q heads
     episodic: Optional[bool] = None  # default: from the task
     threads: Optional[int] = None  # torch CPU threads; default: torch's
     precision: str = "fp32"  # fp32 | bf16 (torch.autocast for planning and updates; weights stay float32)
@@ -163,7 +163,7 @@ class TrainConfig:
     )
     cudagraphs: bool = False  # CUDA only: capture the compiled update and planner in CUDA graphs (tensordict's CudaGraphModule)
     logger: str = "csv"  # csv | tensorboard | wandb (all scalars; eval.csv is always written)
-    progress: bool = True
+    progress: bool = True  # progress bar (tqdm)
     # MP4 of evaluation episodes in <work_dir>/videos (TorchRL's VideoRecorder; pixels from the env's renderer).
     # None: on where a CUDA GPU renders, off on CPU (software rendering costs ~50 ms a frame). See video_enabled().
     save_video: Optional[bool] = None
@@ -270,12 +270,12 @@ class TrainConfig:
 class CompareConfig:
     """``mbdpo-compare``: every (task, algo, seed) run for ``steps`` agent steps with the ``train`` settings."""
 
-    tasks: List[str] = field(default_factory=lambda: ["cartpole-swingup"])
-    algos: List[str] = field(default_factory=lambda: ["mbdpo", "tdmpc2"])
-    seeds: List[int] = field(default_factory=lambda: [1, 2, 3])
-    steps: int = 100_000
+    tasks: List[str] = field(default_factory=lambda: ["cartpole-swingup"])  # tasks to compare
+    algos: List[str] = field(default_factory=lambda: ["mbdpo", "tdmpc2"])  # mbdpo | tdmpc2 | dmo (run=false: any folder name under root)
+    seeds: List[int] = field(default_factory=lambda: [1, 2, 3])  # seeds of every (task, algo)
+    steps: int = 100_000  # agent steps of every run (overrides train.steps)
     root: str = "runs"  # runs live in <root>/<algo>/<task>/seed<seed>
-    out_dir: str = "runs/compare"
+    out_dir: str = "runs/compare"  # where <task>.png, summary.csv and final.csv go
     run: bool = True  # false: only collect the runs that exist
     train: TrainConfig = field(default_factory=TrainConfig)  # settings of every run: train.model_size=1 ...
 
@@ -317,9 +317,9 @@ class EvalConfig:
     """``mbdpo-eval``: a checkpoint's planner (or DMO policy) on its task, or on every task of a multi-task one."""
 
     checkpoint: Optional[str] = None  # default: the newest runs/**/checkpoints/latest.pt
-    eval_episodes: int = 10
-    seed: int = 0
-    device: str = "cpu"
+    eval_episodes: int = 10  # episodes per task
+    seed: int = 0  # seeds the evaluation episodes and the planner's draws
+    device: str = "cpu"  # cpu | cuda: where the planner runs
     task: Optional[str] = None  # default: the checkpoint's task (multi-task checkpoints: every trained task)
     planner: PlannerOverrides = field(default_factory=PlannerOverrides)  # MBDPO checkpoints: planner.num_samples=32 ...
     mppi: MPPIOverrides = field(default_factory=MPPIOverrides)  # TD-MPC2 checkpoints: mppi.iterations=4 ...
@@ -375,10 +375,12 @@ class DatasetConfig:
     data_dir: Optional[str] = None  # check: the folder of chunk_<i>.pt files
     task_set: Optional[str] = None  # check: also require mt30 or mt80; generate: the layout (default mt30)
     out: str = "data/dmc-small"  # generate, export: a new folder
-    tasks: List[str] = field(default_factory=lambda: ["cartpole-balance", "cartpole-swingup", "pendulum-swingup", "reacher-easy"])
+    tasks: List[str] = field(
+        default_factory=lambda: ["cartpole-balance", "cartpole-swingup", "pendulum-swingup", "reacher-easy"]
+    )  # generate: the tasks to roll out (of task_set)
     episodes_per_task: int = 20  # generate: random-action episodes of each task
     checkpoints: List[str] = field(default_factory=list)  # export: online runs' <work_dir>/checkpoints/latest.pt
-    seed: int = 0
+    seed: int = 0  # generate: seeds the rollouts; export: the chunks' shuffle
 
     def validate(self) -> None:
         one_of(self, "action", ("check", "generate", "export"))

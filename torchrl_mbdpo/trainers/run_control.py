@@ -1,6 +1,6 @@
 """The run lifecycle every long-running command shares: named seeds, signals, phases, the refuse-or-resume
 decision, resumable states, checkpoint files, the final evaluation and the exit code. The online, offline and
-fine-tuning trainers are ``torchrl.trainers.Trainer``s with a :class:`RunControl` hooked on; the DMO trainings
+fine-tuning trainers are ``torchrl.trainers.Trainer`` objects with a :class:`RunControl` hooked on; the DMO trainings
 (the simulator-forward DMO, the pixel world model, the reward, DMO and PPO in the world model) hold one.
 
 Nothing lost, exactly: a run's state is *resumable* where it can be written and continued as if never

@@ -69,9 +69,10 @@ class MBDPOTrainer(Trainer):
     checkpoint=None, ...)`` as ``TdMpc2Trainer``: the planner must run on the loss's own networks, the
     replay buffer must be sampled by a ``SliceSampler`` of the loss's horizon, and the collector's policy is
     the planner (its workers receive the new weights after every batch). Without optimisers, the official
-    ones are made (:func:`~torchrl_mbdpo.objectives.make_optimizers`).
+    ones are made (:func:`~torchrl_mbdpo.trainers.optimization.make_optimizers`). MBDPO's keyword arguments,
+    beyond TorchRL's, follow.
 
-    Keyword Args (MBDPO's, beyond TorchRL's):
+    Keyword Args:
         replay_writer: ``writer(batch)`` storing collector batches (default: TorchRL's flat ``extend``; the
             command line stores whole episodes with :class:`~torchrl_mbdpo.data.EpisodeWriter`).
         updates_per_frame: updates per collected frame (fractions accumulate) instead of
