@@ -17,9 +17,9 @@ import statistics
 import torch
 import torch.nn.functional as F
 
+from torchrl_mbdpo.dmo.decoupled import decoupled_rollout
+from torchrl_mbdpo.dmo.trainer import load_dmo_policy
 from torchrl_mbdpo.envs import make_env
-from torchrl_mbdpo.modules.decoupled import decoupled_rollout
-from torchrl_mbdpo.trainers.dmo import load_dmo_policy
 
 STEP_KEYS = ("reward", "done", "terminated", "truncated", "episode_reward")
 
@@ -92,8 +92,8 @@ def model_gradient(loss, sim: Simulator | None, obs0: torch.Tensor, actions: tor
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="a DMO run's checkpoints/latest.pt (algo=dmo)")
-    p.add_argument("--horizon", type=int, default=None, help="default: the run's dmo.horizon")
+    p.add_argument("--checkpoint", required=True, help="a checkpoints/latest.pt of mbdpo-dmo train")
+    p.add_argument("--horizon", type=int, default=None, help="default: the run's horizon")
     p.add_argument("--states", type=int, default=16, help="start states (reached by the run's policy)")
     p.add_argument("--eps", type=float, default=1e-3, help="finite-difference step")
     p.add_argument("--seed", type=int, default=0)
@@ -101,7 +101,7 @@ def main(argv=None):
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     state, cfg, loss, policy = load_dmo_policy(args.checkpoint, deterministic=False)
-    horizon = args.horizon or cfg.dmo.horizon
+    horizon = args.horizon or cfg.horizon
     env = make_env(cfg.task, seed=args.seed)
     physics = dmc_physics(env)
 

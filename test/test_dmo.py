@@ -5,11 +5,11 @@ import pytest
 import torch
 from torchrl.objectives import SoftUpdate
 
+from torchrl_mbdpo.dmo.decoupled import EnvGlobalModel, GlobalStep, decoupled_rollout
+from torchrl_mbdpo.dmo.functional import gradient_swap, sapo_objective, segment_discounts, soft_td_lambda_targets
+from torchrl_mbdpo.dmo.loss import DMOLoss
 from torchrl_mbdpo.envs import make_env
 from torchrl_mbdpo.modules import MBDPOWorldModel, WorldModelConfig
-from torchrl_mbdpo.modules.decoupled import EnvGlobalModel, GlobalStep, decoupled_rollout
-from torchrl_mbdpo.modules.functional import gradient_swap, sapo_objective, segment_discounts, soft_td_lambda_targets
-from torchrl_mbdpo.objectives import DMOLoss
 
 B, S, A, H, GAMMA = 3, 4, 2, 5, 0.9
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from tensordict.nn import TensorDictModule
 
-from torchrl_mbdpo.objectives.dmo import DMOLoss, dmo_rollout
+from torchrl_mbdpo.dmo.loss import DMOLoss, dmo_rollout
 
 from helpers import ACTION_DIM, OBS_DIM, make_world_model
 

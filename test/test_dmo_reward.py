@@ -8,11 +8,11 @@ import torch
 
 from torchrl_mbdpo.dmo.diffusion import ArchitectureError, DiffusionWorldModel
 from torchrl_mbdpo.dmo.diffusion_env import DiffusionWorldModelEnv, play_data_start_sampler
+from torchrl_mbdpo.dmo.functional import bradley_terry_loss
 from torchrl_mbdpo.dmo.play_data import load_play_dataset
 from torchrl_mbdpo.dmo.reward import FrameReward, FrameScorer, RewardConfig, RewardTrainer, load_frame_reward, train_reward
 from torchrl_mbdpo.dmo.world_model_training import train_world_model
 from torchrl_mbdpo.envs.pusht import pusht_goal_frame
-from torchrl_mbdpo.modules.functional import bradley_terry_loss
 from torchrl_mbdpo.trainers.checkpoint import CheckpointError
 
 from helpers import tiny_diffusion_config, tiny_reward_train_config, tiny_world_model_train_config

@@ -1,4 +1,4 @@
-"""DMO-SAPO training (``algo=dmo``): tiny runs per global-model kind and the ablation, the learned global
+"""DMO-SAPO training (``mbdpo-dmo train``): tiny runs per global-model kind and the ablation, the learned global
 model as a TorchRL env, resume, and the command line."""
 
 import copy
@@ -9,13 +9,13 @@ import pytest
 import torch
 from torchrl.envs.utils import check_env_specs
 
+from torchrl_mbdpo.dmo.config import DMOTrainConfig
+from torchrl_mbdpo.dmo.decoupled import EnvGlobalModel
+from torchrl_mbdpo.dmo.learned_model_env import LearnedGlobalEnv, ObservationModel
+from torchrl_mbdpo.dmo.trainer import load_dmo_policy, make_dmo_trainer
 from torchrl_mbdpo.envs import make_env
-from torchrl_mbdpo.envs.learned_model_env import LearnedGlobalEnv, ObservationModel
-from torchrl_mbdpo.modules import EnvGlobalModel
 from torchrl_mbdpo.trainers.checkpoint import load_checkpoint
-from torchrl_mbdpo.trainers.config import DMOConfig, ModelOverrides, TrainConfig
-from torchrl_mbdpo.trainers.dmo import load_dmo_policy, make_dmo_trainer
-from torchrl_mbdpo.trainers.trainer import make_trainer
+from torchrl_mbdpo.trainers.config import ModelOverrides
 
 
 @pytest.fixture(autouse=True)
@@ -29,10 +29,9 @@ def _one_thread():
 STEPS, SEED_STEPS, EVAL_FREQ = 240, 80, 80
 
 
-def dmo_config(tmp_path, forward_model="sim", decoupled=True, **overrides) -> TrainConfig:
-    cfg = TrainConfig(
+def dmo_config(tmp_path, forward_model="sim", decoupled=True, **overrides) -> DMOTrainConfig:
+    settings = dict(
         task="gym:Pendulum-v1",
-        algo="dmo",
         steps=STEPS,
         seed=3,
         model_size=1,
@@ -44,22 +43,18 @@ def dmo_config(tmp_path, forward_model="sim", decoupled=True, **overrides) -> Tr
         threads=1,
         work_dir=str(tmp_path / "run"),
         model=ModelOverrides(latent_dim=16, mlp_dim=32, enc_dim=32),
-        dmo=DMOConfig(
-            forward_model=forward_model,
-            decoupled=decoupled,
-            horizon=4,
-            num_envs=2,
-            seed_steps=SEED_STEPS,
-            pretrain_updates=200,
-            critic_updates=2,
-            local_model_updates=2,
-            learned_hidden=16,
-            learned_updates=2,
-        ),
+        forward_model=forward_model,
+        decoupled=decoupled,
+        horizon=4,
+        num_envs=2,
+        seed_steps=SEED_STEPS,
+        pretrain_updates=200,
+        critic_updates=2,
+        local_model_updates=2,
+        learned_hidden=16,
+        learned_updates=2,
     )
-    for k, v in overrides.items():
-        setattr(cfg, k, v)
-    return cfg
+    return DMOTrainConfig(**{**settings, **overrides})
 
 
 def heldout_transitions(task: str, seed: int, steps: int = 200):
@@ -111,7 +106,7 @@ def test_tiny_dmo_run(tmp_path, forward_model, decoupled):
     assert after < 0.8 * before, (before, after)
     assert any(not torch.equal(a, b) for a, b in zip(actor_before, trainer.loss_module.parameter_groups()["actor"]))
     state = load_checkpoint(run / "checkpoints" / "latest.pt")
-    assert state["algo"] == "dmo" and state["step"] == STEPS and state["config"]["dmo"]["forward_model"] == forward_model
+    assert state["algo"] == "dmo" and state["step"] == STEPS and state["config"]["forward_model"] == forward_model
     learned = {"learned_model"} if forward_model == "learned" else set()
     assert set(state["optimizers"]) == {"actor", "critic", "alpha", "local_model"} | learned
     for k, v in state["world_model"].items():
@@ -120,15 +115,15 @@ def test_tiny_dmo_run(tmp_path, forward_model, decoupled):
 
 def test_learned_global_model_with_fewer_real_steps_per_iteration(tmp_path):
     cfg = dmo_config(tmp_path, "learned")
-    cfg.dmo.collect_steps = 1  # 2 real steps per iteration; the H = 4 step rollouts run on the learned model
+    cfg.collect_steps = 1  # 2 real steps per iteration; the H = 4 step rollouts run on the learned model
     trainer = make_dmo_trainer(cfg)
     trainer.train()
     assert trainer.env_steps == STEPS and trainer.real.env_steps == STEPS
     assert trainer.iterations == (STEPS - SEED_STEPS) // 2
     assert trainer.learned.env_steps == trainer.iterations * 2 * 4
     assert len(trainer.replay_buffer) == STEPS
-    with pytest.raises(ValueError, match="dmo.collect_steps applies to dmo.forward_model=learned"):
-        make_dmo_trainer(dmo_config(tmp_path, work_dir=str(tmp_path / "sim"), dmo=DMOConfig(collect_steps=1)))
+    with pytest.raises(ValueError, match="collect_steps applies to forward_model=learned"):
+        make_dmo_trainer(dmo_config(tmp_path, work_dir=str(tmp_path / "sim"), collect_steps=1))
 
 
 def test_resume_refusal_and_saved_policy(tmp_path):
@@ -149,13 +144,13 @@ def test_resume_refusal_and_saved_policy(tmp_path):
     assert wall == sorted(wall)  # wall time goes on across resumes
 
     state, saved_cfg, loss, policy = load_dmo_policy(tmp_path / "run" / "checkpoints" / "latest.pt")
-    assert saved_cfg.algo == "dmo" and state["step"] == 320
+    assert isinstance(saved_cfg, DMOTrainConfig) and state["algo"] == "dmo" and state["step"] == 320
     obs = torch.randn(5, 3)
     with torch.no_grad():
         torch.testing.assert_close(policy.module(obs), resumed.eval_policy.module(obs))
-    # make_trainer dispatches algo=dmo too; bad settings get one clear error.
-    with pytest.raises(ValueError, match="dmo.forward_model"):
-        make_trainer(dmo_config(tmp_path, work_dir=str(tmp_path / "other"), dmo=DMOConfig(forward_model="magic")))
+    # Bad settings get one clear error.
+    with pytest.raises(ValueError, match="forward_model must be one of"):
+        make_dmo_trainer(dmo_config(tmp_path, work_dir=str(tmp_path / "other"), forward_model="magic"))
 
 
 def test_learned_global_env_specs_and_resets():

@@ -16,9 +16,7 @@ from torchrl.envs.utils import RandomPolicy, check_env_specs
 from torchrl_mbdpo.config import ConfigWarning
 from torchrl_mbdpo.dmo.diffusion import ArchitectureError, DiffusionConfig, DiffusionWorldModel
 from torchrl_mbdpo.dmo.diffusion_env import DiffusionWorldModelEnv, context_from_frame, play_data_start_sampler
-from torchrl_mbdpo.dmo.play_data import PlayDatasetError, load_play_dataset
-from torchrl_mbdpo.dmo.world_model_training import WorldModelTrainer, load_world_model, train_world_model, write_frames_picture
-from torchrl_mbdpo.modules.functional import (
+from torchrl_mbdpo.dmo.functional import (
     edm_denoised,
     edm_loss_weight,
     edm_scalings,
@@ -29,6 +27,8 @@ from torchrl_mbdpo.modules.functional import (
     karras_sigmas,
     unit_to_frames,
 )
+from torchrl_mbdpo.dmo.play_data import PlayDatasetError, load_play_dataset
+from torchrl_mbdpo.dmo.world_model_training import WorldModelTrainer, load_world_model, train_world_model, write_frames_picture
 from torchrl_mbdpo.trainers.checkpoint import CheckpointError, load_checkpoint
 
 from helpers import tiny_diffusion_config, tiny_world_model_train_config

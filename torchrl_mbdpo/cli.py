@@ -43,6 +43,7 @@ COMMANDS = {
     "mbdpo-dataset": Command("dataset", f"{_T}.config:DatasetConfig", f"{_T}.commands:dataset"),
     "mbdpo-import": Command("import", f"{_T}.config:ImportConfig", f"{_T}.commands:import_checkpoint"),
     "mbdpo-export": Command("export", f"{_T}.config:ExportConfig", f"{_T}.commands:export_checkpoint"),
+    "mbdpo-dmo train": Command("dmo_train", f"{_D}.config:DMOTrainConfig", f"{_D}.commands:train"),
     "mbdpo-dmo dataset": Command("dmo_dataset", f"{_D}.config:PlayDataConfig", f"{_D}.commands:dataset"),
     "mbdpo-dmo world_model": Command("dmo_world_model", f"{_D}.config:WorldModelTrainConfig", f"{_D}.commands:world_model"),
     "mbdpo-dmo reward": Command("dmo_reward", f"{_D}.config:RewardTrainConfig", f"{_D}.commands:reward"),
@@ -50,6 +51,9 @@ COMMANDS = {
     "mbdpo-dmo ppo": Command("dmo_ppo", f"{_D}.config:PPOConfig", f"{_D}.commands:ppo"),
     "mbdpo-dmo compare": Command("dmo_compare", f"{_D}.config:PixelCompareConfig", f"{_D}.commands:compare"),
 }
+# Settings that moved to another command: (command, setting prefix) -> where to go instead.
+_DMO_TRAIN = "DMO-SAPO trains with `mbdpo-dmo train task=...`, its dmo.* settings without the prefix (horizon=16 decoupled=false ...)"
+MOVED = {("mbdpo-train", "algo=dmo"): _DMO_TRAIN, ("mbdpo-train", "dmo."): _DMO_TRAIN}
 # Commands whose first word picks what they do: `mbdpo-dmo world_model ...` (a command of the table) and
 # `mbdpo-dataset check ...` (a value of the setting named here).
 SUBCOMMANDS = {
@@ -166,6 +170,9 @@ def main(name: str, argv: list[str] | None = None, *, config_dir: str | None = N
             name = f"{name} {argv.pop(0)}"
         elif word is not None:
             argv[0] = f"{setting}={word}"
+    for (command_name, prefix), where in MOVED.items():
+        if name == command_name and any(a.lstrip("+").startswith(prefix) for a in argv):
+            _fail(UserError(f"{name} {prefix}...: moved. {where}."))
     if not sys.stderr.isatty():  # progress bars in log files: one line every few seconds, not ten per second
         os.environ.setdefault("TQDM_MININTERVAL", "5")
     choose_mujoco_gl()  # before MuJoCo is imported (torchrl's envs import it)
@@ -245,5 +252,6 @@ def export_main():
 
 
 def dmo_main():
-    """``mbdpo-dmo {dataset|world_model|reward|policy|ppo|compare} key=value ...``: DMO in a learned pixel world model."""
+    """``mbdpo-dmo train key=value ...``: DMO-SAPO on a task (the simulator, or a learned MLP, as the global model);
+    ``mbdpo-dmo {dataset|world_model|reward|policy|ppo|compare} key=value ...``: DMO in a learned pixel world model."""
     main("mbdpo-dmo")

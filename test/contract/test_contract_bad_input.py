@@ -21,7 +21,9 @@ CASES = [
     ("mbdpo-train", ["+planer.steps=3"], "Did you mean planner.steps?"),
     ("mbdpo-train", ["+planner.score_sorce=network"], "Did you mean planner.score_source?"),
     ("mbdpo-train", ["planner={steps:3,score_sorce:mc}"], "unknown setting 'planner.score_sorce'. Did you mean planner.score_source?"),
-    ("mbdpo-train", ["algo=dmo", "+dmo.horizn=3"], "Did you mean dmo.horizon?"),
+    ("mbdpo-dmo", ["train", "+horizn=3"], "Did you mean horizon?"),
+    ("mbdpo-train", ["algo=dmo"], "moved. DMO-SAPO trains with `mbdpo-dmo train task=...`"),
+    ("mbdpo-train", ["dmo.horizon=3"], "moved. DMO-SAPO trains with `mbdpo-dmo train task=...`"),
     ("mbdpo-eval", ["+planer.steps=3"], "Did you mean planner.steps?"),
     ("mbdpo-dmo", ["compare", "+dmo.iteratons=2"], "Did you mean dmo.iterations?"),
     ("mbdpo-dmo", ["compare", "ppo={iteratons:2}"], "Did you mean ppo.iterations?"),
@@ -31,7 +33,9 @@ CASES = [
     ("mbdpo-train", ["eval_episodes=0"], "eval_episodes must be >= 1"),
     ("mbdpo-train", ["model_size=7"], "model_size=7 is not a known size"),
     ("mbdpo-train", ["task=cheetah-rn"], "Did you mean 'cheetah-run'"),
-    ("mbdpo-train", ["algo=dmo", "dmo.forward_model=magic"], "dmo.forward_model must be one of"),
+    ("mbdpo-dmo", ["train", "forward_model=magic"], "forward_model must be one of"),
+    ("mbdpo-dmo", ["train", "task=nosuchtask"], "Unknown task"),
+    ("mbdpo-dmo", ["train", "collect_steps=2"], "collect_steps applies to forward_model=learned"),
     ("mbdpo-train", ["planner.score_source=magic"], "planner.score_source must be 'mc' or 'network'"),
     ("mbdpo-eval", ["checkpoint={ckpt}", "eval_episodes=0"], "eval_episodes must be >= 1"),
     ("mbdpo-compare", ["steps=0"], "steps must be >= 1"),
@@ -63,7 +67,7 @@ CASES = [
     ("mbdpo-import", [], "needs checkpoint="),
     ("mbdpo-import", ["checkpoint=nope.pt"], "No file at nope.pt"),
     ("mbdpo-export", ["checkpoint={ckpt}"], "needs out="),
-    ("mbdpo-dmo", [], "usage: mbdpo-dmo {compare|dataset|policy|ppo|reward|world_model}"),
+    ("mbdpo-dmo", [], "usage: mbdpo-dmo {compare|dataset|policy|ppo|reward|train|world_model}"),
     ("mbdpo-dmo", ["datasets"], "usage: mbdpo-dmo"),
     ("mbdpo-dmo", ["world_model", "data=nowhere"], "No play dataset at nowhere"),
     ("mbdpo-dmo", ["policy"], "needs world_model=<...>, reward=<...>, data=<...>"),
@@ -73,7 +77,7 @@ CASES = [
     # an untrained network asked for
     ("mbdpo-train", ["planner.score_source=network"], "loss.use_score_network=false never trains"),
     ("mbdpo-eval", ["checkpoint={ckpt}", "planner.score_source=network"], "never trained"),
-    ("mbdpo-eval", ["checkpoint={dmo_ckpt}", "planner.steps=3"], "planner.* overrides do not apply"),
+    ("mbdpo-eval", ["checkpoint={dmo_ckpt}", "planner.steps=3"], "planner.* / mppi.* overrides do not apply"),
     ("mbdpo-eval", ["checkpoint={ckpt}", "mppi.iterations=3"], "its planner's settings are planner.*"),
     # data that cannot be used as asked
     ("mbdpo-dataset", ["export", "checkpoints=[{short_ckpt}]", "out=exported"], "no complete episode"),
@@ -89,7 +93,7 @@ def inputs(online_run, offline_run, dataset, workspace):
     """Paths the cases refer to: a finished online run, a DMO checkpoint, a play dataset."""
     dmo = workspace / "dmo_for_eval"
     if not dmo.exists():
-        out = C.run(workspace, "mbdpo-train", *C.DMO_SIM, "steps=16", "work_dir=dmo_for_eval")
+        out = C.run(workspace, "mbdpo-dmo", *C.DMO_SIM, "steps=16", "work_dir=dmo_for_eval")
         assert out.returncode == 0, C.explain(out)
     short = workspace / "short_cartpole"
     if not short.exists():

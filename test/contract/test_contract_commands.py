@@ -14,9 +14,9 @@ import torch
 import yaml
 
 from torchrl_mbdpo.cli import COMMANDS
+from torchrl_mbdpo.dmo.trainer import load_dmo_policy
 from torchrl_mbdpo.envs import make_env
 from torchrl_mbdpo.trainers.checkpoint import load_checkpoint
-from torchrl_mbdpo.trainers.dmo import load_dmo_policy
 from torchrl_mbdpo.trainers.evaluation import evaluate
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,6 +27,7 @@ SCRIPTS = {
     "sota-implementations/mbdpo/mbdpo.py": "test_every_preset_script_runs_to_the_end",
     "sota-implementations/mbdpo_trainer/train.py": "test_the_torchrl_recipe_says_which_install_it_needs; test_torchrl_dropin.py runs it",
     "sota-implementations/sac/sac.py": "test/test_sac_baseline.py::test_sac_script_writes_the_library_eval_csv",
+    "sota-implementations/ppo/ppo.py": "test/test_ppo_baseline.py::test_ppo_baseline_writes_eval_csv",
     "examples/compose_with_torchrl.py": "test_the_examples_run_to_the_end",
     "examples/dmo_world_model_env.py": "test_the_examples_run_to_the_end",
 }
@@ -54,7 +55,7 @@ def test_train_online_offline_and_dmo(online_run, offline_run, workspace):
     for run in (online_run, offline_run):
         assert load_checkpoint(run / "checkpoints" / "latest.pt")["step"] in (20, 30)
     assert (online_run / "eval.png").exists() and (offline_run / "eval_tasks.csv").exists()
-    _ok(C.run(workspace, "mbdpo-train", *C.DMO_SIM, "work_dir=dmo"), "final eval at step 64")
+    _ok(C.run(workspace, "mbdpo-dmo", *C.DMO_SIM, "work_dir=dmo"), "final eval at step 64")
     # mbdpo-eval plays a DMO checkpoint's deterministic actor (no planner): the library's own evaluation
     out = C.run(workspace, "mbdpo-eval", f"checkpoint={workspace / 'dmo' / 'checkpoints' / 'latest.pt'}", "eval_episodes=2", "seed=4")
     _ok(out, "mean_return=")

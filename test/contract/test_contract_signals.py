@@ -20,7 +20,7 @@ ALL_PHASES = ["setup", "seed", "pretrain", "train", "eval", "final_eval", "shutd
 LONG_RUNNING = {
     "train online": ("mbdpo-train", lambda f: C.ONLINE, ALL_PHASES),
     "train offline": ("mbdpo-train", lambda f: [*C.OFFLINE, f"data_dir={f('dataset')}"], ["train", "eval"]),
-    "train dmo": ("mbdpo-train", lambda f: C.DMO_SIM, ["seed", "pretrain", "train", "final_eval"]),
+    "dmo train": ("mbdpo-dmo", lambda f: C.DMO_SIM, ["seed", "pretrain", "train", "final_eval"]),
     "finetune": (
         "mbdpo-finetune",
         lambda f: [*C.FINETUNE, f"checkpoint={f('offline_run') / 'checkpoints' / 'latest.pt'}"],

@@ -2,7 +2,7 @@
 
 Each command's settings are one dataclass schema, registered in Hydra's ConfigStore (its YAML in this folder
 names it) and composed from that YAML and the command line. A schema lives beside what it configures
-(:mod:`torchrl_mbdpo.trainers.config`, :mod:`torchrl_mbdpo.dmo.config`) and has one ``validate()`` method:
+(:mod:`torchrl_mbdpo.trainers.config`, and the ``config`` module of each algorithm's package) and has one ``validate()`` method:
 every field and every cross-field rule, checked before anything is written. What they share lives here:
 
 - :class:`UserError`: what the user asked for cannot run as asked. Its message is one line, the problem and

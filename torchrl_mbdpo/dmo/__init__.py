@@ -1,7 +1,21 @@
-"""DMO as its paper describes it: policy learning inside a learned pixel world model of Push-T, with no
-simulator in the loop (Amigo et al., "Coupled Local and Global World Models for Efficient First Order RL").
+"""DMO: first-order policy optimisation through coupled global and local world models (Amigo et al., "Coupled
+Local and Global World Models for Efficient First Order RL" and "First Order Model-Based RL through Decoupled
+Backpropagation"), in one package. The MBDPO core imports nothing from here; this package builds on the core's
+world model, envs, run lifecycle and config mechanism.
 
-The pipeline's parts live together in this package, in the order they run:
+The parts, from the equations up:
+
+- :mod:`.functional`: DMO's equations (the gradient swap, SAPO's actor objective, soft TD(lambda), the
+  temperature loss; EDM / DIAMOND and the Bradley-Terry loss of the pixel world model);
+- :mod:`.decoupled`: decoupled backpropagation, the global model's forward pass with the local latent model's
+  Jacobians (``decoupled_rollout``, ``EnvGlobalModel``);
+- :mod:`.loss`: ``DMOLoss``, the TorchRL ``LossModule`` (actor, critic, temperature, local model);
+- :mod:`.learned_model_env`: a learned observation-space MLP as a batched TorchRL env (``forward_model=learned``);
+- :mod:`.trainer`: ``mbdpo-dmo train``, DMO-SAPO on a task with the simulator (or that MLP) as the global model;
+- :mod:`.config`: every ``mbdpo-dmo`` command's settings; :mod:`.commands`: what each command does.
+
+Policy learning inside a learned pixel world model of Push-T, with no simulator in the loop (the DMO paper's
+setting):
 
 - :mod:`.play_data`: a play dataset of image episodes of the real Push-T env (random and noisy scripted
   pushing), written into a TorchRL memory-mapped storage on disk, and its loader;
@@ -23,14 +37,17 @@ The pipeline's parts live together in this package, in the order they run:
 - :mod:`.compare`: ``mbdpo-dmo compare``: DMO, No Diffusion and PPO over seeds, a CSV and a plot of the real-env
   success rate and return against world-model samples and wall time.
 
-The equations (EDM preconditioning, noise levels, sampler; the Bradley-Terry loss) are in
-:mod:`torchrl_mbdpo.modules.functional`, the library's one home of its math. The simulator-forward DMO of
-``algo=dmo`` (``objectives/dmo.py``, ``trainers/dmo.py``, ``modules/decoupled.py``) is the earlier setting and
-stays where it is. Submodules are imported on use: importing this package does not import diffusers or
-gym-pusht.
+Submodules are imported on use: importing this package does not import diffusers or gym-pusht.
 """
 
 __all__ = [
+    "functional",
+    "decoupled",
+    "loss",
+    "learned_model_env",
+    "trainer",
+    "config",
+    "commands",
     "play_data",
     "diffusion",
     "diffusion_env",

@@ -3,9 +3,26 @@
 
 from __future__ import annotations
 
-from .config import PixelCompareConfig, PixelDMOConfig, PlayDataConfig, PPOConfig, RewardTrainConfig, WorldModelTrainConfig
+from .config import DMOTrainConfig, PixelCompareConfig, PixelDMOConfig, PlayDataConfig, PPOConfig, RewardTrainConfig, WorldModelTrainConfig
 
-__all__ = ["dataset", "world_model", "reward", "policy", "ppo", "compare"]
+__all__ = ["train", "dataset", "world_model", "reward", "policy", "ppo", "compare"]
+
+
+def train(cfg: DMOTrainConfig) -> int:
+    """``mbdpo-dmo train task=<task>``: DMO-SAPO on the task's simulator (or a learned global model)."""
+    from .trainer import make_dmo_trainer
+
+    trainer = make_dmo_trainer(cfg)
+    print(
+        f"dmo ({cfg.forward_model} global model{'' if cfg.decoupled else ', no decoupling'}) on {cfg.task}: "
+        f"{cfg.steps} env steps, model_size={cfg.model_size}, {cfg.num_envs} env(s), horizon {cfg.horizon}, work_dir={trainer.work_dir}",
+        flush=True,
+    )
+    code = trainer.train()
+    if code == 0:
+        last = trainer.last_eval
+        print(f"final eval at step {last.get('step')}: return {float(last.get('episode_reward')):.1f}; curve: {trainer.eval_log.png_path}")
+    return code
 
 
 def dataset(cfg: PlayDataConfig) -> int:

@@ -2,6 +2,7 @@
 :func:`register_dmo_configs`), each with its ``validate()``: every field and cross-field rule, checked before
 anything is written (the mechanism: :mod:`torchrl_mbdpo.config`).
 
+- :class:`DMOTrainConfig`: ``mbdpo-dmo train`` (DMO-SAPO on a task, the simulator or a learned MLP as the global model);
 - :class:`PlayDataConfig`: ``mbdpo-dmo dataset`` (a play dataset of the real Push-T env);
 - :class:`WorldModelTrainConfig`: ``mbdpo-dmo world_model`` (the global diffusion world model);
 - :class:`RewardTrainConfig`: ``mbdpo-dmo reward`` (its learned reward);
@@ -15,11 +16,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
-from ..config import at_least, device_available, existing_path, one_of, require, work_dir_usable
+from ..config import UserError, at_least, device_available, existing_path, one_of, require, work_dir_usable
+from ..trainers.config import ModelOverrides
 
 __all__ = [
+    "FORWARD_MODELS",
+    "DMOTrainConfig",
     "FORWARDS",
     "REWARD_KINDS",
     "COMPARED",
@@ -32,6 +36,7 @@ __all__ = [
     "register_dmo_configs",
 ]
 
+FORWARD_MODELS = ("sim", "learned")  # mbdpo-dmo train forward_model=: the simulator | a learned observation-space MLP
 FORWARDS = ("diffusion", "local")  # mbdpo-dmo policy forward=: DMO | the "No Diffusion" ablation
 REWARD_KINDS = ("energy", "env")  # mbdpo-dmo reward kind=: Bradley-Terry energy on frames | the real reward (ablation)
 COMPARED = ("dmo", "no_diffusion", "ppo")  # mbdpo-dmo compare algos=
@@ -75,6 +80,88 @@ def _policy_training_rules(cfg, command: str) -> None:
     existing_path(cfg.data, "data", "the play dataset folder", folder=True)
     _common_rules(cfg)
     at_least(cfg, 1, "iterations", "num_envs", "episode_steps", "eval_freq", "eval_episodes", "eval_steps", "checkpoint_freq")
+
+
+@dataclass
+class DMOTrainConfig:
+    """``mbdpo-dmo train``: DMO-SAPO on a task, first-order policy optimisation through coupled global and local
+    world models (:class:`~torchrl_mbdpo.dmo.loss.DMOLoss`, :mod:`torchrl_mbdpo.dmo.trainer`). ``steps`` counts
+    agent steps of the real env; ``batch_size`` is the replay batch of the local- and learned-model updates."""
+
+    task: str = "cartpole-swingup"  # a task with state observations (DMControl, gym:<id>, ...)
+    steps: int = 100_000  # agent steps of the real env (the last iteration may overshoot by < horizon x num_envs)
+    seed: int = 1  # seeds every random stream of the run (torch, envs, evaluations)
+    forward_model: str = "sim"  # sim: the real (batched) simulator is the global model | learned: a learned observation-space model
+    decoupled: bool = True  # false: the "no decoupling" ablation (the local latent model also makes the forward pass)
+    horizon: int = 16  # H: steps of each first-order rollout (SAPO/SHAC-like short horizon)
+    num_envs: int = 16  # parallel rollouts (the batched training env; also the learned global model's batch)
+    discount: Optional[float] = None  # default: the task's (TD-MPC2 heuristic from the episode length)
+    lmbda: float = 0.95  # lambda of the critic's soft TD(lambda) targets
+    alpha_init: float = 0.1  # initial entropy temperature
+    target_entropy: Optional[float] = None  # default: -action_dim
+    log_std_min: float = -5.0  # bounds of the actor's log-std (the initial policy's std is about exp(-1.5))
+    log_std_max: float = 2.0  # upper bound of the actor's log-std
+    actor_lr: float = 2e-3  # Adam learning rate of the actor
+    critic_lr: float = 5e-4  # Adam learning rate of the critic
+    alpha_lr: float = 5e-3  # Adam learning rate of the entropy temperature
+    local_model_lr: float = 3e-4  # Adam learning rate of the local latent model
+    tau: float = 0.2  # Polyak rate of the target critic, once per iteration
+    grad_clip_norm: float = 1.0  # actor and critic gradients (SHAC/SAPO's 1.0)
+    model_grad_clip_norm: float = 20.0  # local- and learned-model gradients
+    critic_updates: int = 8  # critic steps per iteration (full rollout batch)
+    local_model_updates: int = 8  # local-model steps per iteration on replay batches (fine-tuning near the current policy)
+    consistency_coef: float = 20.0  # local model: latent consistency term
+    reward_coef: float = 0.1  # local model: reward cross-entropy term
+    seed_steps: int = 4096  # random-action env steps at the start (data to pre-train the local model)
+    pretrain_updates: int = 1000  # local-model (and learned-model) steps after the seed phase
+    batch_size: int = 256  # replay batch of the local- and learned-model updates
+    buffer_size: int = 1_000_000  # replay capacity (single transitions, at most steps)
+    learned_hidden: int = 256  # forward_model=learned: width of the MLP (obs, action) -> (delta obs, reward)
+    learned_updates: int = 16  # forward_model=learned: model steps per iteration
+    collect_steps: Optional[int] = None  # forward_model=learned: real steps per env and iteration (default: horizon)
+    learned_lr: float = 1e-3  # forward_model=learned: Adam learning rate of the learned global model
+    # forward_model=learned: episodes start from any replay observation (replay) | from real initial observations (start)
+    learned_reset: str = "replay"
+    model_size: Any = 5  # size of the local latent model: 1, 5, 19, 48, 317 (the world model table's)
+    model: ModelOverrides = field(default_factory=ModelOverrides)  # architecture overrides of the local model
+    episodic: Optional[bool] = None  # default: from the task
+    device: str = "cpu"  # cpu | cuda | cuda:<i>: where the networks run (envs stay on the CPU)
+    threads: Optional[int] = None  # torch CPU threads; default: torch's
+    eval_freq: int = 10_000  # agent steps between evaluations (an evaluation also runs at step 0)
+    eval_episodes: int = 10  # episodes per evaluation (the deterministic policy)
+    checkpoint_freq: int = 10_000  # agent steps between checkpoints (and one at the end)
+    resume: bool = False  # continue the run in work_dir from its last checkpoint
+    max_nonfinite: int = 10  # stop (with a checkpoint) after this many non-finite actor updates in a row
+    work_dir: Optional[str] = None  # default: runs/dmo/<task>/seed<seed>
+    logger: str = "csv"  # csv | tensorboard | wandb (all scalars; eval.csv is always written)
+    progress: bool = True  # progress bar (tqdm)
+
+    def validate(self) -> None:
+        from ..envs.factory import task_spec
+        from ..modules.world_model import resolve_model_size
+
+        one_of(self, "forward_model", FORWARD_MODELS)
+        one_of(self, "learned_reset", ("replay", "start"))
+        one_of(self, "logger", ("csv", "tensorboard", "wandb"))
+        at_least(self, 1, "steps", "horizon", "num_envs", "learned_hidden", "buffer_size", "collect_steps", "batch_size")
+        at_least(self, 1, "eval_freq", "eval_episodes", "checkpoint_freq", "max_nonfinite", "threads")
+        at_least(self, 0, "critic_updates", "local_model_updates", "seed_steps", "pretrain_updates", "learned_updates")
+        at_least(self, 0, "consistency_coef", "reward_coef")
+        names = ("actor_lr", "critic_lr", "alpha_lr", "local_model_lr", "learned_lr", "grad_clip_norm", "model_grad_clip_norm")
+        for name in names:
+            require(getattr(self, name) > 0, f"{name} must be > 0, got {getattr(self, name)}.")
+        require(0 <= self.tau <= 1, f"tau must lie in [0, 1], got {self.tau}.")
+        require(0 <= self.lmbda <= 1, f"lmbda must lie in [0, 1], got {self.lmbda}.")
+        require(self.discount is None or 0 < self.discount <= 1, f"discount must lie in (0, 1], got {self.discount}.")
+        require(self.log_std_min < self.log_std_max, f"log_std_min must be < log_std_max, got {self.log_std_min}, {self.log_std_max}.")
+        if self.collect_steps is not None and self.forward_model != "learned":
+            raise UserError(
+                "collect_steps applies to forward_model=learned: with the simulator as the global model, "
+                "every rollout step is a real env step (set horizon instead)."
+            )
+        resolve_model_size(self.model_size)
+        _common_rules(self)
+        task_spec(self.task)
 
 
 @dataclass
@@ -340,6 +427,7 @@ def register_dmo_configs() -> None:
 
     store = ConfigStore.instance()
     for name, node in (
+        ("train", DMOTrainConfig),
         ("dataset", PlayDataConfig),
         ("world_model", WorldModelTrainConfig),
         ("reward", RewardTrainConfig),

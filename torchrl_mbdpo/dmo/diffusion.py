@@ -1,5 +1,5 @@
 """DMO's global world model: a DIAMOND-style EDM diffusion model of the next frame given the last ``k`` frames
-and actions (equations: :mod:`torchrl_mbdpo.modules.functional`).
+and actions (equations: :mod:`torchrl_mbdpo.dmo.functional`).
 
 ``p(o_{t+1} | o_{t-k+1..t}, a_{t-k+1..t})`` is sampled by denoising pure noise at ``sigma_max`` in ``num_steps``
 Euler steps (3 by default, as DMO and DIAMOND). The network ``F_theta`` is a small U-Net: diffusers'
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..config import UserError
-from ..modules.functional import (
+from .functional import (
     edm_denoised,
     edm_scalings,
     edm_training_sigma,

@@ -4,12 +4,12 @@
   trained diffusion world model as a batched TorchRL env (``num_envs`` imagined episodes of ``episode_steps``
   steps, restarted from play-data contexts when they end), whose reward is the learned one (a
   ``mbdpo-dmo reward`` checkpoint: the contrastive energy, or the real-env-reward regression: that choice is the
-  reward switch), driven through :class:`~torchrl_mbdpo.modules.decoupled.EnvGlobalModel`.
+  reward switch), driven through :class:`~torchrl_mbdpo.dmo.decoupled.EnvGlobalModel`.
 - **Local model** (the gradients): the library's world model with its pixel encoder (``obs_type="rgb"``, the
   last 3 frames stacked), latent dynamics and two-hot reward head, pre-trained for ``pretrain_updates`` steps on
   the play data (one-step latent consistency + the learned reward of each transition) and fine-tuned during
   policy optimisation on the global model's transitions and on play-data batches.
-- **Policy**: :class:`~torchrl_mbdpo.objectives.dmo.DMOLoss` (SAPO actor on the latent, soft TD(lambda) critic,
+- **Policy**: :class:`~torchrl_mbdpo.dmo.loss.DMOLoss` (SAPO actor on the latent, soft TD(lambda) critic,
   learned temperature) on ``H = horizon``-step rollouts of :meth:`DMOLoss.rollout`: values from the global
   model, Jacobians from the local one (the gradient swap ``sg(g) + l - sg(l)``).
 - ``forward=local`` is the paper's "No Diffusion" ablation: the local model makes the forward pass too
@@ -50,8 +50,8 @@ class PixelDMOTrainer(PolicyRun):
 
     def build(self) -> None:
         from ..modules import MBDPOWorldModel, WorldModelConfig
-        from ..modules.decoupled import EnvGlobalModel
-        from ..objectives.dmo import DMOLoss
+        from .decoupled import EnvGlobalModel
+        from .loss import DMOLoss
 
         cfg = self.cfg
         self.global_model = EnvGlobalModel(self.model_env) if cfg.forward == "diffusion" else None
@@ -101,7 +101,7 @@ class PixelDMOTrainer(PolicyRun):
         ).to(self.cfg.device)
 
     def _step(self, name: str, loss: torch.Tensor, clip: float | None) -> bool:
-        from ..trainers.dmo import guarded_optimizer_step
+        from .trainer import guarded_optimizer_step
 
         return guarded_optimizer_step(self.optimizers[name], loss, clip)
 
@@ -119,8 +119,8 @@ class PixelDMOTrainer(PolicyRun):
     # ------------------------------------------------------------------ one iteration
     def rollout(self):
         """An ``H``-step rollout: forward through the diffusion env (DMO) or the local model (No Diffusion)."""
-        from ..modules.decoupled import decoupled_rollout
-        from ..objectives.dmo import _detached_call
+        from .decoupled import decoupled_rollout
+        from .loss import _detached_call
 
         cfg = self.cfg
         if self.global_model is not None:
@@ -183,7 +183,7 @@ class PixelDMOTrainer(PolicyRun):
 
     # ------------------------------------------------------------------ the shared run's hooks
     def policy(self):
-        from ..trainers.dmo import dmo_policy_module
+        from .trainer import dmo_policy_module
 
         return dmo_policy_module(self.loss, deterministic=True)
 

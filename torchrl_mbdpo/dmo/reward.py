@@ -2,7 +2,7 @@
 
 - ``kind=energy`` (the paper's): a contrastive energy ``f(o_t | o_start, o_goal)``, a small CNN on the three
   frames stacked on the channel axis, trained from the frames alone (passive video: no action, no reward is
-  read) with the Bradley-Terry loss (:func:`~torchrl_mbdpo.modules.functional.bradley_terry_loss`) on
+  read) with the Bradley-Terry loss (:func:`~torchrl_mbdpo.dmo.functional.bradley_terry_loss`) on
   :meth:`PlayDataset.progress_pairs`: within a stretch of an episode from ``o_start`` to ``o_goal``, the later of
   two frames scores higher. At policy time ``o_start`` is the model-env episode's first frame
   (``"start_pixels"``) and ``o_goal`` the frame of the solved task (:func:`~torchrl_mbdpo.envs.pusht.pusht_goal_frame`).
@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-from ..modules.functional import bradley_terry_loss, frames_to_unit
 from .config import REWARD_KINDS, RewardTrainConfig
+from .functional import bradley_terry_loss, frames_to_unit
 from .offline_run import OfflineRun
 
 __all__ = [

@@ -1,7 +1,5 @@
 from .actors import DiffusionActor, MPPIActor
-from .decoupled import DecoupledRollout, EnvGlobalModel, GlobalStep, decoupled_rollout
 from .energy import EnergyNormalizer
-from .functional import gradient_swap
 from .mppi import MPPIConfig
 from .planning import PlannerConfig
 from .prior_actor import PolicyPriorActor
@@ -25,11 +23,6 @@ __all__ = [
     "MBDPOWorldModel",
     "WorldModelConfig",
     "resolve_model_size",
-    "gradient_swap",
-    "GlobalStep",
-    "DecoupledRollout",
-    "decoupled_rollout",
-    "EnvGlobalModel",
 ]
 
 

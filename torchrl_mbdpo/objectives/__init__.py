@@ -1,4 +1,4 @@
-"""MBDPO's and TD-MPC2's training objective (TorchRL ``LossModule``s) and DMO-SAPO's ``DMOLoss``: losses only. The
+"""MBDPO's and TD-MPC2's training objective (TorchRL ``LossModule``s): losses only. The
 training step (``make_optimizers``, ``UpdateStep``, ``CompiledUpdate``, ``update``) lives in
 :mod:`torchrl_mbdpo.trainers.optimization`; those names still resolve here.
 
@@ -17,28 +17,16 @@ from ..modules.functional import (
     policy_loss,
     rho_weighted_ce,
     rho_weights,
-    sapo_objective,
     score_candidates,
-    segment_discounts,
     select_hard_negatives,
-    soft_td_lambda_targets,
     td_target,
-    temperature_loss,
     termination_loss,
     value_loss,
-    value_regression_loss,
 )
 from ..modules.scale import RunningScale
-from .dmo import DMOLoss
 from .mbdpo import MBDPOLoss, TDMPC2Loss
 
 __all__ = [
-    "DMOLoss",
-    "sapo_objective",
-    "segment_discounts",
-    "soft_td_lambda_targets",
-    "temperature_loss",
-    "value_regression_loss",
     "MBDPOLoss",
     "TDMPC2Loss",
     "RunningScale",

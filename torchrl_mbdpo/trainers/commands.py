@@ -30,16 +30,12 @@ __all__ = ["train", "evaluate", "compare", "finetune", "dataset", "import_checkp
 
 # ------------------------------------------------------------------------------------------ mbdpo-train
 def train(cfg: TrainConfig) -> int:
-    """``mbdpo-train``: an online, offline or DMO run."""
+    """``mbdpo-train``: an online or offline run."""
     _multirun_job_settings(cfg)
     if cfg.mode == "offline":
         from .offline import make_offline_trainer
 
         return _offline(make_offline_trainer(cfg))
-    if cfg.algo == "dmo":
-        from .dmo import make_dmo_trainer
-
-        return _dmo(make_dmo_trainer(cfg))
     from .trainer import make_trainer
 
     return online(make_trainer(cfg))
@@ -74,20 +70,6 @@ def _offline(trainer) -> int:
             f"per task: {trainer.eval_log.tasks_path}, {trainer.eval_log.png_path}",
             flush=True,
         )
-    return code
-
-
-def _dmo(trainer) -> int:
-    c, d = trainer.cfg, trainer.cfg.dmo
-    print(
-        f"dmo ({d.forward_model} global model{'' if d.decoupled else ', no decoupling'}) on {c.task}: "
-        f"{c.steps} env steps, model_size={c.model_size}, {d.num_envs} env(s), horizon {d.horizon}, work_dir={trainer.work_dir}",
-        flush=True,
-    )
-    code = trainer.train()
-    if code == 0:
-        last = trainer.last_eval
-        print(f"final eval at step {last.get('step')}: return {float(last.get('episode_reward')):.1f}; curve: {trainer.eval_log.png_path}")
     return code
 
 
@@ -200,6 +182,14 @@ def _video_path(cfg: EvalConfig, checkpoint: Path, task: str, state: dict) -> Pa
     return Path(cfg.video_dir or run_dir / "videos") / f"eval_{file_name_of(task)}_step{state['step']}.mp4"
 
 
+def _import(target: str):
+    """``"package.module:name"`` -> the object (a checkpoint's ``policy_loader``)."""
+    import importlib
+
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def evaluate(cfg: EvalConfig) -> int:
     """``mbdpo-eval``: a checkpoint's returns on its task (every trained task of a multi-task checkpoint)."""
     import torch
@@ -207,14 +197,13 @@ def evaluate(cfg: EvalConfig) -> int:
     from ..envs import observation_size
     from .agent import checkpoint_env, load_agent
     from .checkpoint import CheckpointError
-    from .dmo import load_dmo_policy
     from .evaluation import evaluate as run_episodes
     from .evaluation import video_enabled, video_recording
 
     state, path = _load_for_eval(Path(cfg.checkpoint) if cfg.checkpoint else find_latest_checkpoint())
     cfg.check_checkpoint(state, path)
-    if state.get("algo") == "dmo":  # a DMO-SAPO run: its deterministic actor, no planner
-        _, train_cfg, loss, actor = load_dmo_policy(path, state=state)
+    if state.get("policy_loader"):  # a policy without a planner: its trainer's package loads it
+        _, train_cfg, loss, actor = _import(state["policy_loader"])(path, state=state)
         world_model = loss.world_model
     else:
         _, train_cfg, world_model, actor = load_agent(path, state=state)
@@ -223,7 +212,7 @@ def evaluate(cfg: EvalConfig) -> int:
     if state.get("trained_tasks") and cfg.task is None:  # an offline multi-task checkpoint: all its tasks
         return _evaluate_tasks(cfg, path, state, world_model, actor)
     task = cfg.task or train_cfg.task
-    env = checkpoint_env(state, task, seed=cfg.seed, obs=train_cfg.obs)
+    env = checkpoint_env(state, task, seed=cfg.seed, obs=state["config"].get("obs", "state"))
     if env.action_spec.shape[-1] != world_model.cfg.action_dim or observation_size(env) != world_model.cfg.obs_dim:
         raise CheckpointError(f"{path} was trained on {train_cfg.task}; task={task} has other observation/action sizes.")
     if hasattr(actor, "make_tensordict_primer"):  # the planners keep their warm start in the TensorDict

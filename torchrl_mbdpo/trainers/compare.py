@@ -2,7 +2,7 @@
 
 Runs live in ``<root>/<algo>/<task>/seed<seed>`` (the trainer's default work dir). A finished run
 (its ``eval.csv`` reaches ``steps``) is collected as it is, an interrupted one is resumed, a missing
-one is trained (``algos``: mbdpo, tdmpc2, dmo; with ``run=false`` any folder name, e.g. ``sac`` for the runs of
+one is trained (``algos``: mbdpo, tdmpc2; with ``run=false`` any folder name, e.g. ``sac`` for the runs of
 ``sota-implementations/sac/sac.py``). Outputs in ``out_dir``: ``<task>.png`` (mean +- sd over seeds per algorithm, the
 published curves of the official release overlaid when the task is there), ``summary.csv`` (each
 eval step) and ``final.csv`` (the last common step), and a Markdown table on stdout.
@@ -99,8 +99,8 @@ def load_published(path=PUBLISHED_CURVES) -> dict:
 
 
 def plot_task(task: str, summaries: dict, published: dict, png_path, max_step: int | None = None) -> None:
-    """Mean +- sd return (success rate for suites that report success) of each algorithm; the published
-    curves (dashed) up to ``max_step``."""
+    """Mean +- sd return (success rate for suites that report success) of each algorithm against agent steps (left;
+    the published curves dashed, up to ``max_step``) and against wall time (right; the seeds' mean wall time)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -109,15 +109,17 @@ def plot_task(task: str, summaries: dict, published: dict, png_path, max_step: i
     # Suites with a success flag are compared (and published) as success rates in percent.
     success = any(not math.isnan(r["episode_success_mean"]) for rows in summaries.values() for r in rows)
     metric, scale = ("episode_success", 100.0) if success else ("episode_reward", 1.0)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    fig, (ax, ax_wall) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100, sharey=True)
     for i, (algo, rows) in enumerate(summaries.items()):
         if not rows:
             continue
-        step = [r["step"] for r in rows]
         mean = [scale * r[f"{metric}_mean"] for r in rows]
         sd = [scale * r[f"{metric}_sd"] for r in rows]
-        ax.plot(step, mean, "o-", color=f"C{i}", label=f"{algo} (ours, {rows[0]['n_seeds']} seeds)")
-        ax.fill_between(step, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)], color=f"C{i}", alpha=0.2)
+        low, high = [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)]
+        label = f"{algo} (ours, {rows[0]['n_seeds']} seeds)"
+        for axis, x in ((ax, [r["step"] for r in rows]), (ax_wall, [r["wall_time_s_mean"] / 60 for r in rows])):
+            axis.plot(x, mean, "o-", color=f"C{i}", label=label)
+            axis.fill_between(x, low, high, color=f"C{i}", alpha=0.2)
         curve = [p for p in published.get((algo, task), []) if max_step is None or p[0] <= max_step]
         if curve:
             ax.errorbar(
@@ -131,9 +133,11 @@ def plot_task(task: str, summaries: dict, published: dict, png_path, max_step: i
                 label=f"{algo} (published)",
             )
     ax.set_xlabel("agent steps")
+    ax_wall.set_xlabel("wall time, minutes (mean over seeds)")
     ax.set_ylabel("success rate, % (evaluation policy)" if success else "episode return (evaluation policy)")
-    ax.set_title(task)
-    ax.grid(alpha=0.3)
+    for axis in (ax, ax_wall):
+        axis.set_title(task)
+        axis.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(png_path)

@@ -20,6 +20,7 @@ from ..modules.compile import CompileOptions
 from ..modules.mppi import MPPIConfig
 from ..modules.planning import PlannerConfig
 
+ALGOS = ("mbdpo", "tdmpc2")  # what mbdpo-train trains
 COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -67,62 +68,6 @@ class LossConfig:
 
 
 @dataclass
-class DMOConfig:
-    """``algo=dmo``: DMO-SAPO, first-order policy optimisation through coupled global and local world models
-    (:class:`~torchrl_mbdpo.objectives.dmo.DMOLoss`, :mod:`torchrl_mbdpo.trainers.dmo`).
-
-    The top-level ``num_envs``, ``seed_steps``, ``pretrain_updates``, ``utd``, ``lr`` and ``tau`` of the
-    planner-based algorithms are not used by ``algo=dmo``: these fields are. ``batch_size`` (default 256) is
-    the replay batch of the local- and learned-model updates, ``grad_clip_norm`` clips their gradients."""
-
-    forward_model: str = "sim"  # sim: the real (batched) simulator is the global model | learned: a learned observation-space model
-    decoupled: bool = True  # false: the "no decoupling" ablation (the local latent model also makes the forward pass)
-    horizon: int = 16  # H: steps of each first-order rollout (SAPO/SHAC-like short horizon)
-    num_envs: int = 16  # parallel rollouts (the batched training env; also the learned global model's batch)
-    discount: Optional[float] = None  # default: the task's (TD-MPC2 heuristic from the episode length)
-    lmbda: float = 0.95  # lambda of the critic's soft TD(lambda) targets
-    alpha_init: float = 0.1  # initial entropy temperature
-    target_entropy: Optional[float] = None  # default: -action_dim
-    log_std_min: float = -5.0  # bounds of the actor's log-std (the initial policy's std is about exp(-1.5))
-    log_std_max: float = 2.0  # upper bound of the actor's log-std
-    actor_lr: float = 2e-3  # Adam learning rate of the actor
-    critic_lr: float = 5e-4  # Adam learning rate of the critic
-    alpha_lr: float = 5e-3  # Adam learning rate of the entropy temperature
-    local_model_lr: float = 3e-4  # Adam learning rate of the local latent model
-    tau: float = 0.2  # Polyak rate of the target critic, once per iteration
-    grad_clip_norm: float = 1.0  # actor and critic gradients (SHAC/SAPO's 1.0)
-    critic_updates: int = 8  # critic steps per iteration (full rollout batch)
-    local_model_updates: int = 8  # local-model steps per iteration on replay batches (fine-tuning near the current policy)
-    seed_steps: int = 4096  # random-action env steps at the start (data to pre-train the local model)
-    pretrain_updates: int = 1000  # local-model (and learned-model) steps after the seed phase
-    buffer_size: int = 1_000_000  # replay capacity (single transitions)
-    learned_hidden: int = 256  # forward_model=learned: width of the MLP (obs, action) -> (delta obs, reward)
-    learned_updates: int = 16  # forward_model=learned: model steps per iteration
-    collect_steps: Optional[int] = None  # forward_model=learned: real steps per env and iteration (default: horizon)
-    learned_lr: float = 1e-3  # forward_model=learned: Adam learning rate of the learned global model
-    learned_reset: str = (
-        "replay"  # forward_model=learned: episodes start from any replay observation | start: from real initial observations
-    )
-
-    def validate(self) -> None:
-        one_of(self, "forward_model", ("sim", "learned"), prefix="dmo.")
-        one_of(self, "learned_reset", ("replay", "start"), prefix="dmo.")
-        at_least(self, 1, "horizon", "num_envs", "learned_hidden", "buffer_size", "collect_steps", prefix="dmo.")
-        at_least(self, 0, "critic_updates", "local_model_updates", "seed_steps", "pretrain_updates", "learned_updates", prefix="dmo.")
-        for name in ("actor_lr", "critic_lr", "alpha_lr", "local_model_lr", "learned_lr", "grad_clip_norm"):
-            require(getattr(self, name) > 0, f"dmo.{name} must be > 0, got {getattr(self, name)}.")
-        require(0 <= self.tau <= 1, f"dmo.tau must lie in [0, 1], got {self.tau}.")
-        require(
-            self.log_std_min < self.log_std_max, f"dmo.log_std_min must be < dmo.log_std_max, got {self.log_std_min}, {self.log_std_max}."
-        )
-        if self.collect_steps is not None and self.forward_model != "learned":
-            raise UserError(
-                "dmo.collect_steps applies to dmo.forward_model=learned: with the simulator as the global model, "
-                "every rollout step is a real env step (set dmo.horizon instead)."
-            )
-
-
-@dataclass
 class TrainConfig:
     # A task name. mode=offline: mt30 | mt80 (every task of that set) or a list of tasks of the dataset.
     task: Any = "cartpole-swingup"
@@ -142,7 +87,7 @@ class TrainConfig:
     resume: bool = False  # continue the run in work_dir from its last checkpoint
     max_nonfinite: int = 10  # stop (with a checkpoint) after this many non-finite updates in a row
     work_dir: Optional[str] = None  # default: runs/<algo>/<task>/seed<seed>
-    algo: str = "mbdpo"  # mbdpo (DiffusionActor + MBDPOLoss) | tdmpc2 (MPPIActor + TDMPC2Loss), same world model | dmo (DMO-SAPO, dmo.*)
+    algo: str = "mbdpo"  # mbdpo (DiffusionActor + MBDPOLoss) | tdmpc2 (MPPIActor + TDMPC2Loss), same world model
     batch_size: Optional[int] = None  # slices per update; default 256 online, 1024 offline (the paper's)
     buffer_size: int = 1_000_000  # replay capacity in transitions (at most steps)
     seed_steps: Optional[int] = None  # default: max(1000, 5 * episode_length), random actions
@@ -171,7 +116,6 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     planner: PlannerConfig = field(default_factory=PlannerConfig)  # algo=mbdpo
     mppi: MPPIConfig = field(default_factory=MPPIConfig)  # algo=tdmpc2
-    dmo: DMOConfig = field(default_factory=DMOConfig)  # algo=dmo
 
     def validate(self) -> None:
         """Every rule of a run's settings (raises :class:`~torchrl_mbdpo.config.UserError`); settings that are
@@ -181,7 +125,7 @@ class TrainConfig:
         from ..modules.world_model import resolve_model_size
 
         one_of(self, "mode", ("online", "offline"))
-        one_of(self, "algo", ("mbdpo", "tdmpc2", "dmo"))
+        one_of(self, "algo", ALGOS)
         one_of(self, "obs", OBS_TYPES)
         one_of(self, "precision", ("fp32", "bf16"))
         one_of(self, "logger", ("csv", "tensorboard", "wandb"))
@@ -198,14 +142,13 @@ class TrainConfig:
         require(not self.cudagraphs or self.device.startswith("cuda"), "cudagraphs=true needs a CUDA device (device=cuda).")
         work_dir_usable(self.work_dir)
         self.loss.validate()
-        self.active_planner().validate() if self.algo != "dmo" else self.dmo.validate()
+        self.active_planner().validate()
         if self.algo == "mbdpo" and self.planner.score_source == "network" and not self.loss.use_score_network:
             raise UserError(
                 "planner.score_source=network plans with the amortised score network, which loss.use_score_network=false "
                 "never trains: pass loss.use_score_network=true too (the official use_score_network=true)."
             )
         if self.mode == "offline":
-            require(self.algo != "dmo", "algo=dmo trains online (mode=online).")
             existing_path(
                 self.data_dir, "data_dir", "a folder of TD-MPC2 chunk_<i>.pt files (mbdpo-dataset generate out=<dir>)", folder=True
             )
@@ -232,9 +175,6 @@ class TrainConfig:
                 f"save_video=true: {suite.name if suite else ''} tasks have no renderer here (DMControl and gym: tasks do); "
                 "run with save_video=false.",
             )
-        if self.algo == "dmo":
-            require(self.obs == "state", f"algo=dmo needs state observations (obs=state), got obs={self.obs}.")
-            return
         self._warn_if_no_update(spec)
 
     def _warn_if_no_update(self, spec) -> None:
@@ -271,7 +211,7 @@ class CompareConfig:
     """``mbdpo-compare``: every (task, algo, seed) run for ``steps`` agent steps with the ``train`` settings."""
 
     tasks: List[str] = field(default_factory=lambda: ["cartpole-swingup"])  # tasks to compare
-    algos: List[str] = field(default_factory=lambda: ["mbdpo", "tdmpc2"])  # mbdpo | tdmpc2 | dmo (run=false: any folder name under root)
+    algos: List[str] = field(default_factory=lambda: ["mbdpo", "tdmpc2"])  # mbdpo | tdmpc2 (run=false: any folder name under root)
     seeds: List[int] = field(default_factory=lambda: [1, 2, 3])  # seeds of every (task, algo)
     steps: int = 100_000  # agent steps of every run (overrides train.steps)
     root: str = "runs"  # runs live in <root>/<algo>/<task>/seed<seed>
@@ -286,10 +226,10 @@ class CompareConfig:
         work_dir_usable(self.out_dir, "out_dir")
         if not self.run:  # run=false collects any <root>/<name>/<task>/seed<seed>/eval.csv (e.g. the SAC script's)
             return
-        unknown = sorted(set(self.algos) - {"mbdpo", "tdmpc2", "dmo"})
+        unknown = sorted(set(self.algos) - set(ALGOS))
         require(
             not unknown,
-            f"algos: {unknown} cannot be trained here; choose from mbdpo, tdmpc2, dmo, or pass run=false to only collect "
+            f"algos: {unknown} cannot be trained here; choose from {', '.join(ALGOS)}, or pass run=false to only collect "
             f"existing runs under {self.root}/<algo>/<task>/seed<seed>.",
         )
         for task in self.tasks:
@@ -314,7 +254,7 @@ MPPIOverrides = overrides_of(MPPIConfig, "MPPIOverrides")
 
 @dataclass
 class EvalConfig:
-    """``mbdpo-eval``: a checkpoint's planner (or DMO policy) on its task, or on every task of a multi-task one."""
+    """``mbdpo-eval``: a checkpoint's planner (or policy) on its task, or on every task of a multi-task one."""
 
     checkpoint: Optional[str] = None  # default: the newest runs/**/checkpoints/latest.pt
     eval_episodes: int = 10  # episodes per task
@@ -346,10 +286,10 @@ class EvalConfig:
         config = state.get("config", {})
         algo = state.get("algo") or config.get("algo", "mbdpo")
         planner, mppi = self.overrides("planner"), self.overrides("mppi")
-        if algo == "dmo":
+        if state.get("policy_loader"):  # a policy without a planner (written by another package's trainer)
             require(
                 not (planner or mppi),
-                f"{path} is a DMO checkpoint (algo=dmo): it acts without a planner, so planner.* overrides do not apply.",
+                f"{path} (algo={algo}) holds a policy that acts without a planner, so planner.* / mppi.* overrides do not apply.",
             )
             return
         own, other = ("mppi", "planner") if algo == "tdmpc2" else ("planner", "mppi")
@@ -527,16 +467,16 @@ def register_configs() -> None:
 
 
 def to_container(cfg) -> dict:
-    """Plain-dict view of a ``TrainConfig`` or OmegaConf node (for checkpoints and logs)."""
+    """Plain-dict view of a config dataclass or OmegaConf node (for checkpoints and logs)."""
     from omegaconf import OmegaConf
 
-    if isinstance(cfg, TrainConfig):
+    if dataclasses.is_dataclass(cfg):
         cfg = OmegaConf.structured(cfg)
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def from_container(d: dict) -> TrainConfig:
-    """Rebuild a typed ``TrainConfig`` from a plain dict (unknown keys raise a clear error)."""
+def from_container(d: dict, schema: type = None):
+    """Rebuild a typed config (``schema``, default :class:`TrainConfig`) from a plain dict (unknown keys raise a clear error)."""
     from omegaconf import OmegaConf
 
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), d))
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema or TrainConfig), d))

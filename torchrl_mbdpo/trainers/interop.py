@@ -607,8 +607,10 @@ def export_checkpoint(source, out, *, fmt: str = "mbdpo", overwrite: bool = Fals
                 f"{source if isinstance(source, (str, os.PathLike)) else 'the state'} holds no world model "
                 "(world_model, world_model_config): pass a checkpoint of mbdpo-train, mbdpo-finetune or mbdpo-import."
             )
-        if state.get("algo") == "dmo":
-            raise CheckpointError("A DMO checkpoint (algo=dmo) has no MBDPO/TD-MPC2 world model to export.")
+        if state.get("policy_loader"):
+            raise CheckpointError(
+                f"A checkpoint of algo={state.get('algo')} (a policy without a planner) has no MBDPO/TD-MPC2 world model to export."
+            )
         world_model = MBDPOWorldModel(WorldModelConfig.from_dict(state["world_model_config"]))
         world_model.load_state_dict(state["world_model"])
     sd = official_state_dict(world_model, fmt)

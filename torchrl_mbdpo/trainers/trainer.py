@@ -38,7 +38,6 @@ from ..objectives import MBDPOLoss
 from .agent import build_agent
 from .config import TrainConfig, default_work_dir, seed_phase, to_container
 from .diagnostics import action_drift, td_error
-from .dmo import make_dmo_trainer
 from .evaluation import EvalLog, episode_success, evaluate, evaluation_seeds, record_video, truncate_csv_logs, video_enabled
 from .optimization import MBDPOOptimizationStepper, make_optimizers
 from .run_control import RunControl, RunInterrupted, named_seed, rng_state, run_to_resume, seed_everything, set_rng_state
@@ -556,8 +555,6 @@ def make_trainer(cfg: TrainConfig, *, env_maker=None, agent=None, task_names=Non
     actor)`` triple replaces :func:`~torchrl_mbdpo.trainers.agent.build_agent`; ``task_names`` lists a
     multi-task model's tasks in embedding order (for its checkpoints). ``mbdpo-finetune`` uses them."""
     cfg = cfg.resolved()
-    if cfg.algo == "dmo":  # DMO-SAPO: its own trainer (no planner, no collector)
-        return make_dmo_trainer(cfg)
     if cfg.mode != "online":
         raise ValueError(f"make_trainer runs mode=online; mode={cfg.mode!r} runs through torchrl_mbdpo.trainers.offline.")
     cfg.validate()

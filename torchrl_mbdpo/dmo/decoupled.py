@@ -16,8 +16,8 @@ so every forward value is the global model's (``z_t`` *is* the global latent), w
 through time multiplies the local Jacobians ``d_z d, d_a d, d_z R, d_a R`` evaluated at the global
 states. The global model is only ever called with detached actions and needs no gradient.
 
-- :func:`~torchrl_mbdpo.modules.functional.gradient_swap`: the swap above (with DMO's other equations in
-  :mod:`torchrl_mbdpo.modules.functional`);
+- :func:`~torchrl_mbdpo.dmo.functional.gradient_swap`: the swap above (with DMO's other equations in
+  :mod:`torchrl_mbdpo.dmo.functional`);
 - :func:`decoupled_rollout`: an H-step rollout on plain tensors (``decoupled=False`` is the
   "no decoupling" ablation: pure latent imagination ``z_{t+1} = d(z_t, a_t)``, ``r_t = R(z_t, a_t)``);
 - :class:`EnvGlobalModel`: a batched TorchRL env as the ``global_step`` callable, resetting finished

@@ -1,5 +1,5 @@
-"""A learned observation-space model as a batched TorchRL env (the *global* model of ``algo=dmo
-dmo.forward_model=learned``).
+"""A learned observation-space model as a batched TorchRL env (the *global* model of ``mbdpo-dmo train
+forward_model=learned``).
 
 - :class:`ObservationModel`: an MLP ``(o, a) -> (o' - o, r)`` with input and target normalisation, trained
   by MSE (:meth:`ObservationModel.loss`) on real transitions;
@@ -10,7 +10,7 @@ dmo.forward_model=learned``).
   terminations are not modelled).
 
 Any code that drives a TorchRL env drives this one, e.g.
-:class:`~torchrl_mbdpo.modules.decoupled.EnvGlobalModel` (``step_and_maybe_reset``), ``env.rollout``, or
+:class:`~torchrl_mbdpo.dmo.decoupled.EnvGlobalModel` (``step_and_maybe_reset``), ``env.rollout``, or
 ``check_env_specs``. Nothing here imports the trainers or objectives.
 """
 

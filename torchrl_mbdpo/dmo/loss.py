@@ -1,17 +1,17 @@
 """``DMOLoss``: DMO-SAPO, first-order policy optimisation through coupled global and local world models.
 
 Amigo et al., "Coupled Local and Global World Models for Efficient First Order RL" and "First Order
-Model-Based RL through Decoupled Backpropagation": the rollouts of :func:`~torchrl_mbdpo.modules.decoupled.decoupled_rollout`
+Model-Based RL through Decoupled Backpropagation": the rollouts of :func:`~torchrl_mbdpo.dmo.decoupled.decoupled_rollout`
 take their values from a global model (the simulator) and their Jacobians from the world model's
 encoder, latent dynamics and reward head (the local model). On top of them, the SAPO objective
 (Xing et al., "Stabilizing Reinforcement Learning in Differentiable Multiphysics Simulation"):
 
-- actor, maximised by backpropagation through time over a short horizon ``H``:
-      J(theta) = E[ sum_{h<H} gamma^h (r_h + alpha H[pi(.|z_h)]) + gamma^H V_psi'(z_H) ]
-  with the entropy estimated by ``-log pi(a_h|z_h)`` of the reparameterised sample, ``V_psi'`` the target
-  critic; episodes that end inside the rollout start a new discounted segment (:func:`~torchrl_mbdpo.modules.functional.segment_discounts`);
+- actor, maximised by backpropagation through time over a short horizon ``H``,
+  ``J(theta) = E[ sum_{h<H} gamma^h (r_h + alpha H[pi(.|z_h)]) + gamma^H V_psi'(z_H) ]``, with the entropy
+  estimated by ``-log pi(a_h|z_h)`` of the reparameterised sample, ``V_psi'`` the target critic; episodes that
+  end inside the rollout start a new discounted segment (:func:`~torchrl_mbdpo.dmo.functional.segment_discounts`);
 - critic ``V_psi(z)``: a plain scalar regression (MSE) on soft TD(lambda) targets built from the detached
-  rewards, entropy bonuses and target values (:func:`~torchrl_mbdpo.modules.functional.soft_td_lambda_targets`, TorchRL's
+  rewards, entropy bonuses and target values (:func:`~torchrl_mbdpo.dmo.functional.soft_td_lambda_targets`, TorchRL's
   ``td_lambda_return_estimate``);
 - temperature (SAC): ``L(alpha) = -log(alpha) (log pi + target_entropy)``, ``target_entropy = -action_dim``;
 - local model: one-step accuracy on the global transitions, latent consistency
@@ -20,7 +20,7 @@ encoder, latent dynamics and reward head (the local model). On top of them, the 
 The four losses train disjoint parameter sets (:meth:`DMOLoss.parameter_groups`): the rollout calls the
 local model with detached weights and the critic target's weights are buffers, so the actor loss reaches
 only the actor; summing every ``loss_*`` entry and stepping one optimiser is therefore valid too.
-The equations are the DMO section of :mod:`torchrl_mbdpo.modules.functional` (time-first ``(H, B)``
+The equations are in :mod:`torchrl_mbdpo.dmo.functional` (time-first ``(H, B)``
 tensors); the loss reads TorchRL's batch-first ``[B, H]`` rollouts and owns the networks.
 """
 
@@ -37,17 +37,10 @@ from tensordict.utils import NestedKey
 from torch.func import functional_call
 from torchrl.objectives import LossModule
 
-from ..modules.decoupled import DecoupledRollout, decoupled_rollout
-from ..modules.functional import (
-    consistency_loss,
-    gaussian_tanh_policy,
-    rho_weighted_ce,
-    sapo_objective,
-    soft_td_lambda_targets,
-    temperature_loss,
-    value_regression_loss,
-)
+from ..modules.functional import consistency_loss, gaussian_tanh_policy, rho_weighted_ce
 from ..modules.layers import mlp, weight_init
+from .decoupled import DecoupledRollout, decoupled_rollout
+from .functional import sapo_objective, soft_td_lambda_targets, temperature_loss, value_regression_loss
 
 __all__ = ["DMOLoss", "dmo_rollout"]
 
@@ -72,7 +65,7 @@ def _check_network(network, name: str, latent_dim: int, out_dim: int, out_key: s
 
 def dmo_rollout(loss: "DMOLoss", global_model, horizon: int) -> TensorDictBase:
     """An ``H``-step DMO rollout of ``loss``'s policy from ``global_model.observation`` (an
-    :class:`~torchrl_mbdpo.modules.decoupled.EnvGlobalModel`: values from the global model, Jacobians from the
+    :class:`~torchrl_mbdpo.dmo.decoupled.EnvGlobalModel`: values from the global model, Jacobians from the
     local one; ``loss.decoupled=False``: the local model's imagination), as the ``[B, H]`` TensorDict
     :meth:`DMOLoss.forward` reads. The loss itself only reads rollouts; this function (or a collector-built
     TensorDict under the loss's keys) makes them."""
@@ -319,7 +312,7 @@ class DMOLoss(LossModule):
     # ------------------------------------------------------------------ rollouts
     def rollout(self, global_model, horizon: int) -> TensorDictBase:
         """An ``H``-step rollout from ``global_model.observation`` (e.g. an
-        :class:`~torchrl_mbdpo.modules.decoupled.EnvGlobalModel`), as the ``[B, H]`` TensorDict :meth:`forward` reads.
+        :class:`~torchrl_mbdpo.dmo.decoupled.EnvGlobalModel`), as the ``[B, H]`` TensorDict :meth:`forward` reads.
 
         The local model runs with detached weights (the actor loss must not train it) and the global model is
         stepped in both modes; with ``decoupled=False`` its transitions only serve the local-model loss.
@@ -381,7 +374,7 @@ class DMOLoss(LossModule):
 
     # ------------------------------------------------------------------ losses
     def actor_loss(self, tensordict: TensorDictBase) -> torch.Tensor:
-        """``-mean_b J_b / H`` (:func:`~torchrl_mbdpo.modules.functional.sapo_objective`): SHAC/SAPO's normalisation by
+        """``-mean_b J_b / H`` (:func:`~torchrl_mbdpo.dmo.functional.sapo_objective`): SHAC/SAPO's normalisation by
         batch size and horizon, so the step size does not depend on ``H``. ``alpha`` is detached; ``V`` is the target critic, whose
         weights are buffers: the gradient reaches the actor only (through actions, latents and rewards)."""
         r = self._time_first(tensordict)
@@ -390,7 +383,7 @@ class DMOLoss(LossModule):
         return -objective.mean() / r.reward.shape[0]
 
     def critic_loss(self, tensordict: TensorDictBase) -> torch.Tensor:
-        """MSE of ``V(sg(z_t))`` to the soft TD(lambda) targets (:func:`~torchrl_mbdpo.modules.functional.soft_td_lambda_targets`)."""
+        """MSE of ``V(sg(z_t))`` to the soft TD(lambda) targets (:func:`~torchrl_mbdpo.dmo.functional.soft_td_lambda_targets`)."""
         r = self._time_first(tensordict)
         with torch.no_grad():
             next_values = self.value(r.next_latent.detach(), target=True)
@@ -400,7 +393,7 @@ class DMOLoss(LossModule):
         return value_regression_loss(self.value(r.latent.detach()), targets)
 
     def alpha_loss(self, tensordict: TensorDictBase) -> torch.Tensor:
-        """:func:`~torchrl_mbdpo.modules.functional.temperature_loss` on the rollout's log-probabilities."""
+        """:func:`~torchrl_mbdpo.dmo.functional.temperature_loss` on the rollout's log-probabilities."""
         r = self._time_first(tensordict)
         return temperature_loss(self.log_alpha, r.log_prob, self.target_entropy)
 

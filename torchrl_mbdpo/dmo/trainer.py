@@ -1,30 +1,30 @@
-"""Online DMO-SAPO training (``algo=dmo``): first-order policy optimisation through coupled global and
-local world models (:class:`~torchrl_mbdpo.objectives.dmo.DMOLoss`).
+"""Online DMO-SAPO training (``mbdpo-dmo train``): first-order policy optimisation through coupled global and
+local world models (:class:`~torchrl_mbdpo.dmo.loss.DMOLoss`).
 
 Protocol (all counts in agent steps of the REAL env, ``steps`` included, as for the other algorithms; the
 last iteration may overshoot ``steps`` by less than ``H * num_envs``):
 
-1. seed phase: ``dmo.seed_steps`` random actions on the batched env (``dmo.num_envs`` copies); the transitions
+1. seed phase: ``seed_steps`` random actions on the batched env (``num_envs`` copies); the transitions
    fill a replay buffer of single transitions (``TensorDictReplayBuffer`` + ``RandomSampler``), then the
-   local model (encoder, latent dynamics, reward head) is pre-trained for ``dmo.pretrain_updates`` steps of
+   local model (encoder, latent dynamics, reward head) is pre-trained for ``pretrain_updates`` steps of
    :meth:`DMOLoss.local_model_loss` (and, with ``forward_model=learned``, the learned global model too);
 2. each iteration:
 
-   - ``forward_model=sim``: one ``H = dmo.horizon`` step rollout of the current (stochastic) policy on the
-     global model, an :class:`~torchrl_mbdpo.modules.decoupled.EnvGlobalModel` over the batched real env
+   - ``forward_model=sim``: one ``H = horizon`` step rollout of the current (stochastic) policy on the
+     global model, an :class:`~torchrl_mbdpo.dmo.decoupled.EnvGlobalModel` over the batched real env
      (its episodes carry on across iterations and restart when they end); the rollout's real transitions
      enter the replay buffer: ``H * num_envs`` env steps per iteration;
-   - ``forward_model=learned``: the global model is :class:`~torchrl_mbdpo.envs.learned_model_env.LearnedGlobalEnv`
-     (an MLP ``(o, a) -> (o' - o, r)`` trained by MSE on the replay data, ``dmo.learned_updates`` steps per
+   - ``forward_model=learned``: the global model is :class:`~torchrl_mbdpo.dmo.learned_model_env.LearnedGlobalEnv`
+     (an MLP ``(o, a) -> (o' - o, r)`` trained by MSE on the replay data, ``learned_updates`` steps per
      iteration), wrapped by the same ``EnvGlobalModel``; the real env only collects data: the current
-     policy runs ``dmo.collect_steps`` steps on it per iteration (default ``H``; ``collect_steps * num_envs``
+     policy runs ``collect_steps`` steps on it per iteration (default ``H``; ``collect_steps * num_envs``
      REAL env steps, the only ones counted in ``steps``; the model's rollouts are free, so fewer real steps
      per iteration mean more policy updates per real step);
-   - actor step on the rollout (backpropagation through time, decoupled gradients), ``dmo.critic_updates``
+   - actor step on the rollout (backpropagation through time, decoupled gradients), ``critic_updates``
      critic steps and one temperature step on the detached rollout, a Polyak update of the target critic
-     (``dmo.tau``), then ``dmo.local_model_updates`` local-model steps on replay batches (``batch_size``
+     (``tau``), then ``local_model_updates`` local-model steps on replay batches (``batch_size``
      transitions): the local model is fine-tuned on the data of the current policy.
-     ``dmo.decoupled=false`` (ablation): the rollout's forward pass is the local model's imagination
+     ``decoupled=false`` (ablation): the rollout's forward pass is the local model's imagination
      from the real start state; the real env is still stepped with the imagined actions, for the data.
 
 Evaluation at step 0, every ``eval_freq`` steps and at the end on a separate env with the deterministic
@@ -52,21 +52,20 @@ from torchrl.record.loggers import get_logger
 from tqdm.auto import tqdm
 
 from ..envs import make_env, observation_size
-from ..envs.learned_model_env import LearnedGlobalEnv, ObservationModel
 from ..modules import MBDPOWorldModel, WorldModelConfig
-from ..modules.decoupled import EnvGlobalModel
-from ..objectives.dmo import DMOLoss
-from .agent import world_model_config
-from .checkpoint import CheckpointError, load_checkpoint
-from .config import TrainConfig, default_work_dir, from_container, to_container
-from .evaluation import EvalLog, episode_success, evaluate, evaluation_seeds, truncate_csv_logs
-from .run_control import RunControl, RunInterrupted, run_to_resume
-from .run_control import rng_state as _rng_state
-from .run_control import set_rng_state as _set_rng_state
+from ..trainers.checkpoint import CheckpointError, load_checkpoint
+from ..trainers.config import default_work_dir, from_container, to_container
+from ..trainers.evaluation import EvalLog, episode_success, evaluate, evaluation_seeds, truncate_csv_logs
+from ..trainers.run_control import RunControl, RunInterrupted, run_to_resume
+from ..trainers.run_control import rng_state as _rng_state
+from ..trainers.run_control import set_rng_state as _set_rng_state
+from .config import FORWARD_MODELS, DMOTrainConfig
+from .decoupled import EnvGlobalModel
+from .learned_model_env import LearnedGlobalEnv, ObservationModel
+from .loss import DMOLoss
 
-__all__ = ["FORWARD_MODELS", "DMOPolicy", "DMOTrainer", "make_dmo_trainer", "make_dmo_loss", "load_dmo_policy"]
+__all__ = ["FORWARD_MODELS", "DMOPolicy", "DMOTrainer", "make_dmo_trainer", "make_dmo_loss", "local_world_model", "load_dmo_policy"]
 
-FORWARD_MODELS = ("sim", "learned")
 # What the replay buffer keeps of each transition.
 REPLAY_KEYS = ["observation", "action", ("next", "observation"), ("next", "reward"), ("next", "done"), ("next", "terminated")]
 
@@ -107,8 +106,8 @@ def dmo_policy_module(loss: DMOLoss, deterministic: bool = True) -> TensorDictMo
     return TensorDictModule(DMOPolicy(loss, deterministic), in_keys=["observation"], out_keys=["action"])
 
 
-def make_dmo_loss(cfg: TrainConfig, world_model: MBDPOWorldModel, discount: float) -> DMOLoss:
-    d = cfg.dmo
+def make_dmo_loss(cfg: DMOTrainConfig, world_model: MBDPOWorldModel, discount: float) -> DMOLoss:
+    d = cfg
     return DMOLoss(
         world_model,
         discount=d.discount if d.discount is not None else discount,
@@ -118,8 +117,8 @@ def make_dmo_loss(cfg: TrainConfig, world_model: MBDPOWorldModel, discount: floa
         decoupled=d.decoupled,
         log_std_min=d.log_std_min,
         log_std_max=d.log_std_max,
-        consistency_coef=cfg.loss.consistency_coef,
-        reward_coef=cfg.loss.reward_coef,
+        consistency_coef=cfg.consistency_coef,
+        reward_coef=cfg.reward_coef,
     ).to(cfg.device)
 
 
@@ -133,7 +132,7 @@ class DMOTrainer:
 
     def __init__(
         self,
-        cfg: TrainConfig,
+        cfg: DMOTrainConfig,
         *,
         env,
         eval_env,
@@ -143,7 +142,7 @@ class DMOTrainer:
         learned_model: ObservationModel | None = None,
         capacity: int | None = None,
     ):
-        self.cfg, d = cfg, cfg.dmo
+        self.cfg = d = cfg
         self.env, self.eval_env, self.world_model, self.loss_module = env, eval_env, world_model, loss
         self.task_spec = env.task_spec
         self.work_dir = Path(work_dir)
@@ -192,7 +191,7 @@ class DMOTrainer:
             self.learned_env = LearnedGlobalEnv(
                 self.learned_model,
                 self._sample_start_observations,
-                batch_size=self.cfg.dmo.num_envs,
+                batch_size=self.cfg.num_envs,
                 action_dim=self.world_model.cfg.action_dim,
                 max_episode_steps=self.task_spec.episode_length,
                 device=self.device,
@@ -209,7 +208,7 @@ class DMOTrainer:
         return self.learned
 
     def _sample_start_observations(self, n: int) -> torch.Tensor:
-        buffer = self.start_buffer if self.cfg.dmo.learned_reset == "start" and len(self.start_buffer) else self.replay_buffer
+        buffer = self.start_buffer if self.cfg.learned_reset == "start" and len(self.start_buffer) else self.replay_buffer
         if not len(buffer):
             raise RuntimeError("LearnedGlobalEnv reset before any real data was collected.")
         return buffer.sample(n)["observation"].to(self.device)
@@ -248,13 +247,13 @@ class DMOTrainer:
         loss, consistency, reward_ce = self.loss_module.local_model_loss(
             batch["observation"], batch["action"], batch["next", "observation"], batch["next", "reward"]
         )
-        self._optim_step("local_model", loss, self.cfg.grad_clip_norm)
+        self._optim_step("local_model", loss, self.cfg.model_grad_clip_norm)
         return {"loss_local_model": loss.item(), "local_consistency": consistency.item(), "local_reward_ce": reward_ce.item()}
 
     def learned_model_step(self) -> dict:
         batch = self._sample()
         loss = self.learned_model.loss(batch["observation"], batch["action"], batch["next", "observation"], batch["next", "reward"])
-        self._optim_step("learned_model", loss, self.cfg.grad_clip_norm)
+        self._optim_step("learned_model", loss, self.cfg.model_grad_clip_norm)
         return {"loss_learned_model": loss.item()}
 
     def _fit_learned_normalizer(self, force: bool = False) -> None:
@@ -269,7 +268,7 @@ class DMOTrainer:
     def policy_update(self, rollout: TensorDictBase) -> dict:
         """Actor step (BPTT through the rollout), ``critic_updates`` critic steps, one temperature step and
         the target critic's Polyak update."""
-        loss, d = self.loss_module, self.cfg.dmo
+        loss, d = self.loss_module, self.cfg
         actor_loss = loss.actor_loss(rollout)
         actor_ok = self._optim_step("actor", actor_loss, d.grad_clip_norm)
         rollout = rollout.detach()
@@ -296,9 +295,9 @@ class DMOTrainer:
 
     # ----------------------------------------------------------------- phases
     def seed_phase(self) -> None:
-        """Random actions for ``dmo.seed_steps`` env steps (rounded up to whole batched steps, at most ``steps``)."""
+        """Random actions for ``seed_steps`` env steps (rounded up to whole batched steps, at most ``steps``)."""
         B = self.real.batch_size
-        target = min(self.cfg.dmo.seed_steps, self.cfg.steps)
+        target = min(self.cfg.seed_steps, self.cfg.steps)
         with torch.no_grad():
             while self.env_steps < target and not self._stop:
                 self.real(self.env.action_spec.rand().reshape(B, -1).to(self.device))
@@ -307,10 +306,10 @@ class DMOTrainer:
         self._store(self.real.pop_transitions())
 
     def pretrain(self) -> None:
-        d = self.cfg.dmo
+        d = self.cfg
         self._fit_learned_normalizer(force=True)
         metrics = {}
-        updates = d.pretrain_updates if len(self.replay_buffer) else 0  # dmo.seed_steps=0: nothing to pretrain on
+        updates = d.pretrain_updates if len(self.replay_buffer) else 0  # seed_steps=0: nothing to pretrain on
         bar = tqdm(total=updates, initial=self.pretrain_done, desc="pretraining on seed data", disable=not self.cfg.progress, leave=False)
         with bar:
             while self.pretrain_done < updates and not self._stop:
@@ -323,9 +322,9 @@ class DMOTrainer:
         self._log(metrics)
 
     def collect_real(self) -> None:
-        """``forward_model=learned``: ``dmo.collect_steps`` (default ``H``) steps of the current stochastic policy on
+        """``forward_model=learned``: ``collect_steps`` (default ``H``) steps of the current stochastic policy on
         the real env, into the buffer."""
-        B, wm, d = self.real.batch_size, self.world_model, self.cfg.dmo
+        B, wm, d = self.real.batch_size, self.world_model, self.cfg
         with torch.no_grad():
             for _ in range(d.collect_steps or d.horizon):
                 z = wm.encode_obs(self.real.observation.to(self.device))
@@ -335,7 +334,7 @@ class DMOTrainer:
 
     def iteration(self) -> dict:
         """One DMO iteration (see the module docstring); returns its metrics."""
-        d, metrics = self.cfg.dmo, {}
+        d, metrics = self.cfg, {}
         self.control.pin_threads()
         before = self.env_steps
         if self.learned_model is not None:
@@ -388,8 +387,8 @@ class DMOTrainer:
         if self.skipped_in_a_row >= self.cfg.max_nonfinite:
             self.stop_message = (
                 f"Stopped at step {self.env_steps}: {self.skipped_in_a_row} actor updates in a row had a non-finite loss or "
-                "gradient (they were skipped; the checkpoint holds the last finite parameters). Lower dmo.actor_lr or "
-                "dmo.horizon, or check the rewards/observations for NaN or huge values."
+                "gradient (they were skipped; the checkpoint holds the last finite parameters). Lower actor_lr or "
+                "horizon, or check the rewards/observations for NaN or huge values."
             )
             return True
         return False
@@ -472,6 +471,7 @@ class DMOTrainer:
     def checkpoint_state(self) -> dict:
         return {
             "algo": "dmo",
+            "policy_loader": f"{__name__}:load_dmo_policy",  # how mbdpo-eval loads the policy
             "config": to_container(self.cfg),
             "task": {**dataclasses.asdict(self.task_spec), "discount": self.task_spec.discount},
             "world_model_config": self.world_model.cfg.to_dict(),
@@ -513,7 +513,7 @@ class DMOTrainer:
         t = state["trainer"]
         self.env_steps = state["step"]
         self._next_eval, self._next_ckpt, self.pretrained = t["next_eval"], t["next_ckpt"], t["pretrained"]
-        self.pretrain_done = t.get("pretrain_done", self.cfg.dmo.pretrain_updates if self.pretrained else 0)
+        self.pretrain_done = t.get("pretrain_done", self.cfg.pretrain_updates if self.pretrained else 0)
         self.iterations, self._normalizer_size, self.skipped_total = t["iterations"], t["normalizer_size"], t["skipped_total"]
         self._t0 = time.time() - t.get("wall_time_s", 0.0)  # wall_time_s of eval.csv goes on from the checkpoint's
         truncate_csv_logs(self.work_dir, self.env_steps)
@@ -523,29 +523,32 @@ class DMOTrainer:
         self._start_envs()
 
 
-def make_dmo_trainer(cfg: TrainConfig) -> DMOTrainer:
-    """Envs, world model, :class:`DMOLoss` (and learned global model) from a config with ``algo=dmo``;
-    with ``resume=true``, restored from ``<work_dir>/checkpoints``."""
-    cfg = cfg.resolved()
-    if cfg.algo != "dmo":
-        raise ValueError(f"make_dmo_trainer needs algo=dmo, got algo={cfg.algo!r}.")
+def local_world_model(cfg: DMOTrainConfig, obs_dim: int, action_dim: int, episodic: bool) -> MBDPOWorldModel:
+    """The local latent model: the encoder, latent dynamics and reward head of an
+    :class:`~torchrl_mbdpo.modules.MBDPOWorldModel` of size ``model_size`` (its planner heads stay unused)."""
+    return MBDPOWorldModel(WorldModelConfig.from_size(cfg.model_size, obs_dim, action_dim, episodic=episodic, **cfg.model.as_kwargs()))
+
+
+def make_dmo_trainer(cfg: DMOTrainConfig) -> DMOTrainer:
+    """Envs, local world model, :class:`DMOLoss` (and learned global model) of ``mbdpo-dmo train``; with
+    ``resume=true``, restored from ``<work_dir>/checkpoints``."""
     cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    work_dir = Path(cfg.work_dir or default_work_dir(cfg.algo, cfg.task, cfg.seed))
+    work_dir = Path(cfg.work_dir or default_work_dir("dmo", cfg.task, cfg.seed))
     state = run_to_resume(cfg, work_dir)
     torch.manual_seed(cfg.seed)
-    d = cfg.dmo
-    env = make_env(cfg.task, seed=cfg.seed, num_envs=d.num_envs)
+    env = make_env(cfg.task, seed=cfg.seed, num_envs=cfg.num_envs)
     spec = env.task_spec
-    eval_env = make_env(cfg.task, seed=evaluation_seeds(cfg.seed, 0).env, num_envs=max(1, min(d.num_envs, cfg.eval_episodes)))
+    eval_env = make_env(cfg.task, seed=evaluation_seeds(cfg.seed, 0).env, num_envs=max(1, min(cfg.num_envs, cfg.eval_episodes)))
     obs_dim, action_dim = observation_size(env), env.action_spec.shape[-1]
     episodic = spec.episodic if cfg.episodic is None else cfg.episodic
-    world_model = MBDPOWorldModel(world_model_config(cfg, obs_dim, action_dim, episodic)).to(cfg.device)
+    world_model = local_world_model(cfg, obs_dim, action_dim, episodic).to(cfg.device)
     loss = make_dmo_loss(cfg, world_model, spec.discount)
-    learned_model = ObservationModel(obs_dim, action_dim, hidden=d.learned_hidden).to(cfg.device) if d.forward_model == "learned" else None
+    learned = cfg.forward_model == "learned"
+    learned_model = ObservationModel(obs_dim, action_dim, hidden=cfg.learned_hidden).to(cfg.device) if learned else None
     # The replay capacity is fixed by the run's first config: a resumed run keeps the buffer it had.
-    capacity = state["buffer_capacity"] if state is not None else min(d.buffer_size, max(cfg.steps, 1))
+    capacity = state["buffer_capacity"] if state is not None else min(cfg.buffer_size, max(cfg.steps, 1))
     trainer = DMOTrainer(
         cfg,
         env=env,
@@ -562,12 +565,13 @@ def make_dmo_trainer(cfg: TrainConfig) -> DMOTrainer:
 
 
 def load_dmo_policy(checkpoint_path, deterministic: bool = True, *, state: dict | None = None):
-    """``(state, cfg, loss, policy)`` of a DMO checkpoint (``state``: its content, if already loaded); ``policy``
-    is a TorchRL policy module (``observation -> action``) for ``evaluate(env, policy, ...)`` / ``env.rollout``."""
+    """``(state, cfg, loss, policy)`` of a ``mbdpo-dmo train`` checkpoint (``state``: its content, if already loaded);
+    ``policy`` is a TorchRL policy module (``observation -> action``) for ``evaluate(env, policy, ...)`` /
+    ``env.rollout``. It is the checkpoint's ``policy_loader``, through which ``mbdpo-eval`` evaluates it."""
     state = load_checkpoint(checkpoint_path) if state is None else state
     if state.get("algo") != "dmo":
-        raise CheckpointError(f"{checkpoint_path} is not a DMO checkpoint (algo={state['config'].get('algo')!r}).")
-    cfg = from_container(state["config"])
+        raise CheckpointError(f"{checkpoint_path} is not a checkpoint of mbdpo-dmo train (algo={state.get('algo')!r}).")
+    cfg = from_container(state["config"], DMOTrainConfig)
     world_model = MBDPOWorldModel(WorldModelConfig.from_dict(state["world_model_config"]))
     loss = make_dmo_loss(cfg, world_model, state["task"]["discount"])
     loss.load_state_dict(state["loss"])
