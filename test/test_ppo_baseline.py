@@ -69,3 +69,14 @@ def test_ppo_baseline_rejects_bad_arguments(tmp_path, args, words):
     assert message.startswith("ppo.py: error: ") and all(w in message for w in words), out.stderr
     assert out.stdout == ""
     assert not work.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_default_work_dir_is_where_compare_looks(tmp_path, monkeypatch):
+    """A gym id's ``:`` is made file-name safe, as the library's own runs name their folders (mbdpo-compare finds them)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ppo_script", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.chdir(tmp_path)
+    assert script.work_dir(script.parse_args(["--task", "gym:Pendulum-v1", "--seed", "2"])) == Path("runs/ppo/gym_Pendulum-v1/seed2")

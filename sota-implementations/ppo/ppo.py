@@ -26,6 +26,7 @@ from torchrl.objectives.value import GAE
 
 from torchrl_mbdpo.envs import make_env
 from torchrl_mbdpo.envs.factory import task_spec
+from torchrl_mbdpo.trainers.config import default_work_dir
 from torchrl_mbdpo.trainers.evaluation import evaluate
 
 FIELDS = ["step", "episode_reward", "env_steps", "wall_time_s"]
@@ -44,7 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--num-envs", type=int, default=16)
     p.add_argument("--eval-freq", type=int, default=50_000, help="agent steps between evaluations")
     p.add_argument("--eval-episodes", type=int, default=5)
-    p.add_argument("--work-dir", default=None, help="default: runs/ppo/<task>/seed<seed>")
+    p.add_argument("--work-dir", default=None, help="default: runs/ppo/<task>/seed<seed> (as mbdpo-compare finds it)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--rollout-steps", type=int, default=128, help="steps per env per iteration")
     p.add_argument("--epochs", type=int, default=10, help="passes over each rollout")
@@ -71,7 +72,7 @@ def parse_args(argv=None):
 
 
 def work_dir(args) -> Path:
-    return Path(args.work_dir or f"runs/ppo/{args.task}/seed{args.seed}")
+    return Path(args.work_dir or default_work_dir("ppo", args.task, args.seed))
 
 
 class RunningNorm(nn.Module):

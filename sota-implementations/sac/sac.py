@@ -22,6 +22,7 @@ from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
 from torchrl.objectives import SACLoss, SoftUpdate
 
 from torchrl_mbdpo.envs import make_env
+from torchrl_mbdpo.trainers.config import default_work_dir
 from torchrl_mbdpo.trainers.evaluation import evaluate
 
 FIELDS = ["step", "episode_reward", "env_steps", "wall_time_s"]
@@ -35,7 +36,7 @@ def parse_args(argv=None):
     p.add_argument("--num-envs", type=int, default=1)
     p.add_argument("--eval-freq", type=int, default=10_000, help="agent steps between evaluations")
     p.add_argument("--eval-episodes", type=int, default=5)
-    p.add_argument("--work-dir", default=None, help="default: runs/sac/<task>/seed<seed>")
+    p.add_argument("--work-dir", default=None, help="default: runs/sac/<task>/seed<seed> (as mbdpo-compare finds it)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--init-random-frames", type=int, default=None, help="default: min(5000, steps // 10)")
@@ -73,7 +74,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    work_dir = Path(args.work_dir or f"runs/sac/{args.task}/seed{args.seed}")
+    work_dir = Path(args.work_dir or default_work_dir("sac", args.task, args.seed))
     work_dir.mkdir(parents=True, exist_ok=True)
     csv_path = work_dir / "eval.csv"
     if csv_path.exists():
