@@ -12,7 +12,7 @@ echo "building sdist and wheel ..."
 .venv/bin/python -m build --sdist --wheel --outdir "$WORK/dist" . > "$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log"; exit 1; }
 unzip -l "$WORK"/dist/*.whl > "$WORK/wheel.txt"
 tar tzf "$WORK"/dist/*.tar.gz > "$WORK/sdist.txt"
-for f in envs/custom_tasks/cheetah.xml config/train.yaml config/dmo_compare.yaml data/official_curves.csv; do
+for f in envs/custom_tasks/cheetah.xml config/train.yaml config/dmo_train.yaml config/dmo_compare.yaml data/official_curves.csv; do
   grep -q "torchrl_mbdpo/$f" "$WORK/wheel.txt" || { echo "the wheel lacks torchrl_mbdpo/$f"; exit 1; }
   grep -q "torchrl_mbdpo/$f" "$WORK/sdist.txt" || { echo "the sdist lacks torchrl_mbdpo/$f"; exit 1; }
 done
@@ -27,4 +27,8 @@ TINY="model_size=1 model.latent_dim=16 model.mlp_dim=32 model.enc_dim=32 batch_s
 "$WORK/venv/bin/mbdpo-train" task=cheetah-run-backwards steps=20 seed_steps=10 pretrain_updates=2 eval_episodes=1 progress=false threads=1 $TINY
 "$WORK/venv/bin/mbdpo-compare" run=false "tasks=[cheetah-run-backwards]" "algos=[mbdpo]" "seeds=[1]" steps=20
 test -s runs/compare/cheetah-run-backwards.png
+"$WORK/venv/bin/mbdpo-dmo" train task=pendulum-swingup steps=64 horizon=4 num_envs=2 seed_steps=16 pretrain_updates=2 \
+  critic_updates=1 local_model_updates=1 eval_freq=64 eval_episodes=1 progress=false threads=1 model_size=1 model.latent_dim=16 \
+  model.mlp_dim=32 model.enc_dim=32 batch_size=16
+test -s runs/dmo/pendulum-swingup/seed1/checkpoints/latest.pt
 echo "wheel check: OK"
