@@ -11,7 +11,6 @@ GAE advantages. The policy (``tanh`` of the Gaussian's mean) is evaluated at ste
 """
 
 import argparse
-import csv
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from torchrl.objectives.value import GAE
 from torchrl_mbdpo.envs import make_env
 from torchrl_mbdpo.envs.factory import task_spec
 from torchrl_mbdpo.trainers.config import default_work_dir
-from torchrl_mbdpo.trainers.evaluation import evaluate
+from torchrl_mbdpo.trainers.evaluation import CsvLog, evaluate
 
 FIELDS = ["step", "episode_reward", "env_steps", "wall_time_s"]
 
@@ -156,12 +155,7 @@ def main(argv=None):
         eval_env.set_seed(args.seed + 10_000 + step)
         ret = sum(evaluate(eval_env, actor, args.eval_episodes, spec.episode_length)) / args.eval_episodes
         row = {"step": step, "episode_reward": ret, "env_steps": step * spec.action_repeat, "wall_time_s": round(time.time() - t0, 1)}
-        new = not csv_path.exists()
-        with open(csv_path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=FIELDS)
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        CsvLog(csv_path, FIELDS).append(row)
         pbar.set_postfix(eval_return=f"{ret:.1f}")
         tqdm.tqdm.write(f"eval step {step} env_steps {row['env_steps']}: return {ret:.1f} ({row['wall_time_s']}s)")
 
