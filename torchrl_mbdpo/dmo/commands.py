@@ -67,6 +67,10 @@ def world_model(cfg: WorldModelTrainConfig) -> int:
             f"loss curve {trainer.work_dir / 'loss.png'}; frames {trainer.checkpoint_path.parent / 'frames.png'}",
             flush=True,
         )
+        from .open_loop import metric_lines
+
+        for line in metric_lines(getattr(trainer, "open_loop", {})):
+            print(line, flush=True)
     return trainer.control.exit_code
 
 

@@ -8,7 +8,8 @@ noise, is written to ``<work_dir>/loss.csv`` beside the mean training loss since
 optimiser, sampling generator, update count, config) is written every ``checkpoint_freq`` updates and at the
 end, and beside it ``frames.png`` (and its per-step pixel MSE, ``frames.json``): the first held-out episode,
 real (top) and predicted open-loop from its first frame and its actions (bottom), at steps 0, ``frames_every``,
-``2 frames_every``, ... up to ``frames_steps``.
+``2 frames_every``, ... up to ``frames_steps``; and ``open_loop.json``: the held-out open-loop errors at 10 and 20
+steps against copying the first frame (:mod:`~torchrl_mbdpo.dmo.open_loop`).
 
 Resume: ``resume=true`` continues a run from its checkpoint (architecture and data checked; ``loss.csv`` cut
 back to it) and ends bitwise equal to an uninterrupted run on CPU; ``updates`` may be raised to train on.
@@ -25,6 +26,7 @@ import torch
 from .config import WorldModelTrainConfig
 from .diffusion import ArchitectureError, DiffusionConfig, DiffusionWorldModel, check_architecture
 from .offline_run import OfflineRun
+from .open_loop import open_loop_metrics
 
 __all__ = ["WorldModelTrainConfig", "WorldModelTrainer", "train_world_model", "load_world_model", "write_frames_picture"]
 
@@ -116,6 +118,8 @@ class WorldModelTrainer(OfflineRun):
             seed=self.cfg.seed,
         )
         (self.checkpoint_path.parent / "frames.json").write_text(json.dumps({"episode": episode, "update": self.update, **self.frames}))
+        self.open_loop = open_loop_metrics(self.model, self.dataset, self.eval_episodes, seed=self.cfg.seed)
+        (self.checkpoint_path.parent / "open_loop.json").write_text(json.dumps({"update": self.update, **self.open_loop}))
 
 
 def train_world_model(cfg: WorldModelTrainConfig) -> WorldModelTrainer:
