@@ -190,3 +190,13 @@ def test_learned_global_env_specs_and_resets():
         model.loss(obs, action, nxt, rew).backward()
         optim.step()
     assert model.loss(obs, action, nxt, rew).item() < 0.3 * first
+
+
+def test_mbdpo_eval_loads_a_policy_only_through_this_package():
+    """A checkpoint names the function that loads its policy; one outside torchrl_mbdpo is refused, not imported."""
+    from torchrl_mbdpo.trainers.checkpoint import CheckpointError
+    from torchrl_mbdpo.trainers.commands import _policy_loader
+
+    assert _policy_loader({"policy_loader": "torchrl_mbdpo.dmo.trainer:load_dmo_policy"}, "x.pt") is load_dmo_policy
+    with pytest.raises(CheckpointError, match="outside torchrl_mbdpo"):
+        _policy_loader({"policy_loader": "os:system"}, "x.pt")

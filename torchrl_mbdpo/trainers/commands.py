@@ -182,11 +182,15 @@ def _video_path(cfg: EvalConfig, checkpoint: Path, task: str, state: dict) -> Pa
     return Path(cfg.video_dir or run_dir / "videos") / f"eval_{file_name_of(task)}_step{state['step']}.mp4"
 
 
-def _import(target: str):
-    """``"package.module:name"`` -> the object (a checkpoint's ``policy_loader``)."""
+def _policy_loader(state: dict, path):
+    """The function a checkpoint names to load its policy (``"torchrl_mbdpo.<module>:<name>"``, this package's only)."""
     import importlib
 
-    module, _, name = target.partition(":")
+    from .checkpoint import CheckpointError
+
+    module, _, name = state["policy_loader"].partition(":")
+    if not module.startswith("torchrl_mbdpo."):
+        raise CheckpointError(f"{path} names a policy loader outside torchrl_mbdpo ({state['policy_loader']!r}); it is not loaded.")
     return getattr(importlib.import_module(module), name)
 
 
@@ -203,7 +207,7 @@ def evaluate(cfg: EvalConfig) -> int:
     state, path = _load_for_eval(Path(cfg.checkpoint) if cfg.checkpoint else find_latest_checkpoint())
     cfg.check_checkpoint(state, path)
     if state.get("policy_loader"):  # a policy without a planner: its trainer's package loads it
-        _, train_cfg, loss, actor = _import(state["policy_loader"])(path, state=state)
+        _, train_cfg, loss, actor = _policy_loader(state, path)(path, state=state)
         world_model = loss.world_model
     else:
         _, train_cfg, world_model, actor = load_agent(path, state=state)
