@@ -94,7 +94,9 @@ class DMOTrainConfig:
     forward_model: str = "sim"  # sim: the real (batched) simulator is the global model | learned: a learned observation-space model
     decoupled: bool = True  # false: the "no decoupling" ablation (the local latent model also makes the forward pass)
     horizon: int = 16  # H: steps of each first-order rollout (SAPO/SHAC-like short horizon)
-    num_envs: int = 16  # parallel rollouts (the batched training env; also the learned global model's batch)
+    # parallel rollouts (the batched env; also the learned global model's batch): one actor step per num_envs x horizon real
+    # steps. 4 (64 real steps per actor step) solved cartpole-swingup by 300k agent steps, 16 by 800k (docs/results.md)
+    num_envs: int = 4
     discount: Optional[float] = None  # default: the task's (TD-MPC2 heuristic from the episode length)
     lmbda: float = 0.95  # lambda of the critic's soft TD(lambda) targets
     alpha_init: float = 0.1  # initial entropy temperature
