@@ -107,16 +107,15 @@ def dmo_policy_module(loss: DMOLoss, deterministic: bool = True) -> TensorDictMo
 
 
 def make_dmo_loss(cfg: DMOTrainConfig, world_model: MBDPOWorldModel, discount: float) -> DMOLoss:
-    d = cfg
     return DMOLoss(
         world_model,
-        discount=d.discount if d.discount is not None else discount,
-        lmbda=d.lmbda,
-        alpha_init=d.alpha_init,
-        target_entropy=d.target_entropy,
-        decoupled=d.decoupled,
-        log_std_min=d.log_std_min,
-        log_std_max=d.log_std_max,
+        discount=cfg.discount if cfg.discount is not None else discount,
+        lmbda=cfg.lmbda,
+        alpha_init=cfg.alpha_init,
+        target_entropy=cfg.target_entropy,
+        decoupled=cfg.decoupled,
+        log_std_min=cfg.log_std_min,
+        log_std_max=cfg.log_std_max,
         consistency_coef=cfg.consistency_coef,
         reward_coef=cfg.reward_coef,
     ).to(cfg.device)
@@ -142,27 +141,27 @@ class DMOTrainer:
         learned_model: ObservationModel | None = None,
         capacity: int | None = None,
     ):
-        self.cfg = d = cfg
+        self.cfg = cfg
         self.env, self.eval_env, self.world_model, self.loss_module = env, eval_env, world_model, loss
         self.task_spec = env.task_spec
         self.work_dir = Path(work_dir)
         self.device = torch.device(cfg.device)
         groups = loss.parameter_groups()
-        lrs = {"actor": d.actor_lr, "critic": d.critic_lr, "alpha": d.alpha_lr, "local_model": d.local_model_lr}
+        lrs = {"actor": cfg.actor_lr, "critic": cfg.critic_lr, "alpha": cfg.alpha_lr, "local_model": cfg.local_model_lr}
         self.optimizers = {name: torch.optim.Adam(groups[name], lr=lr) for name, lr in lrs.items()}
         self.param_groups = groups
-        self.target_updater = SoftUpdate(loss, tau=d.tau)  # also copies the critic into its target
+        self.target_updater = SoftUpdate(loss, tau=cfg.tau)  # also copies the critic into its target
         # Capacity min(buffer_size, steps), fixed by the run's first config (a resumed run keeps its buffer).
-        capacity = min(d.buffer_size, max(cfg.steps, 1)) if capacity is None else capacity
+        capacity = min(cfg.buffer_size, max(cfg.steps, 1)) if capacity is None else capacity
         self.capacity = int(capacity)
         self.replay_buffer = _replay_buffer(capacity)
         self.start_buffer = _replay_buffer(min(capacity, 100_000))  # observations that started an episode
         self.learned_model = learned_model
         if learned_model is not None:
-            self.optimizers["learned_model"] = torch.optim.Adam(learned_model.parameters(), lr=d.learned_lr)
+            self.optimizers["learned_model"] = torch.optim.Adam(learned_model.parameters(), lr=cfg.learned_lr)
         self.eval_policy = dmo_policy_module(loss, deterministic=True)
         self.eval_log = EvalLog(
-            self.work_dir, title=f"dmo ({d.forward_model}{'' if d.decoupled else ', no decoupling'}) {cfg.task} (seed {cfg.seed})"
+            self.work_dir, title=f"dmo ({cfg.forward_model}{'' if cfg.decoupled else ', no decoupling'}) {cfg.task} (seed {cfg.seed})"
         )
         self.logger = get_logger(cfg.logger, logger_name=str(self.work_dir / "logs"), experiment_name="dmo")
         self.control = RunControl(self.work_dir, cfg.checkpoint_freq, self.checkpoint_state, unit="agent steps", threads=cfg.threads)
@@ -268,14 +267,14 @@ class DMOTrainer:
     def policy_update(self, rollout: TensorDictBase) -> dict:
         """Actor step (BPTT through the rollout), ``critic_updates`` critic steps, one temperature step and
         the target critic's Polyak update."""
-        loss, d = self.loss_module, self.cfg
+        loss, cfg = self.loss_module, self.cfg
         actor_loss = loss.actor_loss(rollout)
-        actor_ok = self._optim_step("actor", actor_loss, d.grad_clip_norm)
+        actor_ok = self._optim_step("actor", actor_loss, cfg.grad_clip_norm)
         rollout = rollout.detach()
         critic_loss = torch.zeros(())
-        for _ in range(d.critic_updates):
+        for _ in range(cfg.critic_updates):
             critic_loss = loss.critic_loss(rollout)
-            self._optim_step("critic", critic_loss, d.grad_clip_norm)
+            self._optim_step("critic", critic_loss, cfg.grad_clip_norm)
         alpha_loss = loss.alpha_loss(rollout)
         self._optim_step("alpha", alpha_loss, None)
         self.target_updater.step()
@@ -306,10 +305,10 @@ class DMOTrainer:
         self._store(self.real.pop_transitions())
 
     def pretrain(self) -> None:
-        d = self.cfg
+        cfg = self.cfg
         self._fit_learned_normalizer(force=True)
         metrics = {}
-        updates = d.pretrain_updates if len(self.replay_buffer) else 0  # seed_steps=0: nothing to pretrain on
+        updates = cfg.pretrain_updates if len(self.replay_buffer) else 0  # seed_steps=0: nothing to pretrain on
         bar = tqdm(total=updates, initial=self.pretrain_done, desc="pretraining on seed data", disable=not self.cfg.progress, leave=False)
         with bar:
             while self.pretrain_done < updates and not self._stop:
@@ -324,9 +323,9 @@ class DMOTrainer:
     def collect_real(self) -> None:
         """``forward_model=learned``: ``collect_steps`` (default ``H``) steps of the current stochastic policy on
         the real env, into the buffer."""
-        B, wm, d = self.real.batch_size, self.world_model, self.cfg
+        B, wm, cfg = self.real.batch_size, self.world_model, self.cfg
         with torch.no_grad():
-            for _ in range(d.collect_steps or d.horizon):
+            for _ in range(cfg.collect_steps or cfg.horizon):
                 z = wm.encode_obs(self.real.observation.to(self.device))
                 self.real(self.loss_module.policy(z)[0])
                 self.env_steps += B
@@ -334,21 +333,21 @@ class DMOTrainer:
 
     def iteration(self) -> dict:
         """One DMO iteration (see the module docstring); returns its metrics."""
-        d, metrics = self.cfg, {}
+        cfg, metrics = self.cfg, {}
         self.control.pin_threads()
         before = self.env_steps
         if self.learned_model is not None:
             self.collect_real()
             self._fit_learned_normalizer()
-            for _ in range(d.learned_updates):
+            for _ in range(cfg.learned_updates):
                 metrics.update(self.learned_model_step())
-            rollout = self.loss_module.rollout(self.global_model, d.horizon)
+            rollout = self.loss_module.rollout(self.global_model, cfg.horizon)
         else:
-            rollout = self.loss_module.rollout(self.real, d.horizon)
-            self.env_steps += self.real.batch_size * d.horizon
+            rollout = self.loss_module.rollout(self.real, cfg.horizon)
+            self.env_steps += self.real.batch_size * cfg.horizon
             self._store(self.real.pop_transitions())
         metrics.update(self.policy_update(rollout))
-        for _ in range(d.local_model_updates):
+        for _ in range(cfg.local_model_updates):
             metrics.update(self.local_model_step())
         self.iterations += 1
         self._pbar_update(self.env_steps - before)
