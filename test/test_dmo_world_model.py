@@ -268,12 +268,12 @@ def test_sigterm_checkpoints_and_resume_continues(tiny_play_data, tmp_path, monk
     trainer = WorldModelTrainer(cfg)
     sample, calls = trainer.dataset.sample, []
 
-    def sample_then_kill(n, context, generator, episodes):
+    def sample_then_kill(n, context, generator, episodes, **kwargs):
         assert not torch.isin(trainer.held_out_episodes, episodes).any(), "training never sees the held-out episodes"
         calls.append(1)
         if len(calls) == 2:
             os.kill(os.getpid(), signal.SIGTERM)  # arrives during update 2: it finishes, then the run stops
-        return sample(n, context, generator, episodes)
+        return sample(n, context, generator, episodes, **kwargs)
 
     monkeypatch.setattr(trainer.dataset, "sample", sample_then_kill)
     trainer.train()

@@ -38,11 +38,12 @@ def dataset(cfg: PlayDataConfig) -> int:
         noise=cfg.noise,
         seed=cfg.seed,
         progress=cfg.progress,
+        pixels=cfg.pixels,
     )
     behaviours = ", ".join(f"{n} {name}" for name, n in info.behaviours.items())
     print(
         f"play dataset written to {cfg.out}: {info.episodes} episodes ({behaviours}), {info.transitions} transitions, "
-        f"{info.image_size}x{info.image_size} frames, {info.seconds:.1f} s"
+        f"{f'{info.image_size}x{info.image_size} frames' if info.pixels else 'states only'}, {info.seconds:.1f} s"
     )
     return 0
 
@@ -54,17 +55,20 @@ def world_model(cfg: WorldModelTrainConfig) -> int:
     trainer = WorldModelTrainer(cfg)
     n = sum(p.numel() for p in trainer.model.parameters())
     m = trainer.model_cfg
+    observations = f"{m.image_size}x{m.image_size} frames" if cfg.obs == "pixels" else "Push-T states"
     print(
-        f"world model ({n / 1e6:.2f}M parameters, {m.image_size}x{m.image_size}, k={m.context}, {m.num_steps} denoising steps) "
+        f"world model ({n / 1e6:.2f}M parameters, {observations}, "
+        f"k={m.context}, {m.num_steps} denoising steps) "
         f"on {trainer.dataset.path}: {len(trainer.train_episodes)} train / {len(trainer.held_out_episodes)} held-out episodes, "
         f"updates {trainer.update} -> {cfg.updates}, work_dir={trainer.work_dir}",
         flush=True,
     )
     last = trainer.train()
+    picture = "frames" if cfg.obs == "pixels" else "trajectories"
     if trainer.control.exit_code == 0:
         print(
             f"update {last.get('update')}: held-out loss {last.get('held_out_loss')}; checkpoint {trainer.checkpoint_path}; "
-            f"loss curve {trainer.work_dir / 'loss.png'}; frames {trainer.checkpoint_path.parent / 'frames.png'}",
+            f"loss curve {trainer.work_dir / 'loss.png'}; {picture} {trainer.checkpoint_path.parent / f'{picture}.png'}",
             flush=True,
         )
         from .open_loop import metric_lines
@@ -80,7 +84,8 @@ def reward(cfg: RewardTrainConfig) -> int:
 
     trainer = RewardTrainer(cfg)
     print(
-        f"reward ({cfg.kind}) on {trainer.dataset.path}: updates {trainer.update} -> {cfg.updates}, work_dir={trainer.work_dir}", flush=True
+        f"reward ({cfg.kind}, {cfg.obs}) on {trainer.dataset.path}: updates {trainer.update} -> {cfg.updates}, work_dir={trainer.work_dir}",
+        flush=True,
     )
     last = trainer.train()
     if trainer.control.exit_code == 0:
@@ -102,7 +107,8 @@ def _policy_run(trainer, what: str) -> int:
     last = trainer.train()
     if trainer.control.exit_code == 0:
         print(
-            f"iteration {last.get('iteration')}: real Push-T success {last.get('success_rate')}, return {last.get('mean_return')} after "
+            f"iteration {last.get('iteration')}: real Push-T success {last.get('success_rate')}, final coverage "
+            f"{last.get('final_coverage')}, return {last.get('mean_return')} after "
             f"{last.get('world_model_samples')} world-model samples; {trainer.work_dir / 'eval.csv'}",
             flush=True,
         )
@@ -135,11 +141,15 @@ def compare(cfg: PixelCompareConfig) -> int:
         summary = compare_pixel_algos(cfg)
     except RunStopped as stop:
         return stop.code
-    print("| algo | seeds | real success (final) | return (final) | imagined transitions | seconds |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(
+        "| algo | seeds | real success (final) | final coverage | return (final) | straightness | curvature | steps to success "
+        "| imagined transitions | seconds |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in summary:
         print(
-            f"| {r['algo']} | {r['seeds']} | {r['final_success_rate']} ± {r['success_std']} | {r['final_return']} ± {r['return_std']} "
+            f"| {r['algo']} | {r['seeds']} | {r['final_success_rate']} ± {r['success_std']} | {r['final_coverage']} ± {r['coverage_std']} "
+            f"| {r['final_return']} ± {r['return_std']} | {r['straightness']} | {r['curvature']} | {r['steps_to_success']} "
             f"| {r['samples']} | {r['seconds']} |"
         )
     out = cfg.out_dir or cfg.root

@@ -8,8 +8,9 @@ trained (``run=false``: only read). ``dmo.*`` overrides apply to both DMO runs, 
 
 - ``comparison.csv``: every evaluation row of every run (algo, seed, iteration, world-model samples, model steps,
   seconds, success rate, mean return);
-- ``summary.csv``: per algo, the final success rate and return (mean and std over seeds), samples and seconds;
-- ``comparison.png``: real-env success rate and return against the world-model samples and against the wall
+- ``summary.csv``: per algo, the final success rate, return and final coverage (mean and std over seeds), the
+  trajectory quality (straightness, curvature, steps to success: means), samples and seconds;
+- ``comparison.png``: real-env success rate and final coverage against the world-model samples and against the wall
   time, mean over seeds (thin lines: each seed). The x axis "samples" counts imagined transitions: diffusion
   samples for DMO and PPO, local-model steps for No Diffusion (which draws no diffusion sample).
 """
@@ -25,6 +26,7 @@ from .config import COMPARED, PixelCompareConfig
 __all__ = ["ALGOS", "PixelCompareConfig", "compare_pixel_algos", "write_comparison"]
 
 ALGOS = COMPARED
+QUALITY = ("success_rate", "mean_return", "final_coverage", "straightness", "curvature", "steps_to_success")
 LABELS = {
     "dmo": "DMO (diffusion forward, local gradients)",
     "no_diffusion": "No Diffusion (local forward and backward)",
@@ -72,7 +74,16 @@ def _read(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def _value(row: dict, name: str) -> float:
+    """A number of an ``eval.csv`` row; NaN where it is empty or absent (e.g. no success, so no steps to success)."""
+    value = row.get(name)
+    return float(value) if value not in (None, "") else math.nan
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return math.nan, math.nan
     m = sum(values) / len(values)
     return m, math.sqrt(sum((v - m) ** 2 for v in values) / len(values))
 
@@ -89,7 +100,7 @@ def write_comparison(runs: dict, out_dir: Path) -> list[dict]:
     for (algo, seed), path in runs.items():
         for r in _read(path):
             rows.append({"algo": algo, "seed": seed, **r})
-    fields = ["algo", "seed", "iteration", "world_model_samples", "model_steps", "seconds", "success_rate", "mean_return"]
+    fields = ["algo", "seed", "iteration", "world_model_samples", "model_steps", "seconds", *QUALITY]
     with open(out_dir / "comparison.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
@@ -104,8 +115,10 @@ def write_comparison(runs: dict, out_dir: Path) -> list[dict]:
         finals = [per_seed[s][-1] for s in seeds if per_seed[s]]
         if not finals:
             continue
-        success, success_std = _mean_std([float(r["success_rate"]) for r in finals])
-        ret, ret_std = _mean_std([float(r["mean_return"]) for r in finals])
+        success, success_std = _mean_std([_value(r, "success_rate") for r in finals])
+        ret, ret_std = _mean_std([_value(r, "mean_return") for r in finals])
+        coverage, coverage_std = _mean_std([_value(r, "final_coverage") for r in finals])
+        quality = {name: _mean_std([_value(r, name) for r in finals]) for name in QUALITY[3:]}
         summary.append(
             {
                 "algo": algo,
@@ -114,27 +127,30 @@ def write_comparison(runs: dict, out_dir: Path) -> list[dict]:
                 "success_std": f"{success_std:.3f}",
                 "final_return": f"{ret:.2f}",
                 "return_std": f"{ret_std:.2f}",
+                "final_coverage": f"{coverage:.3f}",
+                "coverage_std": f"{coverage_std:.3f}",
+                **{name: f"{m:.4g}" for name, (m, _) in quality.items()},
                 "samples": int(sum(float(r["model_steps"]) for r in finals) / len(finals)),
                 "world_model_samples": int(sum(float(r["world_model_samples"]) for r in finals) / len(finals)),
                 "seconds": f"{sum(float(r['seconds']) for r in finals) / len(finals):.0f}",
             }
         )
         color = {"dmo": "C0", "no_diffusion": "C1", "ppo": "C2"}.get(algo)
-        for row_i, metric in enumerate(("success_rate", "mean_return")):
+        for row_i, metric in enumerate(("success_rate", "final_coverage")):
             for col_i, x_key in enumerate(("model_steps", "seconds")):
                 ax = axes[row_i, col_i]
                 for s in seeds:
                     pts = per_seed[s]
-                    ax.plot([float(r[x_key]) for r in pts], [float(r[metric]) for r in pts], color=color, alpha=0.3, linewidth=0.8)
+                    ax.plot([float(r[x_key]) for r in pts], [_value(r, metric) for r in pts], color=color, alpha=0.3, linewidth=0.8)
                 n = min(len(per_seed[s]) for s in seeds)
                 if n:
                     xs = [sum(float(per_seed[s][i][x_key]) for s in seeds) / len(seeds) for i in range(n)]
-                    ys = [sum(float(per_seed[s][i][metric]) for s in seeds) / len(seeds) for i in range(n)]
+                    ys = [sum(_value(per_seed[s][i], metric) for s in seeds) / len(seeds) for i in range(n)]
                     ax.plot(xs, ys, color=color, marker=".", label=LABELS.get(algo, algo) if row_i == col_i == 0 else None)
                 ax.set_xlabel("imagined transitions (world-model samples)" if x_key == "model_steps" else "wall time (s)")
-                ax.set_ylabel("real Push-T success rate" if metric == "success_rate" else "real Push-T return")
+                ax.set_ylabel("real Push-T success rate" if metric == "success_rate" else "real Push-T final coverage")
     axes[0, 0].legend(fontsize=7)
-    fig.suptitle(f"Push-T, trained inside the learned world model, evaluated on the real env ({len(runs)} runs)", fontsize=9)
+    fig.suptitle(f"Push-T, trained inside a learned world model, evaluated on the real env ({len(runs)} runs)", fontsize=9)
     fig.tight_layout()
     fig.savefig(out_dir / "comparison.png", dpi=100)
     plt.close(fig)

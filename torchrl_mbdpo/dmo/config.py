@@ -27,6 +27,7 @@ __all__ = [
     "FORWARDS",
     "REWARD_KINDS",
     "COMPARED",
+    "OBSERVATIONS",
     "PlayDataConfig",
     "WorldModelTrainConfig",
     "RewardTrainConfig",
@@ -39,6 +40,7 @@ __all__ = [
 FORWARD_MODELS = ("sim", "learned")  # mbdpo-dmo train forward_model=: the simulator | a learned observation-space MLP
 FORWARDS = ("diffusion", "local")  # mbdpo-dmo policy forward=: DMO | the "No Diffusion" ablation
 REWARD_KINDS = ("energy", "env")  # mbdpo-dmo reward kind=: Bradley-Terry energy on frames | the real reward (ablation)
+OBSERVATIONS = ("pixels", "state")  # obs=: the world model's observations: frames (the GPU-scale path) | Push-T states
 COMPARED = ("dmo", "no_diffusion", "ppo")  # mbdpo-dmo compare algos=
 
 
@@ -65,6 +67,14 @@ def _offline_training_rules(cfg, command: str) -> None:
     at_least(cfg, 0, "warmup", "weight_decay", "grad_clip")
     at_least(cfg, 16, "image_size")
     require(cfg.lr > 0, f"lr must be > 0, got {cfg.lr}.")
+
+
+def _obs_rules(cfg) -> None:
+    one_of(cfg, "obs", OBSERVATIONS)
+    require(
+        cfg.obs == "pixels" or cfg.image_size is None,
+        f"image_size sizes frames: with obs=state there are none (drop image_size={cfg.image_size}).",
+    )
 
 
 def _policy_training_rules(cfg, command: str) -> None:
@@ -177,6 +187,7 @@ class PlayDataConfig:
     scripted_fraction: float = 0.5  # share of noisy scripted-pushing episodes (the rest: random walks)
     noise: float = 20.0  # std of the scripted pusher's noise (pixels)
     seed: int = 0  # seeds the behaviours and the env
+    pixels: bool = True  # false: states only, no frame rendered (the state pipeline's data; about 10x faster)
     progress: bool = True  # progress bar
 
     def validate(self) -> None:
@@ -194,19 +205,23 @@ class PlayDataConfig:
 
 @dataclass
 class WorldModelTrainConfig:
-    """``mbdpo-dmo world_model`` (defaults sized for a CPU: 64x64 frames, a 0.6M-parameter U-Net)."""
+    """``mbdpo-dmo world_model`` (defaults sized for a CPU: 64x64 frames, a 0.6M-parameter U-Net; ``obs=state``: an MLP
+    denoiser over Push-T states, :mod:`~torchrl_mbdpo.dmo.state_model`)."""
 
     data: Optional[str] = None  # the play dataset folder (mbdpo-dmo dataset out=...)
-    work_dir: Optional[str] = None  # default: runs/dmo_world_model/<dataset folder name>
+    work_dir: Optional[str] = None  # default: runs/dmo_world_model/<dataset folder name> (obs=state: <name>-state)
+    obs: str = "pixels"  # pixels: next-frame U-Net | state: next-state MLP (the dataset's states; a states-only dataset needs it)
     image_size: Optional[int] = None  # default: the dataset's; another size than the dataset's is an error
-    context: int = 4  # k: frames and actions the next frame is conditioned on
+    context: int = 4  # k: frames (states) and actions the next one is conditioned on
     channels: List[int] = field(default_factory=lambda: [16, 32, 64])  # U-Net channels per resolution level (each halves the resolution)
     layers_per_block: int = 1  # residual blocks per level
     attention: bool = False  # a self-attention layer in the middle block
     norm_groups: int = 8  # GroupNorm groups (divide every channel count)
+    hidden: int = 256  # obs=state: width of the denoiser MLP
+    layers: int = 3  # obs=state: hidden layers of the denoiser MLP
     num_steps: int = 3  # denoising steps when sampling (DMO and DIAMOND: 3)
     updates: int = 2000  # AdamW updates in all (resume=true with more to train on)
-    batch_size: int = 16  # training windows per update
+    batch_size: Optional[int] = None  # training windows per update; default: 16 (pixels) | 256 (state)
     lr: float = 3e-4  # AdamW learning rate
     weight_decay: float = 1e-2  # AdamW weight decay
     warmup: int = 100  # updates of linear learning-rate warm-up
@@ -223,10 +238,21 @@ class WorldModelTrainConfig:
     resume: bool = False  # continue the run in work_dir
     progress: bool = True  # progress bar
 
+    def __post_init__(self):
+        if self.batch_size is None:
+            self.batch_size = 256 if self.obs == "state" else 16
+
     def diffusion_config(self, image_size: int, action_dim: int = 2):
-        """The :class:`~torchrl_mbdpo.dmo.diffusion.DiffusionConfig` these settings ask for."""
+        """The :class:`~torchrl_mbdpo.dmo.diffusion.DiffusionConfig` (``obs=state``:
+        :class:`~torchrl_mbdpo.dmo.state_model.StateDiffusionConfig`) these settings ask for."""
         from .diffusion import DiffusionConfig
 
+        if self.obs == "state":
+            from .state_model import StateDiffusionConfig
+
+            return StateDiffusionConfig(
+                context=self.context, action_dim=action_dim, hidden=self.hidden, layers=self.layers, num_steps=self.num_steps
+            )
         return DiffusionConfig(
             image_size=image_size,
             context=self.context,
@@ -240,7 +266,8 @@ class WorldModelTrainConfig:
 
     def validate(self) -> None:
         _offline_training_rules(self, "world_model")
-        at_least(self, 1, "context", "layers_per_block", "norm_groups", "num_steps", "held_out_windows", "frames_every")
+        _obs_rules(self)
+        at_least(self, 1, "context", "layers_per_block", "norm_groups", "num_steps", "held_out_windows", "frames_every", "hidden", "layers")
         at_least(self, 0, "frames_steps")
         require(len(self.channels) > 0 and min(self.channels) >= 1, f"channels must be positive, got {list(self.channels)}.")
 
@@ -250,10 +277,11 @@ class RewardTrainConfig:
     """``mbdpo-dmo reward`` (CPU-sized defaults)."""
 
     data: Optional[str] = None  # the play dataset folder (mbdpo-dmo dataset out=...)
-    work_dir: Optional[str] = None  # default: runs/dmo_reward/<dataset folder name>
-    kind: str = "energy"  # energy (Bradley-Terry on frames) | env (regress the real env's reward: the ablation)
+    work_dir: Optional[str] = None  # default: runs/dmo_reward/<dataset folder name> (obs=state: <name>-state)
+    kind: str = "energy"  # energy (Bradley-Terry on frames or states) | env (regress the real env's reward: the ablation)
+    obs: str = "pixels"  # pixels: a CNN on frames | state: an MLP on Push-T states (the world model's obs)
     image_size: Optional[int] = None  # default: the dataset's
-    channels: List[int] = field(default_factory=lambda: [16, 32, 64])  # CNN channels per level
+    channels: List[int] = field(default_factory=lambda: [16, 32, 64])  # CNN channels per level (obs=state: one MLP layer each)
     hidden: int = 128  # width of the MLP head
     updates: int = 1000  # AdamW updates in all
     batch_size: int = 32  # frame pairs (energy) or frames (env) per update
@@ -273,6 +301,7 @@ class RewardTrainConfig:
 
     def validate(self) -> None:
         _offline_training_rules(self, "reward")
+        _obs_rules(self)
         one_of(self, "kind", REWARD_KINDS)
         at_least(self, 2, "held_out_pairs")
         at_least(self, 1, "hidden")

@@ -38,7 +38,15 @@ from .functional import (
     unit_to_frames,
 )
 
-__all__ = ["DIFFUSERS_HINT", "ARCHITECTURE_FIELDS", "DiffusionConfig", "DiffusionWorldModel", "ArchitectureError", "check_architecture"]
+__all__ = [
+    "DIFFUSERS_HINT",
+    "ARCHITECTURE_FIELDS",
+    "DiffusionConfig",
+    "NextObservationDiffusion",
+    "DiffusionWorldModel",
+    "ArchitectureError",
+    "check_architecture",
+]
 
 DIFFUSERS_HINT = "pip install -c constraints.txt -e '.[pusht]'  (diffusers, for its UNet2DModel)"
 ARCHITECTURE_FIELDS = (
@@ -125,7 +133,7 @@ def check_architecture(saved: DiffusionConfig, requested: DiffusionConfig, where
     """Raise :class:`ArchitectureError` listing every architecture field where ``saved`` (e.g. a checkpoint's,
     at ``where``) differs from ``requested``."""
     a, b = saved.architecture(), requested.architecture()
-    diffs = [f"{k}: checkpoint has {a[k]!r}, requested {b[k]!r}" for k in ARCHITECTURE_FIELDS if a[k] != b[k]]
+    diffs = [f"{k}: checkpoint has {a.get(k)!r}, requested {b.get(k)!r}" for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
     if diffs:
         raise ArchitectureError(
             f"The world model checkpoint {where} has another architecture:\n  "
@@ -160,75 +168,100 @@ def _unet(cfg: DiffusionConfig) -> nn.Module:
     )
 
 
-class DiffusionWorldModel(nn.Module):
-    """``F_theta`` and the EDM machinery around it (module docstring). Frames are uint8 ``(B, k, 3, H, W)``
-    (context) and ``(B, 3, H, W)`` (target); actions float ``(B, k, A)`` in [-1, 1], the last one ``a_t``."""
+class NextObservationDiffusion(nn.Module):
+    """What the pixel and the state world models share: EDM preconditioning, DIAMOND's training loss, the Euler sampler
+    and open-loop imagination around a network ``F_theta`` (the subclass's :meth:`_raw`). Observations are
+    ``obs_key`` entries (``"pixels"``: uint8 frames; ``"state"``: Push-T states); ``frames`` is the context of the last
+    ``k`` of them ``(B, k, *obs_shape)``, ``actions`` ``(B, k, A)`` in [-1, 1], the last one ``a_t``.
 
-    def __init__(self, cfg: DiffusionConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.unet = _unet(cfg)
-        emb = 4 * cfg.channels[0]  # UNet2DModel's time embedding width
-        self.action_embedding = nn.Sequential(nn.Linear(cfg.context * cfg.action_dim, emb), nn.SiLU(), nn.Linear(emb, emb))
+    A subclass sets ``obs_key`` and ``obs_shape`` and maps between observations and the diffusion space:
+    :meth:`_context` (the conditioning), :meth:`_encode` (a target observation -> ``x``) and :meth:`_decode` (``x`` ->
+    an observation), each given the context; :meth:`policy_observation` is what a policy reads of the last frames."""
+
+    obs_key = "pixels"
+
+    @property
+    def obs_shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    @property
+    def x_shape(self) -> tuple[int, ...]:
+        """The shape of one sample in the diffusion space (default: the observation's)."""
+        return self.obs_shape
+
+    def _context(self, frames: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _encode(self, target: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _decode(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _raw(self, x_in, c_noise, context, actions):
+        raise NotImplementedError
+
+    def policy_observation(self, frames: torch.Tensor) -> torch.Tensor:
+        """What a policy reads of the last ``n`` observations ``(B, n, *obs_shape)``."""
+        raise NotImplementedError
 
     def _check(self, frames: torch.Tensor, actions: torch.Tensor) -> None:
         c = self.cfg
-        want_frames, want_actions = (c.context, 3, c.image_size, c.image_size), (c.context, c.action_dim)
+        want_frames, want_actions = (c.context, *self.obs_shape), (c.context, c.action_dim)
         if tuple(frames.shape[1:]) != want_frames or tuple(actions.shape[1:]) != want_actions or frames.shape[0] != actions.shape[0]:
             raise ValueError(
-                f"The world model takes context frames (B, {', '.join(map(str, want_frames))}) and actions "
+                f"The world model takes context {'frames' if self.obs_key == 'pixels' else 'states'} "
+                f"(B, {', '.join(map(str, want_frames))}) and actions "
                 f"(B, {', '.join(map(str, want_actions))}), got {tuple(frames.shape)} and {tuple(actions.shape)}."
             )
 
+    def _sigma(self, sigma: torch.Tensor) -> torch.Tensor:
+        return sigma.reshape(-1, *(1,) * len(self.x_shape))
+
     def denoise(self, x_noisy: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """``D(x_noisy; sigma | context, actions)`` (EDM Eq. 7); ``context`` in [-1, 1] ``(B, k, 3, H, W)``,
-        ``sigma`` ``(B,)``."""
-        s = edm_scalings(sigma.reshape(-1, 1, 1, 1), self.cfg.sigma_data)
+        """``D(x_noisy; sigma | context, actions)`` (EDM Eq. 7); ``context`` from :meth:`_context`, ``sigma`` ``(B,)``."""
+        s = edm_scalings(self._sigma(sigma), self.cfg.sigma_data)
         raw = self._raw(s.c_in * x_noisy, s.c_noise, context, actions)
         return edm_denoised(raw, x_noisy, s)
-
-    def _raw(self, x_in, c_noise, context, actions):
-        inputs = torch.cat([x_in, context.flatten(1, 2)], dim=1)
-        cond = self.action_embedding(actions.flatten(1))
-        return self.unet(inputs, c_noise.reshape(-1) * self.cfg.noise_embedding_scale, class_labels=cond).sample
 
     def loss(
         self, frames: torch.Tensor, actions: torch.Tensor, target: torch.Tensor, *, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """DIAMOND Eq. 6: ``||F(c_in x_noisy, c_noise) - (x - c_skip x_noisy) / c_out||^2`` averaged over pixels,
-        per sample ``(B,)``, with ``sigma`` from EDM's log-normal and ``x_noisy = x + sigma eps``."""
+        """DIAMOND Eq. 6: ``||F(c_in x_noisy, c_noise) - (x - c_skip x_noisy) / c_out||^2`` averaged over the
+        observation's entries, per sample ``(B,)``, with ``sigma`` from EDM's log-normal and ``x_noisy = x + sigma eps``."""
         self._check(frames, actions)
-        x = frames_to_unit(target)
+        context = self._context(frames)
+        x = self._encode(target, context)
         sigma = edm_training_sigma(x.shape[0], self.cfg.p_mean, self.cfg.p_std, generator=generator).to(x.device)
         noise = torch.randn(x.shape, generator=generator).to(x.device)
-        x_noisy = x + sigma.reshape(-1, 1, 1, 1) * noise
-        s = edm_scalings(sigma.reshape(-1, 1, 1, 1), self.cfg.sigma_data)
-        raw = self._raw(s.c_in * x_noisy, s.c_noise, frames_to_unit(frames), actions)
+        x_noisy = x + self._sigma(sigma) * noise
+        s = edm_scalings(self._sigma(sigma), self.cfg.sigma_data)
+        raw = self._raw(s.c_in * x_noisy, s.c_noise, context, actions)
         return (raw - edm_training_target(x, x_noisy, s)).pow(2).flatten(1).mean(1)
 
     @torch.no_grad()
     def sample(
         self, frames: torch.Tensor, actions: torch.Tensor, *, num_steps: int | None = None, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """A next frame (uint8 ``(B, 3, H, W)``): Euler steps (EDM Algorithm 1, first order) on Karras' schedule
+        """A next observation ``(B, *obs_shape)``: Euler steps (EDM Algorithm 1, first order) on Karras' schedule
         from ``x ~ N(0, sigma_max^2)``, ``num_steps`` (default ``cfg.num_steps``) denoiser calls."""
         self._check(frames, actions)
         c = self.cfg
-        context = frames_to_unit(frames)
+        context = self._context(frames)
         sigmas = karras_sigmas(num_steps or c.num_steps, c.sigma_min, c.sigma_max, c.rho, device=frames.device)
-        shape = (frames.shape[0], 3, c.image_size, c.image_size)
+        shape = (frames.shape[0], *self.x_shape)
         x = torch.randn(shape, generator=generator).to(frames.device) * sigmas[0]
         for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
             denoised = self.denoise(x, sigma.expand(shape[0]), context, actions)
             x = euler_step(x, denoised, sigma, sigma_next)
-        return unit_to_frames(x)
+        return self._decode(x, context)
 
     @torch.no_grad()
     def imagine(
         self, frames: torch.Tensor, actions: torch.Tensor, future_actions: torch.Tensor, *, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Open-loop autoregressive rollout: from context ``frames``/``actions`` (the last action is replaced by
-        each ``future_actions[:, t]``), the predicted frames ``o_{t+1}`` for ``t < T``: uint8 ``(B, T, 3, H, W)``.
+        each ``future_actions[:, t]``), the predicted observations ``o_{t+1}`` for ``t < T``: ``(B, T, *obs_shape)``.
         ``actions`` holds the ``k`` actions before the first future one."""
         out = []
         for t in range(future_actions.shape[1]):
@@ -238,3 +271,39 @@ class DiffusionWorldModel(nn.Module):
             frames = torch.cat([frames[:, 1:], nxt[:, None]], dim=1)
             actions = acts
         return torch.stack(out, 1)
+
+
+class DiffusionWorldModel(NextObservationDiffusion):
+    """``F_theta`` (the U-Net of the module docstring) and the EDM machinery around it. Frames are uint8
+    ``(B, k, 3, H, W)`` (context) and ``(B, 3, H, W)`` (target); actions float ``(B, k, A)`` in [-1, 1], the last one ``a_t``."""
+
+    obs_key = "pixels"
+
+    def __init__(self, cfg: DiffusionConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.unet = _unet(cfg)
+        emb = 4 * cfg.channels[0]  # UNet2DModel's time embedding width
+        self.action_embedding = nn.Sequential(nn.Linear(cfg.context * cfg.action_dim, emb), nn.SiLU(), nn.Linear(emb, emb))
+
+    @property
+    def obs_shape(self) -> tuple[int, ...]:
+        return (3, self.cfg.image_size, self.cfg.image_size)
+
+    def _context(self, frames):
+        return frames_to_unit(frames)
+
+    def _encode(self, target, context):
+        return frames_to_unit(target)
+
+    def _decode(self, x, context):
+        return unit_to_frames(x)
+
+    def policy_observation(self, frames: torch.Tensor) -> torch.Tensor:
+        """The last ``n`` frames stacked on the channel axis: uint8 ``(B, 3 n, H, W)``."""
+        return frames.flatten(1, 2)
+
+    def _raw(self, x_in, c_noise, context, actions):
+        inputs = torch.cat([x_in, context.flatten(1, 2)], dim=1)
+        cond = self.action_embedding(actions.flatten(1))
+        return self.unet(inputs, c_noise.reshape(-1) * self.cfg.noise_embedding_scale, class_labels=cond).sample

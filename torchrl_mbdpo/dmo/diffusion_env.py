@@ -14,6 +14,11 @@ the last ``n`` frames stacked on the channel axis (uint8 ``(B, 3 n, H, W)``, as
 read it). ``terminated_fn`` may end episodes (default: never); episodes are truncated after
 ``max_episode_steps``.
 
+The same env runs the state world model (:class:`~torchrl_mbdpo.dmo.state_model.StateDiffusionWorldModel`): its
+observations are float Push-T states ``"state"`` ``(B, 5)`` (``"start_state"``, ``"frames"`` the last ``k`` states) and
+``"observation"`` the features of the last ``n`` states, concatenated (``(B, 6 n)``): what the model's
+``policy_observation`` makes of them, for either kind of model.
+
 Resets start every sub-env from a context drawn by ``reset_sampler(n) -> TensorDict(frames, past_actions)``
 (e.g. :func:`play_data_start_sampler`: windows of the play dataset), or from the ``"frames"``/``"past_actions"``
 of the tensordict passed to ``reset`` (e.g. :func:`context_from_frame` of a real env's first frame), as TorchRL's
@@ -32,7 +37,7 @@ from torch import nn
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs.model_based import ModelBasedEnvBase
 
-from .diffusion import DiffusionWorldModel
+from .diffusion import NextObservationDiffusion
 
 __all__ = ["DiffusionStep", "DiffusionWorldModelEnv", "context_from_frame", "play_data_start_sampler"]
 
@@ -40,7 +45,7 @@ __all__ = ["DiffusionStep", "DiffusionWorldModelEnv", "context_from_frame", "pla
 class DiffusionStep(nn.Module):
     """``(frames, past_actions, action) -> next_frame``: one world-model sample (no gradient)."""
 
-    def __init__(self, model: DiffusionWorldModel, generator: torch.Generator | None = None):
+    def __init__(self, model: NextObservationDiffusion, generator: torch.Generator | None = None):
         super().__init__()
         self.model = model
         self.generator = generator
@@ -58,16 +63,17 @@ def context_from_frame(pixels: torch.Tensor, context: int, action_dim: int) -> T
 
 
 def play_data_start_sampler(
-    dataset, context: int, *, episodes: torch.Tensor | None = None, generator: torch.Generator | None = None
+    dataset, context: int, *, episodes: torch.Tensor | None = None, generator: torch.Generator | None = None, key: str = "pixels"
 ) -> Callable[[int], TensorDict]:
     """``n -> n`` start contexts at transition rows drawn uniformly from ``episodes`` of a
-    :class:`~torchrl_mbdpo.dmo.play_data.PlayDataset`: frames ``o_{t-k+1..t}`` and actions ``a_{t-k..t-1}``."""
+    :class:`~torchrl_mbdpo.dmo.play_data.PlayDataset`: observations (``key``: frames or states) ``o_{t-k+1..t}`` and
+    actions ``a_{t-k..t-1}``."""
     candidates = dataset.transition_rows(episodes)
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
 
     def sample(n: int) -> TensorDict:
         rows = candidates[torch.randint(len(candidates), (n,), generator=generator)]
-        w = dataset.windows(rows, context + 1)
+        w = dataset.windows(rows, context + 1, key)
         return TensorDict({"frames": w["frames"][:, 1:], "past_actions": w["actions"][:, :-1]}, batch_size=[n])
 
     return sample
@@ -92,7 +98,7 @@ class DiffusionWorldModelEnv(ModelBasedEnvBase):
 
     def __init__(
         self,
-        model: DiffusionWorldModel,
+        model: NextObservationDiffusion,
         reset_sampler: Callable[[int], TensorDictBase] | None = None,
         *,
         batch_size: int,
@@ -111,23 +117,28 @@ class DiffusionWorldModelEnv(ModelBasedEnvBase):
         self.reward_fn, self.terminated_fn = reward_fn, terminated_fn
         self.max_episode_steps = int(max_episode_steps)
         c = model.cfg
-        self.context, self.action_dim, self.image_size = c.context, c.action_dim, c.image_size
+        self.context, self.action_dim, self.obs_shape = c.context, c.action_dim, tuple(model.obs_shape)
+        self.obs_key, self.start_key = model.obs_key, f"start_{model.obs_key}"
         if observation_frames is not None and not 1 <= observation_frames <= c.context:
             raise ValueError(f"observation_frames must lie in [1, {c.context}] (the world model's context), got {observation_frames}.")
         self.observation_frames = observation_frames
-        B, frame = (batch_size,), (3, c.image_size, c.image_size)
-        uint8 = dict(low=0, high=255, dtype=torch.uint8, device=self.device)
+        B = (batch_size,)
+        if self.obs_key == "pixels":  # uint8 frames
+            self.obs_dtype = torch.uint8
+            spec = lambda *shape: Bounded(low=0, high=255, shape=(*B, *shape), dtype=torch.uint8, device=self.device)  # noqa: E731
+        else:  # Push-T states
+            self.obs_dtype = torch.float32
+            spec = lambda *shape: Unbounded(shape=(*B, *shape), dtype=torch.float32, device=self.device)  # noqa: E731
         self.observation_spec = Composite(
-            pixels=Bounded(shape=(*B, *frame), **uint8),
-            start_pixels=Bounded(shape=(*B, *frame), **uint8),
-            frames=Bounded(shape=(*B, c.context, *frame), **uint8),
+            {self.obs_key: spec(*self.obs_shape), self.start_key: spec(*self.obs_shape), "frames": spec(c.context, *self.obs_shape)},
             past_actions=Bounded(-1.0, 1.0, (*B, c.context, c.action_dim), dtype=torch.float32, device=self.device),
             step_count=Bounded(0, self.max_episode_steps, (*B, 1), dtype=torch.int64, device=self.device),
             shape=B,
             device=self.device,
         )
         if observation_frames is not None:
-            self.observation_spec["observation"] = Bounded(shape=(*B, 3 * observation_frames, *frame[1:]), **uint8)
+            example = model.policy_observation(torch.zeros(1, observation_frames, *self.obs_shape, dtype=self.obs_dtype))
+            self.observation_spec["observation"] = spec(*example.shape[1:])
         self.action_spec = Bounded(-1.0, 1.0, (*B, c.action_dim), dtype=torch.float32, device=self.device)
         self.reward_spec = Unbounded((*B, 1), dtype=torch.float32, device=self.device)
         self.done_spec = Composite(
@@ -152,9 +163,9 @@ class DiffusionWorldModelEnv(ModelBasedEnvBase):
                 "(e.g. play_data_start_sampler(dataset, k)) "
                 "or reset(TensorDict(frames=..., past_actions=...)) (e.g. context_from_frame(real_pixels, k, A))."
             )
-        frames = torch.as_tensor(start["frames"]).to(self.device, torch.uint8)
+        frames = torch.as_tensor(start["frames"]).to(self.device, self.obs_dtype)
         past = torch.as_tensor(start["past_actions"]).to(self.device, torch.float32)
-        want = (n, self.context, 3, self.image_size, self.image_size)
+        want = (n, self.context, *self.obs_shape)
         if tuple(frames.shape) != want or tuple(past.shape) != (n, self.context, self.action_dim):
             raise ValueError(
                 f"DiffusionWorldModelEnv: a start context needs frames {want} and past_actions "
@@ -165,8 +176,8 @@ class DiffusionWorldModelEnv(ModelBasedEnvBase):
         return self._observe(
             TensorDict(
                 {
-                    "pixels": frames[:, -1].clone(),
-                    "start_pixels": frames[:, -1].clone(),
+                    self.obs_key: frames[:, -1].clone(),
+                    self.start_key: frames[:, -1].clone(),
                     "frames": frames,
                     "past_actions": past,
                     "step_count": torch.zeros(n, 1, dtype=torch.int64, device=self.device),
@@ -181,7 +192,7 @@ class DiffusionWorldModelEnv(ModelBasedEnvBase):
 
     def _observe(self, td: TensorDictBase) -> TensorDictBase:
         if self.observation_frames is not None:
-            td["observation"] = td["frames"][:, -self.observation_frames :].flatten(1, 2)
+            td["observation"] = self.model.policy_observation(td["frames"][:, -self.observation_frames :])
         return td
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
@@ -198,8 +209,8 @@ class DiffusionWorldModelEnv(ModelBasedEnvBase):
         out = self._observe(
             TensorDict(
                 {
-                    "pixels": next_frame,
-                    "start_pixels": tensordict.get("start_pixels"),
+                    self.obs_key: next_frame,
+                    self.start_key: tensordict.get(self.start_key),
                     "frames": frames,
                     "past_actions": past,
                     "step_count": step_count,

@@ -80,7 +80,8 @@ class OfflineRun:
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))
         self.dataset = load_play_dataset(cfg.data, image_size=cfg.image_size)
-        self.work_dir = Path(cfg.work_dir or Path("runs") / f"dmo_{self.command}" / Path(cfg.data).name)
+        suffix = "-state" if getattr(cfg, "obs", "pixels") == "state" else ""
+        self.work_dir = Path(cfg.work_dir or Path("runs") / f"dmo_{self.command}" / (Path(cfg.data).name + suffix))
         found = decide_resume(self.work_dir, cfg.resume, what=f"{self.name} run")
         self.checkpoint_path = self.work_dir / "checkpoints" / "latest.pt"
         self.train_episodes, self.held_out_episodes = self.dataset.split(cfg.held_out)

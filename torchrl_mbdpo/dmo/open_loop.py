@@ -11,7 +11,9 @@ set against the same errors of the *copy* baseline (the first frame, repeated):
   decoded from the predicted frame and from the real one (:func:`decode_positions`, colour masks of the Push-T
   renderer; a frame where the object cannot be found counts as the frame's diagonal).
 
-A model that carries a policy must beat the copy baseline on all three at the horizons a policy imagines.
+A model that carries a policy must beat the copy baseline on all three at the horizons a policy imagines. The state
+world model (:mod:`~torchrl_mbdpo.dmo.state_model`) is measured the same way on states: ``changed_mse`` over the state
+features that changed, ``agent_error`` and ``block_error`` the position errors in workspace units.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ def _position_error(predicted: torch.Tensor, real: torch.Tensor, diagonal: float
 
 @torch.no_grad()
 def open_loop_metrics(model, dataset, episodes, horizons=HORIZONS, *, seed: int = 0, max_episodes: int = 32) -> dict:
-    """The errors of the module docstring for ``model`` (a :class:`~torchrl_mbdpo.dmo.diffusion.DiffusionWorldModel`)
+    """The errors of the module docstring for ``model`` (a :class:`~torchrl_mbdpo.dmo.diffusion.DiffusionWorldModel`
+    or a :class:`~torchrl_mbdpo.dmo.state_model.StateDiffusionWorldModel`)
     and the copy baseline, averaged over the ``episodes`` of ``dataset`` (at most ``max_episodes``) long enough for
     the largest horizon: ``{"episodes": n, "h10": {"changed_mse": {"model": ..., "copy": ...}, "agent_px": {...},
     "block_px": {...}}, ...}`` (``episodes`` 0 and no horizon entry when no episode is long enough)."""
@@ -65,35 +68,50 @@ def open_loop_metrics(model, dataset, episodes, horizons=HORIZONS, *, seed: int 
     if not chosen:
         return result
     eps = [dataset.episode(e) for e in chosen]
-    real = torch.stack([ep["pixels"][: T + 1] for ep in eps])  # (N, T+1, 3, H, W)
+    key = model.obs_key
+    real = torch.stack([ep[key][: T + 1] for ep in eps])  # (N, T+1, *obs_shape)
     actions = torch.stack([ep["action"][:T] for ep in eps]).float()
     k, A = model.cfg.context, model.cfg.action_dim
     context = real[:, :1].expand(-1, k, *real.shape[2:]).clone()
     with torch.random.fork_rng(devices=[]):
         imagined = model.imagine(context, torch.zeros(len(eps), k, A), actions, generator=torch.Generator().manual_seed(seed))
     predicted = torch.cat([real[:, :1], imagined], 1)
-    first = real[:, 0]
-    diagonal = math.hypot(*real.shape[-2:])
-    first_agent, first_block = decode_positions(first)
+    errors = _frame_errors if key == "pixels" else _state_errors
     for h in horizons:
-        target = real[:, h]
-        changed = (target.int() - first.int()).abs().amax(1) > 0  # (N, H, W)
-        real_agent, real_block = decode_positions(target)
-        pred_agent, pred_block = decode_positions(predicted[:, h])
-        entry = {}
-        for name, guess in (("model", predicted[:, h]), ("copy", first)):
-            sq = ((guess.float() - target.float()) / 255).pow(2).mean(1)  # (N, H, W)
-            entry.setdefault("changed_mse", {})[name] = float(sq[changed].mean()) if changed.any() else 0.0
-        entry["agent_px"] = {
-            "model": float(_position_error(pred_agent, real_agent, diagonal).mean()),
-            "copy": float(_position_error(first_agent, real_agent, diagonal).mean()),
-        }
-        entry["block_px"] = {
-            "model": float(_position_error(pred_block, real_block, diagonal).mean()),
-            "copy": float(_position_error(first_block, real_block, diagonal).mean()),
-        }
-        result[f"h{h}"] = entry
+        result[f"h{h}"] = errors(predicted[:, h], real[:, h], real[:, 0])
     return result
+
+
+def _frame_errors(predicted: torch.Tensor, target: torch.Tensor, first: torch.Tensor) -> dict:
+    """The module docstring's errors of predicted frames ``(N, 3, H, W)`` and of the first frame, against ``target``."""
+    diagonal = math.hypot(*target.shape[-2:])
+    changed = (target.int() - first.int()).abs().amax(1) > 0  # (N, H, W)
+    real_agent, real_block = decode_positions(target)
+    entry = {}
+    for name, guess in (("model", predicted), ("copy", first)):
+        sq = ((guess.float() - target.float()) / 255).pow(2).mean(1)  # (N, H, W)
+        entry.setdefault("changed_mse", {})[name] = float(sq[changed].mean()) if changed.any() else 0.0
+        agent, block = decode_positions(guess)
+        entry.setdefault("agent_px", {})[name] = float(_position_error(agent, real_agent, diagonal).mean())
+        entry.setdefault("block_px", {})[name] = float(_position_error(block, real_block, diagonal).mean())
+    return entry
+
+
+def _state_errors(predicted: torch.Tensor, target: torch.Tensor, first: torch.Tensor) -> dict:
+    """The state model's errors (states ``(N, 5)``): ``changed_mse`` over the features
+    (:func:`~torchrl_mbdpo.dmo.state_model.state_features`) that changed since the first state, and the agent's and
+    the block's position errors in workspace units (``agent_error``, ``block_error``; 512 units = the frame's width)."""
+    from .state_model import state_features
+
+    real_features = state_features(target)
+    changed = (real_features - state_features(first)).abs() > 1e-6
+    entry = {}
+    for name, guess in (("model", predicted), ("copy", first)):
+        sq = (state_features(guess) - real_features).pow(2)
+        entry.setdefault("changed_mse", {})[name] = float(sq[changed].mean()) if changed.any() else 0.0
+        entry.setdefault("agent_error", {})[name] = float((guess[:, :2] - target[:, :2]).norm(dim=-1).mean())
+        entry.setdefault("block_error", {})[name] = float((guess[:, 2:4] - target[:, 2:4]).norm(dim=-1).mean())
+    return entry
 
 
 def metric_lines(metrics: dict) -> list[str]:

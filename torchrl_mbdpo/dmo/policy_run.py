@@ -17,6 +17,7 @@ iterations.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -27,48 +28,132 @@ from tqdm.auto import tqdm
 
 from .play_data import load_play_dataset
 
-__all__ = ["OBSERVATION_FRAMES", "EVAL_FIELDS", "PolicyRun", "evaluate_on_pusht", "play_reward_stats"]
+__all__ = [
+    "OBSERVATION_FRAMES",
+    "EVAL_FIELDS",
+    "PolicyRun",
+    "evaluate_on_pusht",
+    "make_eval_env",
+    "play_reward_stats",
+    "straightness",
+    "curvature",
+]
 
-OBSERVATION_FRAMES = 3  # the policies' input: the last 3 frames stacked (as TD-MPC2's pixel tasks)
-EVAL_FIELDS = ["iteration", "world_model_samples", "model_steps", "seconds", "success_rate", "mean_return", "rollout_reward"]
+OBSERVATION_FRAMES = 3  # the policies' input: the last 3 frames (states) stacked (as TD-MPC2's pixel tasks)
+EVAL_FIELDS = [
+    "iteration",
+    "world_model_samples",
+    "model_steps",
+    "seconds",
+    "success_rate",
+    "mean_return",
+    "final_coverage",
+    "straightness",
+    "curvature",
+    "steps_to_success",
+    "rollout_reward",
+]
+
+
+def straightness(path: torch.Tensor) -> float:
+    """The DMO paper's trajectory straightness (Amigo et al., "Coupled Local and Global World Models for Efficient
+    First Order RL", trajectory quality): displacement / path length of the agent's positions ``path`` ``(T + 1, 2)``;
+    1 is a straight line; NaN for a path that never moves."""
+    length = (path[1:] - path[:-1]).norm(dim=-1).sum()
+    return float((path[-1] - path[0]).norm() / length) if length > 0 else math.nan
+
+
+def curvature(path: torch.Tensor, min_step: float = 1e-3) -> float:
+    """The DMO paper's trajectory curvature (same section): the heading change per unit of path length, in radians per
+    workspace unit, summed over consecutive moves of ``path`` ``(T + 1, 2)`` longer than ``min_step``; NaN with fewer
+    than two such moves."""
+    step = path[1:] - path[:-1]
+    lengths = step.norm(dim=-1)
+    moving = step[lengths > min_step]
+    if len(moving) < 2:
+        return math.nan
+    heading = torch.atan2(moving[:, 1], moving[:, 0])
+    turn = torch.remainder(heading[1:] - heading[:-1] + math.pi, 2 * math.pi) - math.pi
+    return float(turn.abs().sum() / lengths.sum())
+
+
+def make_eval_env(obs: str, *, image_size: int | None, seed: int, steps: int, device="cpu"):
+    """The real Push-T env as the policies read it: ``"observation"`` the last 3 frames stacked (``obs=pixels``) or the
+    features of the last 3 states concatenated (``obs=state``: TorchRL's ``UnaryTransform`` of
+    :func:`~torchrl_mbdpo.dmo.state_model.state_features`, then ``CatFrames``), as the world-model env makes it."""
+    from ..envs.pusht import make_pusht_env
+
+    if obs == "pixels":
+        return make_pusht_env(
+            image_size=image_size, seed=seed, max_episode_steps=steps, observation_frames=OBSERVATION_FRAMES, device=device
+        )
+    from torchrl.envs import CatFrames, UnaryTransform
+
+    from .state_model import state_features
+
+    env = make_pusht_env(pixels=False, seed=seed, max_episode_steps=steps, device=device)
+    env.append_transform(UnaryTransform(in_keys=["state"], out_keys=["state_features"], fn=state_features))
+    env.append_transform(CatFrames(N=OBSERVATION_FRAMES, dim=-1, in_keys=["state_features"], out_keys=["observation"]))
+    return env
+
+
+def _mean(values: list[float]) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return sum(values) / len(values) if values else math.nan
 
 
 @torch.no_grad()
-def evaluate_on_pusht(policy, *, image_size: int, seed: int, step: int, episodes: int, steps: int, device="cpu", check=None) -> dict:
-    """``episodes`` episodes of ``policy`` (a TorchRL policy reading ``"observation"``, the last 3 frames stacked) on the
-    real Push-T env: the success rate (gym-pusht's test at any step) and the mean return. Seeds: the library's
-    ``evaluation_seeds(seed, step)``, so DMO, its ablations and PPO meet the same start states. ``check()`` is
-    called before every step (it raises to abandon the evaluation)."""
+def evaluate_on_pusht(
+    policy, *, image_size: int | None, seed: int, step: int, episodes: int, steps: int, device="cpu", check=None, obs: str = "pixels"
+) -> dict:
+    """``episodes`` episodes of ``policy`` (a TorchRL policy reading ``"observation"``, :func:`make_eval_env`) on the real
+    Push-T env: the success rate (gym-pusht's test at any step), the mean return, the mean final coverage of the goal
+    (which moves before success does), the agent's :func:`straightness` and :func:`curvature` (means over episodes) and
+    the mean steps to success (over the successful episodes; NaN with none). Seeds: the library's
+    ``evaluation_seeds(seed, step)``, so DMO, its ablations and PPO meet the same start states. ``check()`` is called
+    before every step (it raises to abandon the evaluation)."""
     from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-    from ..envs.pusht import make_pusht_env
     from ..trainers.evaluation import _Checked, evaluation_seeds
 
     seeds = evaluation_seeds(seed, step)
-    env = make_pusht_env(
-        image_size=image_size, seed=seeds.env, max_episode_steps=steps, observation_frames=OBSERVATION_FRAMES, device=device
-    )
-    successes, returns = [], []
+    env = make_eval_env(obs, image_size=image_size, seed=seeds.env, steps=steps, device=device)
+    successes, returns, coverage, straight, curved, to_success = [], [], [], [], [], []
     policy = policy if check is None else _Checked(policy, check)
     try:
         with torch.random.fork_rng(devices=[]), set_exploration_type(ExplorationType.DETERMINISTIC):
             torch.manual_seed(seeds.torch)
             for _ in range(episodes):
                 episode = env.rollout(steps, policy, break_when_any_done=True)
-                successes.append(bool(episode["next", "success"].any()))
+                success = episode["next", "success"].reshape(-1)
+                successes.append(bool(success.any()))
                 returns.append(float(episode["next", "reward"].sum()))
+                coverage.append(float(episode["next", "coverage"][-1]))
+                path = torch.cat([episode["state"][:, :2], episode["next", "state"][-1:, :2]]).double()
+                straight.append(straightness(path))
+                curved.append(curvature(path))
+                if success.any():
+                    to_success.append(float(success.nonzero()[0, 0]) + 1)
     finally:
         env.close()
-    return {"success_rate": sum(successes) / len(successes), "mean_return": sum(returns) / len(returns)}
+    return {
+        "success_rate": sum(successes) / len(successes),
+        "mean_return": sum(returns) / len(returns),
+        "final_coverage": sum(coverage) / len(coverage),
+        "straightness": _mean(straight),
+        "curvature": _mean(curved),
+        "steps_to_success": _mean(to_success),
+    }
 
 
 def play_reward_stats(reward_fn, dataset, n: int, generator: torch.Generator) -> tuple[float, float]:
-    """Mean and std of ``reward_fn`` over ``n`` play-data transitions (start frame: the episode's first)."""
+    """Mean and std of ``reward_fn`` over ``n`` play-data transitions (start: the episode's first observation)."""
+    key = reward_fn.key
     rows = dataset.transition_rows()
     rows = rows[torch.randint(len(rows), (n,), generator=generator)]
-    start = dataset.rows["pixels"][dataset.episode_start[dataset.rows["episode"][rows]]]
+    start = dataset.rows[key][dataset.episode_start[dataset.rows["episode"][rows]]]
     with torch.no_grad():
-        r = reward_fn(TensorDict({"pixels": dataset.rows["pixels"][rows + 1], "start_pixels": start}, batch_size=[n]))
+        r = reward_fn(TensorDict({key: dataset.rows[key][rows + 1], f"start_{key}": start}, batch_size=[n]))
     return float(r.mean()), float(r.std().clamp_min(1e-6))
 
 
@@ -104,19 +189,23 @@ class PolicyRun:
             torch.set_num_threads(int(cfg.threads))
         torch.manual_seed(cfg.seed)
         self.global_world_model, _ = load_world_model(cfg.world_model)
-        size, self.context = self.global_world_model.cfg.image_size, self.global_world_model.cfg.context
+        self.obs, self.context = self.global_world_model.obs_key, self.global_world_model.cfg.context
+        self.image_size = size = getattr(self.global_world_model.cfg, "image_size", None)
         if self.context < OBSERVATION_FRAMES:
             raise ValueError(
                 f"mbdpo-dmo {self.command} reads the last {OBSERVATION_FRAMES} frames: the world model's context must be >= "
                 f"{OBSERVATION_FRAMES}, {cfg.world_model} has {self.context}."
             )
         self.dataset = load_play_dataset(cfg.data, image_size=size)
-        self.reward_fn, reward_state = load_frame_reward(cfg.reward, image_size=size)
+        self.dataset.check_key(self.obs)
+        self.reward_fn, reward_state = load_frame_reward(cfg.reward, image_size=size, obs=self.obs)
         self.reward_kind = reward_state["model_config"]["kind"]
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)  # every draw of training; saved in the checkpoint
         if cfg.reward_normalization:  # an energy is defined up to an affine map: give it unit scale
             self.reward_fn.shift, self.reward_fn.scale = play_reward_stats(self.reward_fn, self.dataset, 1024, self.generator)
-        self.sampler = play_data_start_sampler(self.dataset, self.context, generator=torch.Generator().manual_seed(cfg.seed + 3))
+        self.sampler = play_data_start_sampler(
+            self.dataset, self.context, generator=torch.Generator().manual_seed(cfg.seed + 3), key=self.obs
+        )
         self.model_env = DiffusionWorldModelEnv(  # the imagined episodes, restarted from play-data contexts
             self.global_world_model,
             self.sampler,
@@ -126,7 +215,8 @@ class PolicyRun:
             observation_frames=OBSERVATION_FRAMES,
             device=cfg.device,
         )
-        self.work_dir = Path(cfg.work_dir or Path("runs") / "dmo_pixel" / self.run_name() / f"seed{cfg.seed}")
+        root = "dmo_pixel" if self.obs == "pixels" else "dmo_state"
+        self.work_dir = Path(cfg.work_dir or Path("runs") / root / self.run_name() / f"seed{cfg.seed}")
         found = decide_resume(self.work_dir, cfg.resume, what=f"mbdpo-dmo {self.command} run")
         self.checkpoint_path = self.work_dir / "checkpoints" / "latest.pt"
         self.iteration = self.world_model_samples = self.model_steps = 0
@@ -177,7 +267,8 @@ class PolicyRun:
     def _eval_row(self, seconds: float) -> dict:
         result = evaluate_on_pusht(
             self.policy(),
-            image_size=self.global_world_model.cfg.image_size,
+            image_size=self.image_size,
+            obs=self.obs,
             seed=self.cfg.seed,
             step=self.iteration,
             episodes=self.cfg.eval_episodes,
@@ -190,8 +281,8 @@ class PolicyRun:
             "world_model_samples": self.world_model_samples,
             "model_steps": self.model_steps,
             "seconds": f"{seconds:.1f}",
-            "success_rate": f"{result['success_rate']:.3f}",
-            "mean_return": f"{result['mean_return']:.3f}",
+            **{name: f"{result[name]:.4g}" for name in ("success_rate", "mean_return", "final_coverage", "straightness", "curvature")},
+            "steps_to_success": "" if math.isnan(result["steps_to_success"]) else f"{result['steps_to_success']:.1f}",
             "rollout_reward": f"{self.last_metrics.get('rollout_reward', float('nan')):.4f}",
         }
         self.log.append(row)

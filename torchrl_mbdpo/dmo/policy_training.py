@@ -1,4 +1,7 @@
-"""DMO-SAPO inside the learned pixel world model of Push-T (``mbdpo-dmo policy``): no simulator in the loop.
+"""DMO-SAPO inside the learned world model of Push-T (``mbdpo-dmo policy``): no simulator in the loop. The same run
+works in a pixel world model (frames, the local model's pixel encoder) and in a state world model
+(:mod:`~torchrl_mbdpo.dmo.state_model`: the features of the last 3 states, the local model's state encoder): the
+world model checkpoint says which.
 
 - **Global model** (the forward pass): :class:`~torchrl_mbdpo.dmo.diffusion_env.DiffusionWorldModelEnv`, the
   trained diffusion world model as a batched TorchRL env (``num_envs`` imagined episodes of ``episode_steps``
@@ -55,11 +58,13 @@ class PixelDMOTrainer(PolicyRun):
 
         cfg = self.cfg
         self.global_model = EnvGlobalModel(self.model_env) if cfg.forward == "diffusion" else None
+        gm = self.global_world_model
+        obs_dim = gm.policy_observation(torch.zeros(1, OBSERVATION_FRAMES, *gm.obs_shape, dtype=self.model_env.obs_dtype)).shape[1]
         wm_cfg = WorldModelConfig.from_size(
             1,
-            3 * OBSERVATION_FRAMES,
-            self.global_world_model.cfg.action_dim,
-            obs_type="rgb",
+            obs_dim,
+            gm.cfg.action_dim,
+            obs_type="rgb" if self.obs == "pixels" else "state",
             latent_dim=cfg.latent_dim,
             mlp_dim=cfg.mlp_dim,
             enc_dim=cfg.enc_dim,
@@ -83,18 +88,19 @@ class PixelDMOTrainer(PolicyRun):
 
     # ------------------------------------------------------------------ data
     def _play_batch(self, n: int) -> TensorDict:
-        """Play-data transitions as the local model reads them: 3 stacked frames before and after ``a_t``, and the
-        learned reward of the transition (start frame: the episode's first)."""
+        """Play-data transitions as the local model reads them: the last 3 frames (states) before and after ``a_t``, and
+        the learned reward of the transition (start: the episode's first observation)."""
+        key, observe = self.obs, self.global_world_model.policy_observation
         rows = self.train_rows[torch.randint(len(self.train_rows), (n,), generator=self.generator)]
-        w = self.dataset.windows(rows, OBSERVATION_FRAMES)
-        start = self.dataset.rows["pixels"][self.dataset.episode_start[self.dataset.rows["episode"][rows]]]
-        reward = self.reward_fn(TensorDict({"pixels": w["target"], "start_pixels": start}, batch_size=[n]))
+        w = self.dataset.windows(rows, OBSERVATION_FRAMES, key)
+        start = self.dataset.rows[key][self.dataset.episode_start[self.dataset.rows["episode"][rows]]]
+        reward = self.reward_fn(TensorDict({key: w["target"], f"start_{key}": start}, batch_size=[n]))
         next_frames = torch.cat([w["frames"][:, 1:], w["target"][:, None]], 1)
         return TensorDict(
             {
-                "observation": w["frames"].flatten(1, 2),
+                "observation": observe(w["frames"]),
                 "action": w["actions"][:, -1],
-                "next_observation": next_frames.flatten(1, 2),
+                "next_observation": observe(next_frames),
                 "reward": reward,
             },
             batch_size=[n],
@@ -128,7 +134,8 @@ class PixelDMOTrainer(PolicyRun):
             self.world_model_samples += cfg.num_envs * cfg.horizon
         else:
             wm = self.local_model
-            obs0 = self.sampler(cfg.num_envs)["frames"][:, -OBSERVATION_FRAMES:].flatten(1, 2).to(cfg.device)
+            frames = self.sampler(cfg.num_envs)["frames"][:, -OBSERVATION_FRAMES:]
+            obs0 = self.global_world_model.policy_observation(frames).to(cfg.device)
             with torch.no_grad():
                 z0 = wm.encode_obs(obs0)
             out = decoupled_rollout(

@@ -5,8 +5,9 @@ A TorchRL ``Collector`` rolls the stochastic policy out in :class:`~torchrl_mbdp
 (``num_envs`` imagined episodes of ``episode_steps`` steps from play-data contexts; the learned reward, standardised
 on play data as for DMO): ``rollout_steps`` steps per env and iteration. GAE advantages, then ``ppo_epochs`` passes of
 minibatch updates over the batch. Actor: a ``ProbabilisticActor`` with a ``TanhNormal`` on a conv net over the last
-3 frames (``"observation"``, uint8 ``(9, H, W)``, the frames DMO's local model reads); critic: a ``ValueOperator``
-on its own conv net. Evaluation on the real Push-T env with the deterministic policy, as DMO
+3 frames (``"observation"``, uint8 ``(9, H, W)``, the frames DMO's local model reads; in a state world model a tanh MLP
+on the features of the last 3 states); critic: a ``ValueOperator`` on its own trunk.
+Evaluation on the real Push-T env with the deterministic policy, as DMO
 (:func:`~torchrl_mbdpo.dmo.policy_run.evaluate_on_pusht`, same seeds); ``eval.csv`` has DMO's columns, so the
 comparison reads both alike. Checkpoints and ``resume=true`` as DMO's (the imagined episodes restart).
 """
@@ -18,7 +19,7 @@ from tensordict.nn import NormalParamExtractor, TensorDictModule
 from torch import nn
 
 from .config import PPOConfig
-from .policy_run import OBSERVATION_FRAMES, PolicyRun
+from .policy_run import PolicyRun
 
 __all__ = ["PPOConfig", "PPOTrainer", "train_ppo"]
 
@@ -47,8 +48,11 @@ class _ConvTrunk(nn.Module):
         return y.reshape(*lead, -1)
 
 
-def _conv_trunk(in_channels: int, image_size: int, hidden: int) -> nn.Module:
-    return _ConvTrunk(in_channels, image_size, hidden)
+def _trunk(observation_shape, hidden: int) -> nn.Module:
+    """Frames ``(C, H, W)``: :class:`_ConvTrunk`; state features ``(D,)``: a two-layer tanh MLP (PPO's usual)."""
+    if len(observation_shape) == 3:
+        return _ConvTrunk(observation_shape[0], observation_shape[-1], hidden)
+    return nn.Sequential(nn.Linear(observation_shape[0], hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh())
 
 
 class PPOTrainer(PolicyRun):
@@ -65,9 +69,9 @@ class PPOTrainer(PolicyRun):
         from torchrl.objectives.value import GAE
 
         cfg = self.cfg
-        size = self.global_world_model.cfg.image_size
         A = self.global_world_model.cfg.action_dim
-        trunk = _conv_trunk(3 * OBSERVATION_FRAMES, size, cfg.hidden)
+        observation = self.model_env.observation_spec["observation"].shape[1:]
+        trunk = _trunk(observation, cfg.hidden)
         actor_net = nn.Sequential(trunk, nn.Linear(cfg.hidden, 2 * A), NormalParamExtractor())
         self.actor = ProbabilisticActor(
             TensorDictModule(actor_net, in_keys=["observation"], out_keys=["loc", "scale"]),
@@ -77,7 +81,7 @@ class PPOTrainer(PolicyRun):
             distribution_kwargs={"low": -1.0, "high": 1.0},
             return_log_prob=True,
         ).to(cfg.device)
-        critic_net = nn.Sequential(_conv_trunk(3 * OBSERVATION_FRAMES, size, cfg.hidden), nn.Linear(cfg.hidden, 1))
+        critic_net = nn.Sequential(_trunk(observation, cfg.hidden), nn.Linear(cfg.hidden, 1))
         self.critic = ValueOperator(critic_net, in_keys=["observation"]).to(cfg.device)
         self.advantage = GAE(gamma=cfg.gamma, lmbda=cfg.lmbda, value_network=self.critic, average_gae=True)
         self.loss = ClipPPOLoss(

@@ -9,7 +9,9 @@
 - ``kind=env`` (the ablation): the real env's reward, which a world-model env cannot compute (it has no
   simulator state), regressed from the frame ``o_{t+1}`` on the dataset's recorded Push-T rewards (MSE).
 
-Both are :class:`FrameScorer` networks; :class:`FrameReward` turns a trained one into the ``reward_fn`` of
+Both are :class:`FrameScorer` networks (``obs=state``: :class:`~torchrl_mbdpo.dmo.state_model.StateScorer`, the same
+over Push-T states, with the goal state :func:`~torchrl_mbdpo.dmo.state_model.pusht_goal_state`);
+:class:`FrameReward` turns a trained one into the ``reward_fn`` of
 :class:`~torchrl_mbdpo.dmo.diffusion_env.DiffusionWorldModelEnv` (``load_frame_reward(checkpoint)``: the switch
 between them is which checkpoint is loaded). Held-out columns of ``loss.csv``: the loss, the pair-order accuracy
 (energy) and the correlation of the score with the real env's reward on held-out frames (both kinds; the
@@ -31,6 +33,8 @@ __all__ = [
     "REWARD_KINDS",
     "RewardConfig",
     "FrameScorer",
+    "make_scorer",
+    "goal_observation",
     "FrameReward",
     "RewardTrainConfig",
     "RewardTrainer",
@@ -39,7 +43,7 @@ __all__ = [
 ]
 
 CHECKPOINT_KIND = "dmo_reward"
-ARCHITECTURE_FIELDS = ("image_size", "kind", "channels", "hidden")
+ARCHITECTURE_FIELDS = ("obs", "image_size", "kind", "channels", "hidden")
 
 
 @dataclass
@@ -51,6 +55,7 @@ class RewardConfig:
     kind: str = "energy"
     channels: tuple[int, ...] = (16, 32, 64)
     hidden: int = 128
+    obs: str = "pixels"  # state: a StateScorer (an MLP of len(channels) layers of width hidden) on Push-T states
 
     def __post_init__(self):
         self.channels = tuple(int(c) for c in self.channels)
@@ -74,7 +79,7 @@ def _check_architecture(saved: RewardConfig, requested: RewardConfig, where) -> 
     from .diffusion import ArchitectureError
 
     a, b = saved.to_dict(), requested.to_dict()
-    diffs = [f"{k}: checkpoint has {a[k]!r}, requested {b[k]!r}" for k in ARCHITECTURE_FIELDS if a[k] != b[k]]
+    diffs = [f"{k}: checkpoint has {a.get(k)!r}, requested {b.get(k)!r}" for k in ARCHITECTURE_FIELDS if a.get(k) != b.get(k)]
     if diffs:
         raise ArchitectureError(
             f"The reward checkpoint {where} has another architecture:\n  "
@@ -109,29 +114,51 @@ class FrameScorer(nn.Module):
         return self.head(self.conv(frames_to_unit(torch.cat(x, dim=1))))
 
 
-class FrameReward(nn.Module):
-    """A trained :class:`FrameScorer` as the ``reward_fn`` of a model env: reads ``"pixels"`` (and, for an energy,
-    ``"start_pixels"`` and the fixed ``goal`` frame); no gradient. The reward is ``(score - shift) / scale``
-    (default: the score itself)."""
+def make_scorer(cfg: RewardConfig) -> nn.Module:
+    """The reward network of ``cfg``: a :class:`FrameScorer` (``obs=pixels``) or a
+    :class:`~torchrl_mbdpo.dmo.state_model.StateScorer` (``obs=state``)."""
+    if cfg.obs == "state":
+        from .state_model import StateScorer
 
-    def __init__(self, scorer: FrameScorer, goal: torch.Tensor | None = None, shift: float = 0.0, scale: float = 1.0):
+        return StateScorer(cfg)
+    return FrameScorer(cfg)
+
+
+def goal_observation(cfg: RewardConfig) -> torch.Tensor:
+    """The solved task as the scorer observes it: the goal frame (``obs=pixels``) or the goal state (``obs=state``)."""
+    if cfg.obs == "state":
+        from .state_model import pusht_goal_state
+
+        return pusht_goal_state()
+    from ..envs.pusht import pusht_goal_frame
+
+    return pusht_goal_frame(cfg.image_size)
+
+
+class FrameReward(nn.Module):
+    """A trained scorer (:func:`make_scorer`) as the ``reward_fn`` of a model env: reads the observation (``"pixels"`` or
+    ``"state"``, the scorer's ``obs``) and, for an energy, ``"start_<obs>"`` and the fixed ``goal``; no gradient. The
+    reward is ``(score - shift) / scale`` (default: the score itself)."""
+
+    def __init__(self, scorer: nn.Module, goal: torch.Tensor | None = None, shift: float = 0.0, scale: float = 1.0):
         super().__init__()
         self.scorer = scorer.eval()
+        self.key = scorer.cfg.obs
         self.shift, self.scale = float(shift), float(scale)
         if scorer.cfg.kind == "energy":
             if goal is None:
-                raise ValueError("An energy reward needs the goal frame (e.g. envs.pusht.pusht_goal_frame(image_size)).")
-            self.register_buffer("goal", torch.as_tensor(goal, dtype=torch.uint8))
+                raise ValueError("An energy reward needs the goal frame (state): reward.goal_observation(cfg).")
+            self.register_buffer("goal", torch.as_tensor(goal, dtype=torch.uint8 if self.key == "pixels" else torch.float32))
         else:
             self.goal = None
 
     @torch.no_grad()
     def forward(self, td) -> torch.Tensor:
-        pixels = td["pixels"]
+        obs = td[self.key]
         if self.goal is None:
-            score = self.scorer(pixels)
+            score = self.scorer(obs)
         else:
-            score = self.scorer(pixels, td["start_pixels"], self.goal.expand(pixels.shape[0], *self.goal.shape))
+            score = self.scorer(obs, td[f"start_{self.key}"], self.goal.expand(obs.shape[0], *self.goal.shape))
         return (score - self.shift) / self.scale
 
 
@@ -142,25 +169,26 @@ class RewardTrainer(OfflineRun):
     fields = ["update", "train_loss", "held_out_loss", "held_out_accuracy", "env_reward_corr", "seconds"]
 
     def build(self):
-        from ..envs.pusht import pusht_goal_frame
-
         cfg = self.cfg
+        self.dataset.check_key(cfg.obs)
         self.log_scale = cfg.kind == "env"
         self.y_label = "Bradley-Terry loss" if cfg.kind == "energy" else "MSE"
-        model_cfg = RewardConfig(image_size=self.dataset.image_size, kind=cfg.kind, channels=tuple(cfg.channels), hidden=cfg.hidden)
-        self.goal = pusht_goal_frame(self.dataset.image_size)
+        model_cfg = RewardConfig(
+            image_size=self.dataset.image_size, kind=cfg.kind, channels=tuple(cfg.channels), hidden=cfg.hidden, obs=cfg.obs
+        )
+        self.goal = goal_observation(model_cfg)
         fixed = torch.Generator().manual_seed(cfg.seed + 1)
-        self.held_out_pairs = self.dataset.progress_pairs(cfg.held_out_pairs, fixed, self.eval_episodes)
+        self.held_out_pairs = self.dataset.progress_pairs(cfg.held_out_pairs, fixed, self.eval_episodes, key=cfg.obs)
         rows = self.dataset.transition_rows(self.eval_episodes)
         rows = rows[torch.randperm(len(rows), generator=fixed)[: cfg.held_out_pairs]]
         self.held_out_frames = self._frames_and_rewards(rows)
-        return FrameScorer(model_cfg), model_cfg
+        return make_scorer(model_cfg), model_cfg
 
     def _frames_and_rewards(self, rows: torch.Tensor) -> dict:
-        """``o_{t+1}``, its episode's first frame and the real env's reward of the transition at rows ``t``."""
-        data = self.dataset.rows
+        """``o_{t+1}``, its episode's first observation and the real env's reward of the transition at rows ``t``."""
+        data, key = self.dataset.rows, self.cfg.obs
         start = self.dataset.episode_start[data["episode"][rows]]
-        return {"pixels": data["pixels"][rows + 1], "start": data["pixels"][start], "reward": data["next", "reward"][rows].float()}
+        return {"pixels": data[key][rows + 1], "start": data[key][start], "reward": data["next", "reward"][rows].float()}
 
     def check_architecture(self, saved_config: dict, path) -> None:
         _check_architecture(RewardConfig.from_dict(saved_config), self.model_cfg, path)
@@ -179,7 +207,8 @@ class RewardTrainer(OfflineRun):
     def training_loss(self) -> torch.Tensor:
         cfg = self.cfg
         if cfg.kind == "energy":
-            return self._energy_loss(self.dataset.progress_pairs(cfg.batch_size, self.generator, self.train_episodes).to(cfg.device))[0]
+            pairs = self.dataset.progress_pairs(cfg.batch_size, self.generator, self.train_episodes, key=cfg.obs)
+            return self._energy_loss(pairs.to(cfg.device))[0]
         rows = self.dataset.transition_rows(self.train_episodes)
         frames = self._frames_and_rewards(rows[torch.randint(len(rows), (cfg.batch_size,), generator=self.generator)])
         return (self.model(frames["pixels"].to(cfg.device)) - frames["reward"].to(cfg.device)).pow(2).mean()
@@ -204,9 +233,11 @@ def train_reward(cfg: RewardTrainConfig) -> RewardTrainer:
     return trainer
 
 
-def load_frame_reward(path, *, image_size: int | None = None, goal: torch.Tensor | None = None) -> tuple[FrameReward, dict]:
-    """The model-env ``reward_fn`` of a reward checkpoint, and the checkpoint's state. ``image_size`` (e.g. the world
-    model's) must be the reward's; an energy's ``goal`` frame defaults to the Push-T goal frame."""
+def load_frame_reward(
+    path, *, image_size: int | None = None, goal: torch.Tensor | None = None, obs: str | None = None
+) -> tuple[FrameReward, dict]:
+    """The model-env ``reward_fn`` of a reward checkpoint, and the checkpoint's state. ``obs`` and ``image_size`` (e.g.
+    the world model's) must be the reward's; an energy's ``goal`` defaults to the Push-T goal frame (state)."""
     from ..trainers.checkpoint import CheckpointError, load_checkpoint
     from .diffusion import ArchitectureError
 
@@ -216,15 +247,17 @@ def load_frame_reward(path, *, image_size: int | None = None, goal: torch.Tensor
             f"{path} is not a reward checkpoint (kind={state.get('kind')!r}); train one with mbdpo-dmo reward data=<dir>."
         )
     cfg = RewardConfig.from_dict(state["model_config"])
-    if image_size is not None and cfg.image_size != int(image_size):
+    if obs is not None and cfg.obs != obs:
+        raise ArchitectureError(
+            f"The reward checkpoint {path} scores {cfg.obs}, the world model makes {obs}: train the reward with obs={obs}."
+        )
+    if obs != "state" and image_size is not None and cfg.image_size != int(image_size):
         raise ArchitectureError(
             f"The reward checkpoint {path} scores {cfg.image_size}x{cfg.image_size} frames, the world model makes "
             f"{image_size}x{image_size}: train the reward on a dataset of the world model's image size."
         )
-    scorer = FrameScorer(cfg)
+    scorer = make_scorer(cfg)
     scorer.load_state_dict(state["model"])
     if cfg.kind == "energy" and goal is None:
-        from ..envs.pusht import pusht_goal_frame
-
-        goal = pusht_goal_frame(cfg.image_size)
+        goal = goal_observation(cfg)
     return FrameReward(scorer, goal), state

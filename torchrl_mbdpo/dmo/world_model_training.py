@@ -24,13 +24,22 @@ from pathlib import Path
 import torch
 
 from .config import WorldModelTrainConfig
-from .diffusion import ArchitectureError, DiffusionConfig, DiffusionWorldModel, check_architecture
+from .diffusion import ArchitectureError, DiffusionConfig, DiffusionWorldModel, NextObservationDiffusion, check_architecture
 from .offline_run import OfflineRun
 from .open_loop import open_loop_metrics
+from .state_model import StateDiffusionConfig, StateDiffusionWorldModel
 
-__all__ = ["WorldModelTrainConfig", "WorldModelTrainer", "train_world_model", "load_world_model", "write_frames_picture"]
+__all__ = [
+    "WorldModelTrainConfig",
+    "WorldModelTrainer",
+    "train_world_model",
+    "load_world_model",
+    "write_frames_picture",
+    "write_trajectory_picture",
+]
 
 CHECKPOINT_KIND = "dmo_diffusion_world_model"
+STATE_CHECKPOINT_KIND = "dmo_state_world_model"
 LOSS_FIELDS = ["update", "train_loss", "held_out_loss", "seconds"]
 
 
@@ -75,6 +84,45 @@ def write_frames_picture(model: DiffusionWorldModel, episode, path, *, every: in
     return {"steps": shown, "mse": mse}
 
 
+def write_trajectory_picture(model, episode, path, *, every: int = 5, steps: int = 50, seed: int = 0) -> dict:
+    """The state model's counterpart of :func:`write_frames_picture`: the agent's and the block's paths in the workspace,
+    real (solid) vs imagined open loop from the first state with the episode's actions (dashed), over ``steps`` steps;
+    markers every ``every`` steps. Returns ``{"steps": [...], "agent_error": [...], "block_error": [...]}`` (workspace
+    units, at the marked steps)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k, A = model.cfg.context, model.cfg.action_dim
+    real = episode["state"][:].float()
+    T = min(int(steps), len(real) - 1)
+    frames = real[:1, None].expand(1, k, real.shape[-1]).clone()
+    with torch.random.fork_rng(devices=[]):
+        actions = episode["action"][:T][None].float()
+        predicted = model.imagine(frames, torch.zeros(1, k, A), actions, generator=torch.Generator().manual_seed(seed))[0]
+    predicted = torch.cat([real[:1], predicted])
+    real = real[: T + 1]
+    shown = list(range(0, T + 1, max(1, int(every))))
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    for cols, name, color in (((0, 1), "agent", "C0"), ((2, 3), "block", "C7")):
+        for traj, style, label in ((real, "-", "real"), (predicted, "--", "world model")):
+            ax.plot(traj[:, cols[0]], traj[:, cols[1]], style, color=color, label=f"{name}, {label}")
+            ax.plot(traj[shown, cols[0]], traj[shown, cols[1]], ".", color=color)
+    ax.set_xlim(0, 512)
+    ax.set_ylim(512, 0)  # the renderer's y axis points down
+    ax.set_aspect("equal")
+    ax.legend(fontsize=7)
+    ax.set_title(f"held-out episode, open loop over {T} steps", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    err = lambda c: [float((predicted[t, c] - real[t, c]).norm()) for t in shown]  # noqa: E731
+    return {"steps": shown, "agent_error": err(slice(0, 2)), "block_error": err(slice(2, 4))}
+
+
 class WorldModelTrainer(OfflineRun):
     """Runs the training of the module docstring (:class:`~torchrl_mbdpo.dmo.offline_run.OfflineRun`);
     :meth:`train` returns the last ``loss.csv`` row."""
@@ -84,16 +132,25 @@ class WorldModelTrainer(OfflineRun):
     y_label = "EDM loss"
 
     def build(self):
-        model_cfg = self.cfg.diffusion_config(self.dataset.image_size)
-        fixed = torch.Generator().manual_seed(self.cfg.seed + 1)
-        self.held_out_batch = self.dataset.sample(self.cfg.held_out_windows, self.cfg.context, fixed, self.eval_episodes)
-        return DiffusionWorldModel(model_cfg), model_cfg
+        cfg = self.cfg
+        self.dataset.check_key(cfg.obs)
+        model_cfg = cfg.diffusion_config(self.dataset.image_size)
+        fixed = torch.Generator().manual_seed(cfg.seed + 1)
+        self.held_out_batch = self.dataset.sample(cfg.held_out_windows, cfg.context, fixed, self.eval_episodes, key=cfg.obs)
+        if cfg.obs == "pixels":
+            return DiffusionWorldModel(model_cfg), model_cfg
+        self.kind = STATE_CHECKPOINT_KIND
+        model = StateDiffusionWorldModel(model_cfg)
+        rows = self.dataset.transition_rows(self.train_episodes)
+        model.set_delta_std(self.dataset.rows["state"][rows], self.dataset.rows["state"][rows + 1])
+        return model, model_cfg
 
     def check_architecture(self, saved_config: dict, path) -> None:
-        check_architecture(DiffusionConfig.from_dict(saved_config), self.model_cfg, path)
+        check_architecture(type(self.model_cfg).from_dict(saved_config), self.model_cfg, path)
 
     def training_loss(self) -> torch.Tensor:
-        batch = self.dataset.sample(self.cfg.batch_size, self.cfg.context, self.generator, self.train_episodes).to(self.cfg.device)
+        cfg = self.cfg
+        batch = self.dataset.sample(cfg.batch_size, cfg.context, self.generator, self.train_episodes, key=cfg.obs).to(cfg.device)
         return self.model.loss(batch["frames"], batch["actions"], batch["target"], generator=self.generator).mean()
 
     def held_out_loss(self) -> float:
@@ -106,18 +163,21 @@ class WorldModelTrainer(OfflineRun):
         return {"held_out_loss": f"{self.held_out_loss():.6f}"}
 
     def finish(self) -> None:
-        """``frames.png`` and ``frames.json`` beside the checkpoint."""
+        """``frames.png`` and ``frames.json`` (``obs=state``: the trajectories, ``trajectories.png``) and
+        ``open_loop.json`` beside the checkpoint."""
         episode = int(self.eval_episodes[0])
         self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-        self.frames = write_frames_picture(
+        write = write_frames_picture if self.cfg.obs == "pixels" else write_trajectory_picture
+        name = "frames" if self.cfg.obs == "pixels" else "trajectories"
+        self.frames = write(
             self.model,
             self.dataset.episode(episode),
-            self.checkpoint_path.parent / "frames.png",
+            self.checkpoint_path.parent / f"{name}.png",
             every=self.cfg.frames_every,
             steps=self.cfg.frames_steps,
             seed=self.cfg.seed,
         )
-        (self.checkpoint_path.parent / "frames.json").write_text(json.dumps({"episode": episode, "update": self.update, **self.frames}))
+        (self.checkpoint_path.parent / f"{name}.json").write_text(json.dumps({"episode": episode, "update": self.update, **self.frames}))
         self.open_loop = open_loop_metrics(self.model, self.dataset, self.eval_episodes, seed=self.cfg.seed)
         (self.checkpoint_path.parent / "open_loop.json").write_text(json.dumps({"update": self.update, **self.open_loop}))
 
@@ -129,21 +189,27 @@ def train_world_model(cfg: WorldModelTrainConfig) -> WorldModelTrainer:
     return trainer
 
 
-def load_world_model(path, *, expect: DiffusionConfig | None = None, map_location="cpu") -> tuple[DiffusionWorldModel, dict]:
-    """The world model of a checkpoint (``<work_dir>/checkpoints/latest.pt``) in eval mode, and the checkpoint's
-    state. ``expect``: raise :class:`ArchitectureError` unless the checkpoint has its architecture."""
+def load_world_model(path, *, expect=None, map_location="cpu") -> tuple[NextObservationDiffusion, dict]:
+    """The world model of a checkpoint (``<work_dir>/checkpoints/latest.pt``; a pixel :class:`DiffusionWorldModel` or a
+    :class:`~torchrl_mbdpo.dmo.state_model.StateDiffusionWorldModel`) in eval mode, and the checkpoint's state.
+    ``expect`` (a config): raise :class:`ArchitectureError` unless the checkpoint has its architecture."""
     from ..trainers.checkpoint import CheckpointError, load_checkpoint
 
     state = load_checkpoint(path, map_location=map_location)
-    if state.get("kind") != CHECKPOINT_KIND:
+    classes = {
+        CHECKPOINT_KIND: (DiffusionConfig, DiffusionWorldModel),
+        STATE_CHECKPOINT_KIND: (StateDiffusionConfig, StateDiffusionWorldModel),
+    }
+    if state.get("kind") not in classes:
         raise CheckpointError(
             f"{path} is not a diffusion world model checkpoint (kind={state.get('kind')!r}); "
             "train one with mbdpo-dmo world_model data=<play dataset>."
         )
-    saved = DiffusionConfig.from_dict(state["model_config"])
+    config_class, model_class = classes[state["kind"]]
+    saved = config_class.from_dict(state["model_config"])
     if expect is not None:
         check_architecture(saved, expect, path)
-    model = DiffusionWorldModel(saved)
+    model = model_class(saved)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:
