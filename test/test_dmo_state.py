@@ -119,6 +119,8 @@ def test_straightness_and_curvature():
     square = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.0, 0.0]])
     assert straightness(square) == pytest.approx(0.0)
     assert curvature(square) == pytest.approx(3 * (math.pi / 2) / 4)  # three quarter turns over a length of 4
+    zigzag = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [2.0, 1.0], [2.0, 0.0]])  # left, right, right: turns do not cancel
+    assert curvature(zigzag) == pytest.approx(3 * (math.pi / 2) / 4) and straightness(zigzag) == pytest.approx(0.5)
     assert math.isnan(straightness(torch.zeros(3, 2))) and math.isnan(curvature(torch.zeros(3, 2)))
 
 

@@ -41,7 +41,9 @@ CASES = [
     ("mbdpo-compare", ["steps=0"], "steps must be >= 1"),
     ("mbdpo-export", ["checkpoint={ckpt}", "out=x.pt", "format=tdmpc3"], "format must be one of mbdpo, tdmpc2"),
     ("mbdpo-dmo", ["world_model", "data={play}", "updates=0"], "updates must be >= 1"),
+    ("mbdpo-dmo", ["world_model", "data={play}", "obs=voxels"], "obs must be one of pixels, state"),
     # cross-field rules
+    ("mbdpo-dmo", ["reward", "data={play}", "obs=state", "image_size=64"], "image_size sizes frames: with obs=state there are none"),
     (
         "mbdpo-train",
         ["planner.num_elites=64", "planner.num_samples=16", "planner.num_pi_trajs=2"],

@@ -37,7 +37,11 @@ setting):
 - :mod:`.ppo`: the PPO baseline (``mbdpo-dmo ppo``: TorchRL's ``ClipPPOLoss`` + ``GAE`` on image observations,
   collected by a TorchRL ``Collector`` in the same diffusion env);
 - :mod:`.compare`: ``mbdpo-dmo compare``: DMO, No Diffusion and PPO over seeds, a CSV and a plot of the real-env
-  success rate and return against world-model samples and wall time.
+  success rate and final coverage against world-model samples and wall time.
+
+The same pipeline over Push-T's *state* (``obs=state``; the setting a CPU affords, the pixel one being the GPU-scale
+setting): :mod:`.state_model` (the state features, the EDM next-state world model, the state reward network, the goal
+state); every other piece above (data, env, reward training, DMO, No Diffusion, PPO, comparison) takes either.
 
 Submodules are imported on use: importing this package does not import diffusers or gym-pusht.
 """
@@ -52,6 +56,7 @@ __all__ = [
     "commands",
     "play_data",
     "diffusion",
+    "state_model",
     "diffusion_env",
     "world_model_training",
     "open_loop",

@@ -41,6 +41,7 @@ from .functional import (
 __all__ = [
     "DIFFUSERS_HINT",
     "ARCHITECTURE_FIELDS",
+    "EDMSettings",
     "DiffusionConfig",
     "NextObservationDiffusion",
     "DiffusionWorldModel",
@@ -66,14 +67,33 @@ class ArchitectureError(UserError):
 
 
 @dataclass
-class DiffusionConfig:
+class EDMSettings:
+    """What the pixel and the state world models share: EDM's ``sigma_data`` and training noise
+    ``ln sigma ~ N(p_mean, p_std^2)``, and the sampler: ``num_steps`` Euler steps from ``sigma_max`` down to
+    ``sigma_min`` (then 0) on Karras' schedule with ``rho`` (DIAMOND's constants)."""
+
+    sigma_data: float = 0.5
+    p_mean: float = -0.4
+    p_std: float = 1.2
+    sigma_min: float = 2e-3
+    sigma_max: float = 5.0
+    rho: float = 7.0
+    num_steps: int = 3
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class DiffusionConfig(EDMSettings):
     """A next-frame diffusion world model. Architecture: ``image_size`` (square frames), ``context`` (``k``
     frames and actions), ``action_dim``, the U-Net's ``channels`` per resolution (each level halves the
     resolution), ``layers_per_block``, ``attention`` (a self-attention layer in the middle block),
     ``norm_groups`` (GroupNorm groups, dividing every channel count), ``noise_embedding_scale`` (``c_noise`` is
-    multiplied by it before the sinusoidal embedding, whose frequencies suit values of order 1000).
-    EDM: ``sigma_data``, the training noise ``ln sigma ~ N(p_mean, p_std^2)``; sampler: ``num_steps`` Euler
-    steps from ``sigma_max`` down to ``sigma_min`` (then 0) on Karras' schedule with ``rho``."""
+    multiplied by it before the sinusoidal embedding, whose frequencies suit values of order 1000). EDM and the
+    sampler: :class:`EDMSettings`."""
 
     image_size: int = 64
     context: int = 4
@@ -83,13 +103,6 @@ class DiffusionConfig:
     attention: bool = False
     norm_groups: int = 8
     noise_embedding_scale: float = 1000.0
-    sigma_data: float = 0.5
-    p_mean: float = -0.4
-    p_std: float = 1.2
-    sigma_min: float = 2e-3
-    sigma_max: float = 5.0
-    rho: float = 7.0
-    num_steps: int = 3
 
     def __post_init__(self):
         self.channels = tuple(int(c) for c in self.channels)
@@ -122,11 +135,6 @@ class DiffusionConfig:
         d = asdict(self)
         d["channels"] = list(self.channels)
         return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DiffusionConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def check_architecture(saved: DiffusionConfig, requested: DiffusionConfig, where) -> None:

@@ -20,12 +20,12 @@ pixel path stays the GPU-scale one.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-from .diffusion import NextObservationDiffusion
+from .diffusion import EDMSettings, NextObservationDiffusion
 
 __all__ = [
     "STATE_DIM",
@@ -66,23 +66,16 @@ def pusht_goal_state(agent: tuple[float, float] = (256.0, 460.0)) -> torch.Tenso
 
 
 @dataclass
-class StateDiffusionConfig:
+class StateDiffusionConfig(EDMSettings):
     """A next-state diffusion world model. Architecture: ``context`` (``k`` states and actions), ``action_dim``, the
-    MLP's ``hidden`` width and ``layers``, ``noise_features`` (Fourier features of ``c_noise``). EDM and the sampler
-    as :class:`~torchrl_mbdpo.dmo.diffusion.DiffusionConfig`."""
+    MLP's ``hidden`` width and ``layers``, ``noise_features`` (Fourier features of ``c_noise``). EDM and the sampler:
+    :class:`~torchrl_mbdpo.dmo.diffusion.EDMSettings`."""
 
     context: int = 4
     action_dim: int = 2
     hidden: int = 256
     layers: int = 3
     noise_features: int = 16
-    sigma_data: float = 0.5
-    p_mean: float = -0.4
-    p_std: float = 1.2
-    sigma_min: float = 2e-3
-    sigma_max: float = 5.0
-    rho: float = 7.0
-    num_steps: int = 3
 
     def __post_init__(self):
         problems = [
@@ -100,11 +93,6 @@ class StateDiffusionConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "StateDiffusionConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def _mlp(width_in: int, hidden: int, layers: int, width_out: int) -> nn.Sequential:
