@@ -58,12 +58,10 @@ class PixelDMOTrainer(PolicyRun):
 
         cfg = self.cfg
         self.global_model = EnvGlobalModel(self.model_env) if cfg.forward == "diffusion" else None
-        gm = self.global_world_model
-        obs_dim = gm.policy_observation(torch.zeros(1, OBSERVATION_FRAMES, *gm.obs_shape, dtype=self.model_env.obs_dtype)).shape[1]
         wm_cfg = WorldModelConfig.from_size(
             1,
-            obs_dim,
-            gm.cfg.action_dim,
+            self.model_env.observation_spec["observation"].shape[1],  # 3 stacked frames' channels, or 3 states' features
+            self.global_world_model.cfg.action_dim,
             obs_type="rgb" if self.obs == "pixels" else "state",
             latent_dim=cfg.latent_dim,
             mlp_dim=cfg.mlp_dim,
