@@ -75,4 +75,6 @@ def test_the_real_diffusion_model_runs_through_it(play64):
     for h in (3, 6):
         values = [x for v in metrics[f"h{h}"].values() for x in v.values()]
         assert all(math.isfinite(x) for x in values)
-        assert metrics[f"h{h}"]["changed_mse"]["model"] > metrics[f"h{h}"]["changed_mse"]["copy"]
+        # noise frames can land near the changed pixels by chance, but place no block where it is
+        assert metrics[f"h{h}"]["block_px"]["model"] > metrics[f"h{h}"]["block_px"]["copy"]
+        assert not all(v["model"] < v["copy"] for v in metrics[f"h{h}"].values())
