@@ -129,7 +129,7 @@ def write_comparison(runs: dict, out_dir: Path) -> list[dict]:
                 "return_std": f"{ret_std:.2f}",
                 "final_coverage": f"{coverage:.3f}",
                 "coverage_std": f"{coverage_std:.3f}",
-                **{name: f"{m:.4g}" for name, (m, _) in quality.items()},
+                **{name: "-" if math.isnan(m) else f"{m:.4g}" for name, (m, _) in quality.items()},
                 "samples": int(sum(float(r["model_steps"]) for r in finals) / len(finals)),
                 "world_model_samples": int(sum(float(r["world_model_samples"]) for r in finals) / len(finals)),
                 "seconds": f"{sum(float(r['seconds']) for r in finals) / len(finals):.0f}",
