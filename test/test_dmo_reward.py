@@ -12,7 +12,7 @@ from torchrl_mbdpo.dmo.functional import bradley_terry_loss
 from torchrl_mbdpo.dmo.play_data import load_play_dataset
 from torchrl_mbdpo.dmo.reward import FrameReward, FrameScorer, RewardConfig, RewardTrainer, load_frame_reward, train_reward
 from torchrl_mbdpo.dmo.world_model_training import train_world_model
-from torchrl_mbdpo.envs.pusht import pusht_goal_frame
+from torchrl_mbdpo.envs.pusht import PUSHT_GOAL, pusht_dense_reward, pusht_goal_frame
 from torchrl_mbdpo.trainers.checkpoint import CheckpointError
 
 from helpers import tiny_diffusion_config, tiny_reward_train_config, tiny_world_model_train_config
@@ -71,7 +71,7 @@ def test_energy_training_reads_no_action_and_no_reward(tiny_play_data, tmp_path)
     assert torch.isfinite(trainer.training_loss())
 
 
-@pytest.mark.parametrize("kind", ["energy", "env"])
+@pytest.mark.parametrize("kind", ["energy", "env", "dense"])
 def test_reward_training_curve_checkpoint_and_resume(tiny_play_data, tmp_path, kind):
     straight = train_reward(tiny_reward_train_config(tiny_play_data, tmp_path / "a", kind=kind))
     rows = straight.log.rows()
@@ -84,6 +84,26 @@ def test_reward_training_curve_checkpoint_and_resume(tiny_play_data, tmp_path, k
         assert torch.equal(a, b)
 
 
+def test_dense_reward_is_zero_on_the_goal_and_falls_with_each_distance():
+    solved = torch.tensor([256.0, 256.0, *PUSHT_GOAL])  # the agent on the block, the block on the goal pose
+    assert pusht_dense_reward(solved).item() == pytest.approx(0.0, abs=1e-6)
+    assert pusht_dense_reward(solved + torch.tensor([0, 0, 0, 0, 2 * math.pi])).item() == pytest.approx(0.0, abs=1e-5)
+    turned = pusht_dense_reward(solved + torch.tensor([0, 0, 0, 0, math.pi])).item()
+    assert turned == pytest.approx(-1.0, abs=1e-5), "the angle error wraps to [0, pi]"
+    agent_away = pusht_dense_reward(solved + torch.tensor([128.0, 0, 0, 0, 0])).item()
+    block_away = pusht_dense_reward(solved + torch.tensor([128.0, 0, 128.0, 0, 0])).item()
+    assert agent_away == pytest.approx(-0.25) and block_away == pytest.approx(-0.5)
+    assert pusht_dense_reward(torch.stack([solved, solved])).shape == (2, 1)
+
+
+def test_dense_reward_kind_regresses_the_next_states_dense_reward(tiny_play_data, tmp_path):
+    trainer = RewardTrainer(tiny_reward_train_config(tiny_play_data, tmp_path / "rw", kind="dense"))
+    rows = trainer.dataset.transition_rows(trainer.train_episodes)[:20]
+    frames = trainer._frames_and_rewards(rows)
+    assert torch.equal(frames["target"], pusht_dense_reward(trainer.dataset.rows["state"][rows + 1]))
+    assert torch.equal(frames["reward"], trainer.dataset.rows["next", "reward"][rows].float())
+
+
 def _model_env(tiny_play_data, reward_fn, batch_size=2):
     torch.manual_seed(0)
     model = DiffusionWorldModel(tiny_diffusion_config()).eval()
@@ -91,7 +111,7 @@ def _model_env(tiny_play_data, reward_fn, batch_size=2):
     return DiffusionWorldModelEnv(model, play_data_start_sampler(ds, 2), batch_size=batch_size, max_episode_steps=5, reward_fn=reward_fn)
 
 
-@pytest.mark.parametrize("kind", ["energy", "env"])
+@pytest.mark.parametrize("kind", ["energy", "env", "dense"])
 def test_learned_reward_is_the_model_envs_reward(tiny_play_data, tmp_path, kind):
     trainer = train_reward(tiny_reward_train_config(tiny_play_data, tmp_path / "rw", kind=kind, updates=2))
     reward_fn, state = load_frame_reward(tmp_path / "rw" / "checkpoints" / "latest.pt", image_size=16)

@@ -39,7 +39,8 @@ __all__ = [
 
 FORWARD_MODELS = ("sim", "learned")  # mbdpo-dmo train forward_model=: the simulator | a learned observation-space MLP
 FORWARDS = ("diffusion", "local")  # mbdpo-dmo policy forward=: DMO | the "No Diffusion" ablation
-REWARD_KINDS = ("energy", "env")  # mbdpo-dmo reward kind=: Bradley-Terry energy on frames | the real reward (ablation)
+# mbdpo-dmo reward kind=: Bradley-Terry energy on frames | the real reward (ablation) | a dense shaped progress reward
+REWARD_KINDS = ("energy", "env", "dense")
 OBSERVATIONS = ("pixels", "state")  # obs=: the world model's observations: frames (the GPU-scale path) | Push-T states
 COMPARED = ("dmo", "no_diffusion", "ppo")  # mbdpo-dmo compare algos=
 
@@ -278,7 +279,9 @@ class RewardTrainConfig:
 
     data: Optional[str] = None  # the play dataset folder (mbdpo-dmo dataset out=...)
     work_dir: Optional[str] = None  # default: runs/dmo_reward/<dataset folder name> (obs=state: <name>-state)
-    kind: str = "energy"  # energy (Bradley-Terry on frames or states) | env (regress the real env's reward: the ablation)
+    # energy (Bradley-Terry on frames or states) | env (regress the real env's reward: the ablation) | dense (regress
+    # envs.pusht.pusht_dense_reward of the recorded states: the block's distance to the goal, the agent's to the block)
+    kind: str = "energy"
     obs: str = "pixels"  # pixels: a CNN on frames | state: an MLP on Push-T states (the world model's obs)
     image_size: Optional[int] = None  # default: the dataset's
     channels: List[int] = field(default_factory=lambda: [16, 32, 64])  # CNN channels per level (obs=state: one MLP layer each)

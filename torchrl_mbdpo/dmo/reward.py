@@ -8,6 +8,10 @@
   (``"start_pixels"``) and ``o_goal`` the frame of the solved task (:func:`~torchrl_mbdpo.envs.pusht.pusht_goal_frame`).
 - ``kind=env`` (the ablation): the real env's reward, which a world-model env cannot compute (it has no
   simulator state), regressed from the frame ``o_{t+1}`` on the dataset's recorded Push-T rewards (MSE).
+- ``kind=dense`` (shaping): the same regression on a dense progress target computed from the dataset's recorded
+  states, :func:`~torchrl_mbdpo.envs.pusht.pusht_dense_reward` (the block's distance to its goal pose and the
+  agent's to the block): Push-T's coverage is zero until the block overlaps the goal, and the energy learns the
+  order of play episodes rather than progress to the goal.
 
 Both are :class:`FrameScorer` networks (``obs=state``: :class:`~torchrl_mbdpo.dmo.state_model.StateScorer`, the same
 over Push-T states, with the goal state :func:`~torchrl_mbdpo.dmo.state_model.pusht_goal_state`);
@@ -25,6 +29,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
+from ..envs.pusht import pusht_dense_reward
 from .config import REWARD_KINDS, RewardTrainConfig
 from .functional import bradley_terry_loss, frames_to_unit
 from .offline_run import OfflineRun
@@ -48,7 +53,7 @@ ARCHITECTURE_FIELDS = ("obs", "image_size", "kind", "channels", "hidden")
 
 @dataclass
 class RewardConfig:
-    """A :class:`FrameScorer`: ``kind`` (``energy``: ``f(o | o_start, o_goal)``; ``env``: ``r(o)``), square
+    """A :class:`FrameScorer`: ``kind`` (``energy``: ``f(o | o_start, o_goal)``; ``env``, ``dense``: ``r(o)``), square
     ``image_size`` frames, a stride-2 conv per entry of ``channels``, then an MLP of width ``hidden``."""
 
     image_size: int = 64
@@ -89,7 +94,7 @@ def _check_architecture(saved: RewardConfig, requested: RewardConfig, where) -> 
 
 
 class FrameScorer(nn.Module):
-    """``(o, o_start, o_goal) -> (B, 1)`` (``kind=energy``) or ``o -> (B, 1)`` (``kind=env``); frames uint8
+    """``(o, o_start, o_goal) -> (B, 1)`` (``kind=energy``) or ``o -> (B, 1)`` (``env``, ``dense``); frames uint8
     ``(B, 3, H, W)``."""
 
     def __init__(self, cfg: RewardConfig):
@@ -171,7 +176,7 @@ class RewardTrainer(OfflineRun):
     def build(self):
         cfg = self.cfg
         self.dataset.check_key(cfg.obs)
-        self.log_scale = cfg.kind == "env"
+        self.log_scale = cfg.kind == "env"  # a dense target's MSE does not fall by decades
         self.y_label = "Bradley-Terry loss" if cfg.kind == "energy" else "MSE"
         model_cfg = RewardConfig(
             image_size=self.dataset.image_size, kind=cfg.kind, channels=tuple(cfg.channels), hidden=cfg.hidden, obs=cfg.obs
@@ -185,10 +190,13 @@ class RewardTrainer(OfflineRun):
         return make_scorer(model_cfg), model_cfg
 
     def _frames_and_rewards(self, rows: torch.Tensor) -> dict:
-        """``o_{t+1}``, its episode's first observation and the real env's reward of the transition at rows ``t``."""
+        """``o_{t+1}``, its episode's first observation, the real env's reward of the transition at rows ``t`` and the
+        regression's ``target`` (that reward, or ``kind=dense``: the dense reward of ``s_{t+1}``)."""
         data, key = self.dataset.rows, self.cfg.obs
         start = self.dataset.episode_start[data["episode"][rows]]
-        return {"pixels": data[key][rows + 1], "start": data[key][start], "reward": data["next", "reward"][rows].float()}
+        reward = data["next", "reward"][rows].float()
+        target = pusht_dense_reward(data["state"][rows + 1]) if self.cfg.kind == "dense" else reward
+        return {"pixels": data[key][rows + 1], "start": data[key][start], "reward": reward, "target": target}
 
     def check_architecture(self, saved_config: dict, path) -> None:
         _check_architecture(RewardConfig.from_dict(saved_config), self.model_cfg, path)
@@ -199,7 +207,7 @@ class RewardTrainer(OfflineRun):
         return bradley_terry_loss(later, earlier), (later > earlier).float().mean()
 
     def _score(self, frames: dict) -> torch.Tensor:
-        if self.cfg.kind == "env":
+        if self.cfg.kind != "energy":
             return self.model(frames["pixels"])
         goal = self.goal.expand(len(frames["pixels"]), *self.goal.shape)
         return self.model(frames["pixels"], frames["start"], goal)
@@ -211,7 +219,7 @@ class RewardTrainer(OfflineRun):
             return self._energy_loss(pairs.to(cfg.device))[0]
         rows = self.dataset.transition_rows(self.train_episodes)
         frames = self._frames_and_rewards(rows[torch.randint(len(rows), (cfg.batch_size,), generator=self.generator)])
-        return (self.model(frames["pixels"].to(cfg.device)) - frames["reward"].to(cfg.device)).pow(2).mean()
+        return (self.model(frames["pixels"].to(cfg.device)) - frames["target"].to(cfg.device)).pow(2).mean()
 
     def evaluate(self) -> dict:
         score = self._score(self.held_out_frames).squeeze(-1)
@@ -224,7 +232,8 @@ class RewardTrainer(OfflineRun):
                 "held_out_accuracy": f"{float(accuracy):.4f}",
                 "env_reward_corr": f"{float(corr):.4f}",
             }
-        return {"held_out_loss": f"{float((score - reward).pow(2).mean()):.6f}", "env_reward_corr": f"{float(corr):.4f}"}
+        loss = (score - self.held_out_frames["target"].squeeze(-1)).pow(2).mean()
+        return {"held_out_loss": f"{float(loss):.6f}", "env_reward_corr": f"{float(corr):.4f}"}
 
 
 def train_reward(cfg: RewardTrainConfig) -> RewardTrainer:

@@ -151,7 +151,7 @@ class StateDiffusionWorldModel(NextObservationDiffusion):
 
 
 class StateScorer(nn.Module):
-    """``(s, s_start, s_goal) -> (B, 1)`` (``kind=energy``) or ``s -> (B, 1)`` (``kind=env``) on Push-T states ``(B, 5)``:
+    """``(s, s_start, s_goal) -> (B, 1)`` (``kind=energy``) or ``s -> (B, 1)`` (``env``, ``dense``) on Push-T states ``(B, 5)``:
     an MLP of ``layers`` x ``hidden`` on their features. ``cfg`` is a :class:`~torchrl_mbdpo.dmo.reward.RewardConfig`."""
 
     def __init__(self, cfg):
