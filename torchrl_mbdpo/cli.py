@@ -14,6 +14,7 @@ is a ``warning:`` line up front; any other exception is a bug and keeps its trac
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
 import os
@@ -24,7 +25,7 @@ from typing import NamedTuple
 from ._rendering import choose_mujoco_gl
 from .config import UserError
 
-__all__ = ["COMMANDS", "Command", "main"]
+__all__ = ["COMMANDS", "Command", "ScriptArgumentParser", "main"]
 
 _T, _D = "torchrl_mbdpo.trainers", "torchrl_mbdpo.dmo"
 
@@ -71,6 +72,14 @@ def _fail(err: Exception) -> None:
     message = " ".join(str(err).split())  # one line, whatever the message
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(2)
+
+
+class ScriptArgumentParser(argparse.ArgumentParser):
+    """``argparse`` for the baseline scripts (``sota-implementations/ppo``, ``sac``) with the commands' error path: a bad
+    argument is one line on stderr, ``<script>: error: <the problem and the fix>``, exit 2 (no usage block)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
 @contextlib.contextmanager

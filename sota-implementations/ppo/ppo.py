@@ -23,6 +23,7 @@ from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
+from torchrl_mbdpo.cli import ScriptArgumentParser
 from torchrl_mbdpo.envs import make_env
 from torchrl_mbdpo.envs.factory import task_spec
 from torchrl_mbdpo.trainers.config import default_work_dir
@@ -31,13 +32,8 @@ from torchrl_mbdpo.trainers.evaluation import CsvLog, evaluate
 FIELDS = ["step", "episode_reward", "env_steps", "wall_time_s"]
 
 
-class OneLineErrors(argparse.ArgumentParser):
-    def error(self, message):  # exit 2 with one line on stderr (no usage block): what is wrong and how to fix it
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def parse_args(argv=None):
-    p = OneLineErrors(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ScriptArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="cartpole-swingup")
     p.add_argument("--steps", type=int, default=2_000_000, help="agent steps")
     p.add_argument("--seed", type=int, default=1)

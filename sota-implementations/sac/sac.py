@@ -20,7 +20,9 @@ from torchrl.data import LazyTensorStorage, RandomSampler, TensorDictReplayBuffe
 from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
 from torchrl.objectives import SACLoss, SoftUpdate
 
+from torchrl_mbdpo.cli import ScriptArgumentParser
 from torchrl_mbdpo.envs import make_env
+from torchrl_mbdpo.envs.factory import task_spec
 from torchrl_mbdpo.trainers.config import default_work_dir
 from torchrl_mbdpo.trainers.evaluation import CsvLog, evaluate
 
@@ -28,7 +30,7 @@ FIELDS = ["step", "episode_reward", "env_steps", "wall_time_s"]
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ScriptArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="cartpole-swingup")
     p.add_argument("--steps", type=int, default=100_000, help="agent steps")
     p.add_argument("--seed", type=int, default=1)
@@ -44,7 +46,23 @@ def parse_args(argv=None):
     p.add_argument("--tau", type=float, default=0.005)
     p.add_argument("--utd", type=float, default=1.0, help="gradient updates per agent step")
     p.add_argument("--buffer-size", type=int, default=1_000_000)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for name in ("steps", "num_envs", "eval_freq", "eval_episodes", "batch_size", "buffer_size"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}: pass a positive integer.")
+    if args.utd <= 0 or (args.init_random_frames or 0) < 0:
+        p.error(f"need --utd > 0 and --init-random-frames >= 0, got {args.utd} and {args.init_random_frames}.")
+    try:
+        task_spec(args.task)
+    except ValueError as err:
+        p.error(str(err))
+    if (work_dir(args) / "eval.csv").exists():
+        p.error(f"{work_dir(args) / 'eval.csv'} exists: pass another --work-dir, or remove it.")
+    return args
+
+
+def work_dir(args) -> Path:
+    return Path(args.work_dir or default_work_dir("sac", args.task, args.seed))
 
 
 def make_agent(obs_dim, action_spec, hidden=(256, 256)):
@@ -73,11 +91,9 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    work_dir = Path(args.work_dir or default_work_dir("sac", args.task, args.seed))
-    work_dir.mkdir(parents=True, exist_ok=True)
-    csv_path = work_dir / "eval.csv"
-    if csv_path.exists():
-        raise SystemExit(f"{csv_path} exists: pass another --work-dir or remove it.")
+    out = work_dir(args)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / "eval.csv"
 
     env = make_env(args.task, seed=args.seed, num_envs=args.num_envs)
     eval_env = make_env(args.task, seed=args.seed + 10_000, num_envs=1)

@@ -26,7 +26,7 @@ PRESETS = REPO / "sota-implementations" / "mbdpo"
 SCRIPTS = {
     "sota-implementations/mbdpo/mbdpo.py": "test_every_preset_script_runs_to_the_end",
     "sota-implementations/mbdpo_trainer/train.py": "test_the_torchrl_recipe_says_which_install_it_needs; test_torchrl_dropin.py runs it",
-    "sota-implementations/sac/sac.py": "test/test_sac_baseline.py::test_sac_script_writes_the_library_eval_csv",
+    "sota-implementations/sac/sac.py": "test/test_sac_baseline.py::test_sac_baseline_writes_eval_csv",
     "sota-implementations/ppo/ppo.py": "test/test_ppo_baseline.py::test_ppo_baseline_writes_eval_csv",
     "examples/compose_with_torchrl.py": "test_the_examples_run_to_the_end",
     "examples/dmo_world_model_env.py": "test_the_examples_run_to_the_end",
@@ -48,6 +48,9 @@ def test_the_console_scripts_are_the_command_table():
 def test_every_script_is_in_the_contract():
     found = {str(p.relative_to(REPO)) for folder in ("sota-implementations", "examples") for p in (REPO / folder).rglob("*.py")}
     assert found == set(SCRIPTS), "a script was added or removed: put it in SCRIPTS with the test that runs it"
+    for script, test in SCRIPTS.items():  # each named test exists: in another file (path::name) or in this one
+        path, name = test.split("::") if "::" in test else ("test/contract/test_contract_commands.py", test.split(";")[0])
+        assert f"def {name}(" in (REPO / path).read_text(), f"{script}: no test {name} in {path}"
 
 
 # ------------------------------------------------------------------------------------------ mbdpo-train and friends
