@@ -103,6 +103,24 @@ def test_resume_continues_and_a_new_run_never_overwrites(artifacts, tmp_path):
         PixelDMOTrainer(_config(artifacts, tmp_path / "run", forward="local", resume=True))
 
 
+def test_a_stop_during_pretraining_keeps_its_updates_and_a_resume_makes_the_rest(artifacts, tmp_path):
+    trainer = PixelDMOTrainer(_config(artifacts, tmp_path / "run", pretrain_updates=5))
+    step = trainer.local_model_step
+
+    def signal_after_two(batch):  # what SIGTERM's handler does, arriving during the third update
+        if trainer.pretrain_done == 2:
+            trainer.control.signal = 15
+        return step(batch)
+
+    trainer.local_model_step = signal_after_two
+    trainer.train()
+    assert trainer.control.exit_code == 128 + 15 and trainer.pretrain_done == 3 and not trainer.pretrained
+    resumed = PixelDMOTrainer(_config(artifacts, tmp_path / "run", pretrain_updates=5, resume=True))
+    assert resumed.iteration == 0 and resumed.pretrain_done == 3 and not resumed.pretrained
+    resumed.train()
+    assert resumed.pretrain_done == 5 and resumed.pretrained and resumed.iteration == 2
+
+
 def test_policy_input_errors(artifacts, tmp_path, tiny_play_data):
     with pytest.raises(PlayDatasetError, match="needs reward=<...>"):
         PixelDMOTrainer(PixelDMOConfig(world_model=artifacts["world_model"], data=artifacts["data"]))

@@ -83,6 +83,7 @@ class PixelDMOTrainer(PolicyRun):
         self.target_updater = SoftUpdate(self.loss, tau=cfg.tau)
         self.train_rows = self.dataset.transition_rows(self.dataset.split(0)[0])
         self.pretrained = False
+        self.pretrain_done = 0  # local-model updates of the pre-training made so far
 
     # ------------------------------------------------------------------ data
     def _play_batch(self, n: int) -> TensorDict:
@@ -115,10 +116,15 @@ class PixelDMOTrainer(PolicyRun):
         return loss.item()
 
     def pretrain(self) -> None:
-        bar = tqdm(range(self.cfg.pretrain_updates), desc="local model on play data", disable=not self.cfg.progress, leave=False)
-        for _ in bar:
-            self.local_model_step(self._play_batch(self.cfg.batch_size))
-        self.pretrained = True
+        """The local model's pre-training on play data; a stop request ends it after the current update (the count made
+        is saved, and a resume makes the rest)."""
+        total, quiet = self.cfg.pretrain_updates, not self.cfg.progress
+        with tqdm(total=total, initial=self.pretrain_done, desc="local model on play data", disable=quiet, leave=False) as bar:
+            while self.pretrain_done < total and not self.control.stop_requested:
+                self.local_model_step(self._play_batch(self.cfg.batch_size))
+                self.pretrain_done += 1
+                bar.update()
+        self.pretrained = self.pretrain_done >= total
 
     # ------------------------------------------------------------------ one iteration
     def rollout(self):
@@ -197,6 +203,7 @@ class PixelDMOTrainer(PolicyRun):
             "loss": self.loss.state_dict(),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "pretrained": self.pretrained,
+            "pretrain_done": self.pretrain_done,
             "local_model_config": self.local_model.cfg.to_dict(),
         }
 
@@ -208,6 +215,7 @@ class PixelDMOTrainer(PolicyRun):
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
         self.pretrained = state["pretrained"]
+        self.pretrain_done = state.get("pretrain_done", self.cfg.pretrain_updates if self.pretrained else 0)
 
     def before_training(self) -> None:
         if not self.pretrained:
