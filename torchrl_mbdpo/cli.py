@@ -81,6 +81,21 @@ class ScriptArgumentParser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
 
+    def check_run(self, args, positive: tuple[str, ...], eval_csv) -> None:
+        """The checks every baseline run makes before it writes: the ``positive`` integer arguments are >= 1,
+        ``args.task`` is a known task, and ``eval_csv`` (the run's log) does not exist yet."""
+        from .envs.factory import task_spec
+
+        for name in positive:
+            if getattr(args, name) < 1:
+                self.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}: pass a positive integer.")
+        try:
+            task_spec(args.task)
+        except ValueError as err:
+            self.error(str(err))
+        if eval_csv.exists():
+            self.error(f"{eval_csv} exists: pass another --work-dir, or remove it.")
+
 
 @contextlib.contextmanager
 def _warnings_as_lines():

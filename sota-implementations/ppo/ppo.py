@@ -25,7 +25,6 @@ from torchrl.objectives.value import GAE
 
 from torchrl_mbdpo.cli import ScriptArgumentParser
 from torchrl_mbdpo.envs import make_env
-from torchrl_mbdpo.envs.factory import task_spec
 from torchrl_mbdpo.trainers.config import default_work_dir
 from torchrl_mbdpo.trainers.evaluation import CsvLog, evaluate
 
@@ -54,15 +53,8 @@ def parse_args(argv=None):
     p.add_argument("--max-grad-norm", type=float, default=0.5)
     p.add_argument("--reward-scale", type=float, default=0.1, help="rewards are multiplied by this for training")
     args = p.parse_args(argv)
-    for name in ("steps", "num_envs", "eval_freq", "eval_episodes", "rollout_steps", "epochs", "minibatch_size"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}: pass a positive integer.")
-    try:
-        task_spec(args.task)
-    except ValueError as err:
-        p.error(str(err))
-    if (work_dir(args) / "eval.csv").exists():
-        p.error(f"{work_dir(args) / 'eval.csv'} exists: pass another --work-dir, or remove it.")
+    positive = ("steps", "num_envs", "eval_freq", "eval_episodes", "rollout_steps", "epochs", "minibatch_size")
+    p.check_run(args, positive, work_dir(args) / "eval.csv")
     return args
 
 

@@ -22,7 +22,6 @@ from torchrl.objectives import SACLoss, SoftUpdate
 
 from torchrl_mbdpo.cli import ScriptArgumentParser
 from torchrl_mbdpo.envs import make_env
-from torchrl_mbdpo.envs.factory import task_spec
 from torchrl_mbdpo.trainers.config import default_work_dir
 from torchrl_mbdpo.trainers.evaluation import CsvLog, evaluate
 
@@ -47,17 +46,10 @@ def parse_args(argv=None):
     p.add_argument("--utd", type=float, default=1.0, help="gradient updates per agent step")
     p.add_argument("--buffer-size", type=int, default=1_000_000)
     args = p.parse_args(argv)
-    for name in ("steps", "num_envs", "eval_freq", "eval_episodes", "batch_size", "buffer_size"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}: pass a positive integer.")
     if args.utd <= 0 or (args.init_random_frames or 0) < 0:
         p.error(f"need --utd > 0 and --init-random-frames >= 0, got {args.utd} and {args.init_random_frames}.")
-    try:
-        task_spec(args.task)
-    except ValueError as err:
-        p.error(str(err))
-    if (work_dir(args) / "eval.csv").exists():
-        p.error(f"{work_dir(args) / 'eval.csv'} exists: pass another --work-dir, or remove it.")
+    positive = ("steps", "num_envs", "eval_freq", "eval_episodes", "batch_size", "buffer_size")
+    p.check_run(args, positive, work_dir(args) / "eval.csv")
     return args
 
 
