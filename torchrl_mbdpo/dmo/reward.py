@@ -176,7 +176,7 @@ class RewardTrainer(OfflineRun):
     def build(self):
         cfg = self.cfg
         self.dataset.check_key(cfg.obs)
-        self.log_scale = cfg.kind == "env"  # a dense target's MSE does not fall by decades
+        self.log_scale = cfg.kind != "energy"  # a regression's MSE falls by decades (dense: 3.4 -> 0.0009)
         self.y_label = "Bradley-Terry loss" if cfg.kind == "energy" else "MSE"
         model_cfg = RewardConfig(
             image_size=self.dataset.image_size, kind=cfg.kind, channels=tuple(cfg.channels), hidden=cfg.hidden, obs=cfg.obs
